@@ -1,0 +1,1 @@
+"""Small generic nodes: files, manifests."""

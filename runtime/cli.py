@@ -1,0 +1,280 @@
+"""The ``nodetrainer`` command line (also ``python -m runtime``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+EPILOG = """\
+examples:
+  nodetrainer run graphs/quickstart.yaml
+  nodetrainer run graphs/sd15-lora.yaml --set base_model=./sd15 --set dataset=./imgs --set train.max_steps=500
+  nodetrainer run graph.yaml --events jsonl        # machine-readable events on stdout, commands on stdin
+  nodetrainer validate graph.yaml --set dataset=./imgs
+  nodetrainer nodes
+  nodetrainer nodes --describe train.loop
+
+exit codes: 0 ok, 1 a node failed, 2 invalid graph or usage, 130 stopped (Ctrl-C, SIGTERM or a stop command)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nodetrainer",
+        description="Train diffusion models with node graphs: run, validate and inspect graph files.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"nodetrainer {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sets = argparse.ArgumentParser(add_help=False)
+    sets.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                      help="set a graph input (name=value) or a node param (node.param=value); repeatable. "
+                           "Relative paths resolve against the current folder")
+
+    run = sub.add_parser("run", parents=[sets], help="run a graph",
+                         description="Validate a graph, then run the nodes its sinks need, in order.",
+                         epilog="example:\n  nodetrainer run graphs/quickstart.yaml --set train.max_steps=20",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("graph", type=Path, help="graph file (YAML)")
+    run.add_argument("--events", choices=["jsonl"], help="write events as JSON lines to stdout and read "
+                     "commands ({\"command\": \"stop\"}) from stdin")
+    run.add_argument("--workspace", type=Path, metavar="DIR", help="run folder (default: RUNS_DIR/<name>-<time>)")
+    run.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="RUNS_DIR",
+                     help="where new run folders go (default: ./runs)")
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", parents=[sets], help="check a graph without running it",
+                         description="Report every problem in a graph at once. Exit 0 when valid, 2 when not.",
+                         epilog="example:\n  nodetrainer validate graphs/sd15-lora.yaml --set dataset=./imgs",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    val.add_argument("graph", type=Path, help="graph file (YAML)")
+    val.add_argument("--for-run", action="store_true",
+                     help="also require values for all graph inputs and existing input files")
+    val.add_argument("--json", action="store_true", help="print the problems as JSON")
+    val.set_defaults(func=cmd_validate)
+
+    nodes = sub.add_parser("nodes", help="list node types, or describe one",
+                           description="The node catalogue, grouped by category.",
+                           epilog="examples:\n  nodetrainer nodes\n  nodetrainer nodes --describe train.loop",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    nodes.add_argument("--describe", metavar="TYPE", help="show one node type's ports, params and docs")
+    nodes.add_argument("--json", action="store_true", help="machine-readable output")
+    nodes.set_defaults(func=cmd_nodes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INVALID
+    return args.func(args)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _load(path: Path, registry):
+    from .errors import GraphFileError
+    from .graph_file import load_graph
+
+    try:
+        graph = load_graph(path, registry)
+    except GraphFileError as e:
+        _err(str(e))
+        return None
+    for msg in graph.upgrades:
+        _err(f"note: {msg}")
+    return graph
+
+
+def _print_problems(problems, stream=None) -> None:
+    for p in problems:
+        print(f"  - {p}", file=stream or sys.stderr)
+
+
+# -- validate -----------------------------------------------------------------
+
+def cmd_validate(args) -> int:
+    from .registry import default_registry
+    from .validate import validate
+
+    registry = default_registry()
+    graph = _load(args.graph, registry)
+    if graph is None:
+        return EXIT_INVALID
+    result = validate(graph, registry, args.sets, for_run=args.for_run)
+    if args.json:
+        print(json.dumps({"valid": result.ok, "problems": [p.to_dict() for p in result.problems],
+                          "plan": result.order}, indent=2))
+        return EXIT_OK if result.ok else EXIT_INVALID
+    if result.ok:
+        print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(result.order)} would run)")
+        _print_problems(result.warnings, sys.stdout)
+        return EXIT_OK
+    _err(f"{args.graph}: {len(result.errors)} problem(s)")
+    _print_problems(result.problems)
+    return EXIT_INVALID
+
+
+# -- nodes --------------------------------------------------------------------
+
+def cmd_nodes(args) -> int:
+    from .registry import default_registry
+
+    registry = default_registry()
+    for err in registry.load_errors:
+        _err(f"warning: {err}")
+    if args.describe:
+        spec = registry.get(args.describe.split("@")[0])
+        if spec is None:
+            near = registry.suggest(args.describe)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            _err(f"unknown node type {args.describe!r}{hint}")
+            return EXIT_INVALID
+        if args.json:
+            print(json.dumps(spec.describe(), indent=2))
+        else:
+            print(describe_text(spec))
+        return EXIT_OK
+    if args.json:
+        print(json.dumps({"nodes": [s.describe() for s in registry.specs()],
+                          "types": [t.describe() for t in registry.types()]}, indent=2))
+        return EXIT_OK
+    for category, specs in registry.by_category().items():
+        print(category)
+        width = max(len(s.qualified) for s in specs)
+        for s in specs:
+            print(f"  {s.qualified:<{width}}  {s.title}: {s.summary}")
+    return EXIT_OK
+
+
+def describe_text(spec) -> str:
+    lines = [f"{spec.qualified}  {spec.title}  [{spec.category}]"]
+    if spec.doc:
+        lines += ["", spec.doc.strip()]
+
+    def port_line(p, is_input: bool) -> str:
+        t = p.type
+        flags = []
+        if is_input:
+            flags.append("optional" if p.optional else "required")
+            if p.multi:
+                flags.append("multi")
+        flags.append(t.lifetime)
+        return f"  {p.name}: {t.name} ({', '.join(flags)})" + (f"  {p.doc}" if p.doc else "")
+
+    if spec.inputs:
+        lines += ["", "Inputs:"] + [port_line(p, True) for p in spec.inputs.values()]
+    if spec.outputs:
+        lines += ["", "Outputs:"] + [port_line(p, False) for p in spec.outputs.values()]
+    if spec.params:
+        lines += ["", "Params:"]
+        for p in spec.params.values():
+            d = p.describe()
+            extra = []
+            if "options" in d:
+                extra.append("one of " + ", ".join(d["options"]))
+            if "mode" in d:
+                extra.append(f"{d['mode']}")
+            if p.min is not None or p.max is not None:
+                extra.append(f"range {'' if p.min is None else p.min}..{'' if p.max is None else p.max}")
+            if p.optional:
+                extra.append("optional")
+            default = "required" if p.required else f"default {p.default!r}"
+            lines.append(f"  {p.name}: {p.kind.name}, {default}" + (f", {'; '.join(extra)}" if extra else "")
+                         + (f"  {p.doc}" if p.doc else ""))
+    return "\n".join(lines)
+
+
+# -- run ----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _event_stream() -> Iterator[io.TextIOBase]:
+    """Stdout reserved for events: anything else printed (by Python or C code) goes to stderr."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fd = -1
+    if fd != 1:  # stdout is not the process's fd 1 (e.g. captured in-process); keep it simple
+        real, sys.stdout = sys.stdout, sys.stderr
+        try:
+            yield real
+        finally:
+            sys.stdout = real
+        return
+    sys.stdout.flush()
+    events_fd = os.dup(1)
+    os.dup2(2, 1)
+    stream = os.fdopen(events_fd, "w", encoding="utf-8", buffering=1)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        os.dup2(events_fd, 1)
+        stream.close()
+
+
+def cmd_run(args) -> int:
+    from .console import ConsoleSink
+    from .control import CancelToken, CommandInbox, signal_handlers, start_command_reader
+    from .events import EventBus, JsonLinesSink
+    from .executor import ABORTED, CANCELLED, OK, execute
+    from .registry import default_registry
+    from .validate import validate
+    from .workspace import EVENTS_FILE, EventLog, create_workspace, write_run_record
+
+    registry = default_registry()
+    graph = _load(args.graph, registry)
+    if graph is None:
+        return EXIT_INVALID
+    result = validate(graph, registry, args.sets, for_run=True)
+    if not result.ok:
+        _err(f"{args.graph}: cannot run, {len(result.errors)} problem(s)")
+        _print_problems(result.problems)
+        return EXIT_INVALID
+    _print_problems(result.warnings)
+
+    if args.workspace:
+        workspace = args.workspace.resolve()
+        workspace.mkdir(parents=True, exist_ok=True)
+    else:
+        workspace = create_workspace(args.runs_dir.resolve(), graph.name)
+    write_run_record(workspace, graph, result, sys.argv[1:] if sys.argv else [], registry)
+
+    cancel = CancelToken()
+    inbox = CommandInbox(cancel)
+    log = EventLog(workspace / EVENTS_FILE)
+    bus = EventBus([log])
+    with contextlib.ExitStack() as stack:
+        if args.events == "jsonl":
+            stream = stack.enter_context(_event_stream())
+            bus.add(JsonLinesSink(stream))
+            start_command_reader(sys.stdin, inbox, bus)
+        else:
+            bus.add(ConsoleSink())
+        stack.enter_context(signal_handlers(cancel))
+        try:
+            outcome = execute(result, workspace=workspace, bus=bus, cancel=cancel, inbox=inbox,
+                              graph_name=graph.name)
+        finally:
+            log.close()
+    if outcome.status == OK:
+        return EXIT_OK
+    if outcome.status in (CANCELLED, ABORTED):
+        return EXIT_CANCELLED
+    return EXIT_FAILED

@@ -1,0 +1,82 @@
+"""What a running node sees: events, cancellation, commands and its workspace."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any as _Any
+
+from .control import CancelToken, CommandInbox
+from .errors import Cancelled
+from .events import EventBus
+
+
+class RunContext:
+    """Passed as ``ctx`` to ``run``. One per node, per run."""
+
+    def __init__(
+        self,
+        node_id: str,
+        type_id: str,
+        bus: EventBus,
+        cancel: CancelToken,
+        inbox: CommandInbox,
+        workspace: Path,
+        graph_name: str = "",
+    ):
+        self.node_id = node_id
+        self.type_id = type_id
+        self.bus = bus
+        self.cancel = cancel
+        self.inbox = inbox
+        self.workspace = workspace
+        self.graph_name = graph_name
+        self._t0: float | None = None
+        self._step0 = 0
+
+    # -- events ----------------------------------------------------------------
+    def progress(self, step: int, total: int | None = None, **metrics: _Any) -> None:
+        """Report progress; rate (steps/s) and ETA are filled in unless given."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0, self._step0 = now, step
+        elapsed = now - self._t0
+        done = step - self._step0
+        if "rate" not in metrics and elapsed > 0 and done > 0:
+            metrics["rate"] = round(done / elapsed, 3)
+        if "eta" not in metrics and total and metrics.get("rate"):
+            metrics["eta"] = round(max(0.0, (total - step) / metrics["rate"]), 1)
+        self.bus.emit("progress", node=self.node_id, step=step, total=total, **metrics)
+
+    def log(self, message: str, level: str = "info", **extra: _Any) -> None:
+        self.bus.emit("log", node=self.node_id, level=level, message=message, **extra)
+
+    def warn(self, message: str, **extra: _Any) -> None:
+        self.log(message, "warning", **extra)
+
+    def sample(self, paths: list[str | Path], prompt: str = "", **extra: _Any) -> None:
+        self.bus.emit("sample", node=self.node_id, paths=[str(p) for p in paths], prompt=prompt, **extra)
+
+    def saved(self, path: str | Path, format: str, **extra: _Any) -> None:
+        self.bus.emit("saved", node=self.node_id, path=str(path), format=format, **extra)
+
+    # -- control ---------------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel.requested
+
+    def check_cancelled(self) -> None:
+        """Raise ``Cancelled`` if a stop was requested."""
+        if self.cancel.requested:
+            raise Cancelled(self.cancel.reason)
+
+    def commands(self) -> list[dict]:
+        """Commands received since the last call (``stop``, ``sample``, ``save``, ``backup``)."""
+        return self.inbox.drain()
+
+    # -- files -----------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        """A path inside the run's workspace; its folder is created."""
+        p = self.workspace.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p

@@ -1,0 +1,146 @@
+"""The executor: run each planned node once, in order, passing outputs along.
+
+A failure stops the run with an error naming the node, its type and the cause.
+A requested stop (signal or ``stop`` command) ends the run after the running
+node returns. Outputs are dropped as soon as their last consumer has run, so
+a model is not kept alive longer than the graph needs it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any as _Any
+
+from .context import RunContext
+from .control import CancelToken, CommandInbox
+from .errors import Cancelled, NodeFailure
+from .events import EventBus
+from .graph import Link
+from .validate import Validation
+
+OK, FAILED, CANCELLED, ABORTED = "ok", "failed", "cancelled", "aborted"
+
+
+@dataclass
+class RunResult:
+    status: str
+    seconds: float
+    workspace: Path
+    error: NodeFailure | None = None
+    #: outputs of the nodes listed in ``keep`` (for tests and in-process callers)
+    outputs: dict[str, dict[str, _Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def execute(
+    validation: Validation,
+    *,
+    workspace: Path,
+    bus: EventBus | None = None,
+    cancel: CancelToken | None = None,
+    inbox: CommandInbox | None = None,
+    graph_name: str = "",
+    keep: tuple[str, ...] = (),
+) -> RunResult:
+    """Run a validated graph (``validation.ok`` must be true)."""
+    if not validation.ok:
+        raise ValueError("execute() needs a valid graph; validate it first")
+    bus = bus or EventBus()
+    cancel = cancel or CancelToken()
+    inbox = inbox or CommandInbox(cancel)
+    order = validation.order
+    remaining = _consumer_counts(validation)
+    values: dict[str, dict[str, _Any]] = {}
+    kept: dict[str, dict[str, _Any]] = {}
+    t_run = time.monotonic()
+    bus.emit("run_started", graph=graph_name, workspace=str(workspace), nodes=order)
+
+    def finish(status: str, error: NodeFailure | None = None) -> RunResult:
+        seconds = time.monotonic() - t_run
+        extra = {"reason": cancel.reason} if status == CANCELLED else {}
+        bus.emit("run_finished", status=status, seconds=round(seconds, 3), workspace=str(workspace), **extra)
+        return RunResult(status, seconds, workspace, error, kept)
+
+    for index, node_id in enumerate(order):
+        if cancel.requested:
+            return finish(CANCELLED)
+        rn = validation.nodes[node_id]
+        spec = rn.spec
+        kwargs = {port: _gather(values, rn.inputs.get(port)) if port in rn.inputs else
+                  ([] if decl.multi else None) for port, decl in spec.inputs.items()}
+        ctx = RunContext(node_id, spec.type_id, bus, cancel, inbox, workspace, graph_name)
+        bus.emit("node_started", node=node_id, type=spec.type_id, index=index, total=len(order))
+        t0 = time.monotonic()
+        try:
+            instance = spec.cls()
+            for name, value in rn.params.items():
+                setattr(instance, name, value)
+            result = instance.run(ctx, **kwargs)
+            values[node_id] = _check_outputs(node_id, spec, result)
+        except Cancelled:
+            bus.emit("node_finished", node=node_id, type=spec.type_id, seconds=round(time.monotonic() - t0, 3),
+                     status=CANCELLED)
+            return finish(CANCELLED)
+        except KeyboardInterrupt:
+            failure = NodeFailure(node_id, spec.type_id, KeyboardInterrupt("aborted by a second interrupt"))
+            bus.emit("error", node=node_id, type=spec.type_id, message=str(failure), traceback="")
+            return finish(ABORTED, failure)
+        except Exception as e:
+            tb = traceback.format_exc()
+            failure = NodeFailure(node_id, spec.type_id, e, tb)
+            bus.emit("error", node=node_id, type=spec.type_id, message=str(failure), traceback=tb)
+            return finish(FAILED, failure)
+        bus.emit("node_finished", node=node_id, type=spec.type_id, seconds=round(time.monotonic() - t0, 3),
+                 status=OK)
+        if node_id in keep:
+            kept[node_id] = dict(values[node_id])
+        for src in {lk.node for _, lk in _links(rn.inputs)}:
+            remaining[src] -= 1
+            if remaining[src] == 0:
+                values.pop(src, None)
+        if remaining.get(node_id, 0) == 0:
+            values.pop(node_id, None)
+    return finish(CANCELLED if cancel.requested else OK)
+
+
+def _links(inputs: dict[str, Link | list[Link]]) -> list[tuple[str, Link]]:
+    return [(p, lk) for p, v in inputs.items() for lk in (v if isinstance(v, list) else [v])]
+
+
+def _consumer_counts(validation: Validation) -> dict[str, int]:
+    """How many planned nodes read from each node (a node reading twice counts once)."""
+    counts = {n: 0 for n in validation.order}
+    for n in validation.order:
+        for src in {lk.node for _, lk in _links(validation.nodes[n].inputs)}:
+            counts[src] += 1
+    return counts
+
+
+def _gather(values: dict[str, dict[str, _Any]], links: Link | list[Link] | None):
+    if isinstance(links, list):
+        return [values[lk.node][lk.port] for lk in links]
+    return values[links.node][links.port]
+
+
+def _check_outputs(node_id: str, spec, result: _Any) -> dict[str, _Any]:
+    if not spec.outputs and result is None:
+        return {}
+    if not isinstance(result, dict):
+        raise TypeError(f"run() returned {type(result).__name__}; it must return a dict of outputs "
+                        f"({', '.join(spec.outputs) or 'none'})")
+    missing = [o for o in spec.outputs if o not in result]
+    extra = [k for k in result if k not in spec.outputs]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing output(s) {', '.join(missing)}")
+        if extra:
+            parts.append(f"undeclared output(s) {', '.join(map(str, extra))}")
+        raise TypeError(f"run() returned {'; '.join(parts)}")
+    return result

@@ -1,0 +1,310 @@
+"""Param kinds and the ``Param`` declaration used on node classes.
+
+A kind knows how to check and normalise a value read from a graph file or the
+command line, and how to describe itself to the editor. ``Param`` adds the
+default, bounds, optionality and the one-line doc.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any as _Any
+
+
+class ParamError(ValueError):
+    """A value does not fit a param; the message says why, without naming the node."""
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: _Any = _Missing()
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"boolean {value!r}"
+    if isinstance(value, (int, float)):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"text {shown!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+class ParamKind:
+    """Base of all kinds. ``name`` is also the type name used by graph inputs."""
+
+    name = "any"
+    numeric = False
+    is_path = False
+    #: graph-input types that may feed a param of this kind
+    accepts_inputs: frozenset[str] = frozenset()
+
+    def coerce(self, value: _Any) -> _Any:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"kind": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class IntKind(ParamKind):
+    name = "int"
+    numeric = True
+    accepts_inputs = frozenset({"int", "seed"})
+
+    def coerce(self, value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ParamError(f"expected a whole number, got {_type_name(value)}")
+        return value
+
+
+class FloatKind(ParamKind):
+    name = "float"
+    numeric = True
+    accepts_inputs = frozenset({"int", "float"})
+
+    def coerce(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(f"expected a number, got {_type_name(value)}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ParamError(f"expected a finite number, got {value}")
+        return value
+
+
+class BoolKind(ParamKind):
+    name = "bool"
+    accepts_inputs = frozenset({"bool"})
+
+    def coerce(self, value):
+        if not isinstance(value, bool):
+            raise ParamError(f"expected true or false, got {_type_name(value)}")
+        return value
+
+
+class StrKind(ParamKind):
+    name = "str"
+    accepts_inputs = frozenset({"str", "text", "choice", "int", "float"})
+
+    def coerce(self, value):
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            raise ParamError(f"expected text, got {_type_name(value)}")
+        if isinstance(value, (int, float)):
+            return str(value)
+        if not isinstance(value, str):
+            raise ParamError(f"expected text, got {_type_name(value)}")
+        return value
+
+
+class TextKind(StrKind):
+    """Multi-line text (a prompt, a note)."""
+
+    name = "text"
+
+
+class Choice(ParamKind):
+    """One of a fixed list of strings."""
+
+    name = "choice"
+    accepts_inputs = frozenset({"choice", "str"})
+
+    def __init__(self, *options: str):
+        if len(options) == 1 and isinstance(options[0], (list, tuple)):
+            options = tuple(options[0])
+        self.options = tuple(options)
+
+    def coerce(self, value):
+        if not isinstance(value, str) or value not in self.options:
+            shown = ", ".join(self.options)
+            raise ParamError(f"expected one of [{shown}], got {_type_name(value)}")
+        return value
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "options": list(self.options)}
+
+    def __repr__(self) -> str:
+        return f"Choice{self.options!r}"
+
+
+class _PathKind(ParamKind):
+    is_path = True
+    accepts_inputs = frozenset({"path", "file", "dir", "str"})
+    target = "path"
+
+    def __init__(self, mode: str = "open", filter: str = ""):
+        if mode not in ("open", "save"):
+            raise ValueError(f"path mode must be 'open' or 'save', not {mode!r}")
+        self.mode = mode
+        self.filter = filter
+
+    def coerce(self, value):
+        if not isinstance(value, str) or not value.strip():
+            raise ParamError(f"expected a {self.target} path, got {_type_name(value)}")
+        if "\x00" in value:
+            raise ParamError("a path cannot contain a NUL character")
+        return value
+
+    def describe(self) -> dict:
+        d = {"kind": self.name, "mode": self.mode}
+        if self.filter:
+            d["filter"] = self.filter
+        return d
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mode={self.mode!r})"
+
+
+class File(_PathKind):
+    """A file path; ``mode='open'`` must exist when the graph runs, ``'save'`` is written."""
+
+    name = "file"
+    target = "file"
+
+
+class Dir(_PathKind):
+    """A folder path."""
+
+    name = "dir"
+    target = "folder"
+
+
+class StrList(ParamKind):
+    """A list of strings (prompts, tags). A single string is taken as a list of one."""
+
+    name = "strlist"
+    accepts_inputs = frozenset({"strlist", "str", "text"})
+
+    def coerce(self, value):
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list):
+            raise ParamError(f"expected a list of texts, got {_type_name(value)}")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ParamError(f"item {i}: expected text, got {_type_name(item)}")
+            out.append(str(item))
+        return out
+
+
+class Seed(IntKind):
+    """A random seed: 0 .. 2**32-1, or -1 for a fresh one chosen when the run starts."""
+
+    name = "seed"
+    numeric = False
+    RANDOM = -1
+    MAX = 2**32 - 1
+
+    def coerce(self, value):
+        value = super().coerce(value)
+        if value != self.RANDOM and not 0 <= value <= self.MAX:
+            raise ParamError(f"a seed is -1 (random) or between 0 and {self.MAX}, got {value}")
+        return value
+
+
+_PY_KINDS = {int: IntKind, float: FloatKind, bool: BoolKind, str: StrKind}
+
+#: graph-input type name -> kind, for the ``inputs:`` section of a graph file
+INPUT_KINDS: dict[str, type[ParamKind]] = {
+    "int": IntKind,
+    "float": FloatKind,
+    "bool": BoolKind,
+    "str": StrKind,
+    "text": TextKind,
+    "choice": Choice,
+    "path": File,  # file or folder; resolved like any path
+    "file": File,
+    "dir": Dir,
+    "strlist": StrList,
+    "seed": Seed,
+}
+
+
+def as_kind(kind: _Any) -> ParamKind:
+    """Accept ``int``/``float``/``bool``/``str``, a kind class, or a kind instance."""
+    if isinstance(kind, ParamKind):
+        return kind
+    if kind in _PY_KINDS:
+        return _PY_KINDS[kind]()
+    if isinstance(kind, type) and issubclass(kind, ParamKind):
+        return kind()
+    raise TypeError(f"not a param kind: {kind!r}")
+
+
+class Param:
+    """A node parameter: kind, default, bounds and doc.
+
+    ``Param(int, 16, min=1, max=1024, doc="LoRA rank")``. Omit the default to make
+    the param required; ``optional=True`` allows ``null`` (default ``None``).
+    """
+
+    def __init__(
+        self,
+        kind: _Any,
+        default: _Any = MISSING,
+        *,
+        min: float | None = None,
+        max: float | None = None,
+        doc: str = "",
+        optional: bool = False,
+        label: str | None = None,
+    ):
+        self.kind = as_kind(kind)
+        self.optional = optional
+        self.default = None if (default is MISSING and optional) else default
+        self.min = min
+        self.max = max
+        self.doc = doc
+        self.label = label
+        self.name = ""  # set by the node decorator
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    def check(self, value: _Any) -> _Any:
+        """Return the normalised value or raise ``ParamError``."""
+        if value is None:
+            if self.optional:
+                return None
+            raise ParamError("a value is required (got null)")
+        value = self.kind.coerce(value)
+        if self.kind.numeric or isinstance(self.kind, Seed):
+            if self.min is not None and value < self.min:
+                raise ParamError(f"{value} is below the minimum {self.min}")
+            if self.max is not None and value > self.max:
+                raise ParamError(f"{value} is above the maximum {self.max}")
+        return value
+
+    def describe(self) -> dict:
+        d = {"name": self.name, **self.kind.describe(), "doc": self.doc}
+        d["default"] = None if self.default is MISSING else self.default
+        d["required"] = self.required
+        d["optional"] = self.optional
+        if self.min is not None:
+            d["min"] = self.min
+        if self.max is not None:
+            d["max"] = self.max
+        if self.label:
+            d["label"] = self.label
+        return d
+
+    def __repr__(self) -> str:
+        return f"Param({self.name or '?'}: {self.kind.name})"
