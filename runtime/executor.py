@@ -19,6 +19,7 @@ from .control import CancelToken, CommandInbox
 from .errors import Cancelled, NodeFailure
 from .events import EventBus
 from .graph import Link
+from .topology import plan
 from .validate import Validation
 
 OK, FAILED, CANCELLED, ABORTED = "ok", "failed", "cancelled", "aborted"
@@ -47,15 +48,24 @@ def execute(
     inbox: CommandInbox | None = None,
     graph_name: str = "",
     keep: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
 ) -> RunResult:
-    """Run a validated graph (``validation.ok`` must be true)."""
+    """Run a validated graph (``validation.ok`` must be true).
+
+    ``targets`` runs only what those nodes need instead of what the sinks need
+    (the data preview uses it); ``keep`` returns those nodes' outputs.
+    """
     if not validation.ok:
         raise ValueError("execute() needs a valid graph; validate it first")
     bus = bus or EventBus()
     cancel = cancel or CancelToken()
     inbox = inbox or CommandInbox(cancel)
-    order = validation.order
-    remaining = _consumer_counts(validation)
+    if targets:
+        deps = {n: list(dict.fromkeys(lk.node for _, lk in _links(rn.inputs))) for n, rn in validation.nodes.items()}
+        order = plan(deps, targets)
+    else:
+        order = validation.order
+    remaining = _consumer_counts(validation, order, protect=set(keep))
     values: dict[str, dict[str, _Any]] = {}
     kept: dict[str, dict[str, _Any]] = {}
     t_run = time.monotonic()
@@ -113,10 +123,11 @@ def _links(inputs: dict[str, Link | list[Link]]) -> list[tuple[str, Link]]:
     return [(p, lk) for p, v in inputs.items() for lk in (v if isinstance(v, list) else [v])]
 
 
-def _consumer_counts(validation: Validation) -> dict[str, int]:
-    """How many planned nodes read from each node (a node reading twice counts once)."""
-    counts = {n: 0 for n in validation.order}
-    for n in validation.order:
+def _consumer_counts(validation: Validation, order: list[str], protect: set[str]) -> dict[str, int]:
+    """How many planned nodes read from each node (a node reading twice counts once).
+    Protected nodes get one extra count so their outputs are never dropped."""
+    counts = {n: (1 if n in protect else 0) for n in order}
+    for n in order:
         for src in {lk.node for _, lk in _links(validation.nodes[n].inputs)}:
             counts[src] += 1
     return counts
