@@ -80,7 +80,7 @@ def loads_graph(text: str, registry: Registry | None = None, path: Path | None =
 
 
 def _yaml_message(e: Exception) -> str:
-    text = " ".join(str(e).split())
+    text = " ".join(str(e).replace('in "<unicode string>", ', "").split())
     return f"YAML syntax: {text}" if text else f"YAML syntax: {type(e).__name__}"
 
 

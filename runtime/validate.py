@@ -187,7 +187,7 @@ class _Validator:
         spec = self.reg.get(entry.type)
         if spec is None:
             near = self.reg.suggest(entry.type)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            hint = f"; did you mean {', '.join(map(repr, near))}?" if near else ""
             self.problem(f"unknown node type {entry.type!r} (no installed node or pack provides it){hint}",
                          entry.id, "type", code="unknown_type")
             return None

@@ -1,0 +1,60 @@
+"""Shared fixtures: a registry with the built-in nodes plus the test-only pack, and CLI helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTPACK = Path(__file__).resolve().parent / "fixtures" / "testpack"
+if str(TESTPACK) not in sys.path:
+    sys.path.insert(0, str(TESTPACK))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """Built-in nodes plus the test pack (registered directly, not through entry points)."""
+    from runtime.registry import Registry
+
+    reg = Registry.discover(builtin=True, entry_points=False)
+    reg.register_package("nt_testpack", "test pack")
+    assert not reg.load_errors, reg.load_errors
+    return reg
+
+
+def subprocess_env(**extra: str) -> dict:
+    """Environment for CLI subprocesses: the repo and the test pack (with its entry point) importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTPACK), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["HF_HUB_OFFLINE"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, input: str | None = None, timeout: float = 120):
+    """Run ``python -m runtime ARGS`` and return the CompletedProcess (text mode)."""
+    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], cwd=cwd or ROOT,
+                          env=subprocess_env(), input=input, capture_output=True, text=True, timeout=timeout)
+
+
+def parse_events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def write_graph(tmp_path):
+    """Write YAML text to a file in tmp_path and return its path."""
+
+    def write(text: str, name: str = "graph.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
