@@ -50,9 +50,9 @@ class CommandInbox:
         self._queue: queue.Queue[dict] = queue.Queue()
 
     def put(self, command: dict) -> None:
+        self._queue.put(command)
         if command.get("command") == "stop":
             self.cancel.request("stop command")
-        self._queue.put(command)
 
     def drain(self) -> list[dict]:
         out = []

@@ -187,7 +187,7 @@ def _build_input(name: object, decl: object, bad) -> GraphInput | None:
         if key not in INPUT_KEYS:
             bad(f"unknown key {key!r} (expected {', '.join(INPUT_KEYS)})", field=field)
     kind = decl.get("type")
-    if kind not in INPUT_KINDS:
+    if not isinstance(kind, str) or kind not in INPUT_KINDS:
         bad(f"type must be one of {', '.join(INPUT_KINDS)}, not {kind!r}", field=field)
         return None
     gi = GraphInput(name, kind)
