@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--describe", metavar="TYPE", help="show one node type's ports, params and docs")
     nodes.add_argument("--json", action="store_true", help="machine-readable output")
     nodes.set_defaults(func=cmd_nodes)
+
+    edit = sub.add_parser("edit", help="open the desktop graph editor",
+                          description="Open the Qt graph editor (needs PySide6 and NodeGraphQt).",
+                          epilog="example:\n  nodetrainer edit graphs/quickstart.yaml",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    edit.add_argument("graph", nargs="?", type=Path, help="graph file to open")
+    edit.add_argument("--runs-dir", type=Path, metavar="RUNS_DIR",
+                      help="where runs started from the editor go (default: ./runs)")
+    edit.set_defaults(func=cmd_edit)
     return p
 
 
@@ -199,6 +208,20 @@ def describe_text(spec) -> str:
             lines.append(f"  {p.name}: {p.kind.name}, {default}" + (f", {'; '.join(extra)}" if extra else "")
                          + (f"  {p.doc}" if p.doc else ""))
     return "\n".join(lines)
+
+
+# -- edit ---------------------------------------------------------------------
+
+def cmd_edit(args) -> int:
+    try:
+        from editor.app import main as editor_main  # Qt is imported only here
+    except ImportError as e:
+        _err(f"the editor needs PySide6 and NodeGraphQt: {e}")
+        return EXIT_INVALID
+    argv = [str(args.graph)] if args.graph else []
+    if args.runs_dir:
+        argv += ["--runs-dir", str(args.runs_dir)]
+    return editor_main(argv)
 
 
 # -- run ----------------------------------------------------------------------

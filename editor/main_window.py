@@ -1,0 +1,463 @@
+"""The editor's main window: canvas, node library, properties, problems, run panel, menus."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from runtime.errors import GraphFileError
+from runtime.paths import presets
+from runtime.registry import Registry, default_registry
+from runtime.validate import validate
+
+from .canvas import Canvas
+from .document import Document
+from .library import NodeLibrary, NodeSearch
+from .preview import PreviewDialog, can_preview
+from .properties import PropertiesPanel
+from .run_panel import RunPanel
+from .validation_panel import LiveValidator, ProblemsPanel, problems_by_node
+
+MAX_RECENT = 10
+FILE_FILTER = "Graph files (*.yaml *.yml);;All files (*)"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, registry: Registry | None = None, settings: QtCore.QSettings | None = None,
+                 runs_dir: Path | None = None):
+        super().__init__()
+        self.registry = registry or default_registry()
+        self.settings = settings or QtCore.QSettings("nodetrainer", "editor")
+        self.runs_dir = Path(runs_dir) if runs_dir else Path(self.settings.value("runs_dir", str(Path.cwd() / "runs")))
+        self.doc: Document | None = None
+        self.undo_group = QtGui.QUndoGroup(self)
+
+        self.canvas = Canvas(self)
+        self.setCentralWidget(self.canvas.widget)
+        self.library = NodeLibrary(self.registry)
+        self.properties = PropertiesPanel()
+        self.problems = ProblemsPanel()
+        self.run_panel = RunPanel()
+        self.search = NodeSearch(self.registry, self)
+        self.validator = LiveValidator(parent=self)
+        self.problem_count = QtWidgets.QLabel()
+        self.statusBar().addPermanentWidget(self.problem_count)
+        self._run_problems: dict[str, list[tuple[str, str]]] = {}
+
+        self.library_dock = self._dock("Nodes", self.library, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.properties_dock = self._dock("Properties", self.properties, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+        self.problems_dock = self._dock("Problems", self.problems, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.run_dock = self._dock("Run", self.run_panel, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.problems_dock, self.run_dock)
+        self.problems_dock.raise_()
+
+        self._make_actions()
+        self._make_menus()
+        self._wire()
+        self.set_document(Document(self.registry))
+        self.resize(1400, 900)
+        geometry = self.settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window_state")
+        if state is not None:
+            self.restoreState(state)
+
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(title.lower() + "_dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    # -- actions ---------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut=None, tip: str = "", canvas_only: bool = False) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut is not None:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QtGui.QKeySequence(k) for k in keys])
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        if canvas_only:  # keep Delete, Ctrl+C... for text fields when they have focus
+            action.setShortcutContext(QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.canvas.widget.addAction(action)
+        else:
+            self.addAction(action)
+        return action
+
+    def _make_actions(self) -> None:
+        K = QtGui.QKeySequence.StandardKey
+        self.act_new = self._action("&New", self.new_graph, K.New, "Start an empty graph")
+        self.act_open = self._action("&Open\u2026", self.open_dialog, K.Open, "Open a graph file")
+        self.act_save = self._action("&Save", self.save, K.Save, "Save the graph")
+        self.act_save_as = self._action("Save &As\u2026", self.save_as, K.SaveAs, "Save under a new name")
+        self.act_quit = self._action("&Quit", self.close, K.Quit)
+        self.act_undo = self.undo_group.createUndoAction(self, "&Undo")
+        self.act_undo.setShortcuts(K.Undo)
+        self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
+        self.act_redo.setShortcuts(K.Redo)
+        self.addActions([self.act_undo, self.act_redo])
+        self.act_cut = self._action("Cu&t", self.cut, K.Cut, canvas_only=True)
+        self.act_copy = self._action("&Copy", self.copy, K.Copy, canvas_only=True)
+        self.act_paste = self._action("&Paste", self.paste, K.Paste, canvas_only=True)
+        self.act_duplicate = self._action("D&uplicate", self.duplicate, "Ctrl+D", canvas_only=True)
+        self.act_delete = self._action("&Delete", self.delete_selection, [K.Delete, "Backspace"], canvas_only=True)
+        self.act_select_all = self._action("Select &All", self.select_all, K.SelectAll, canvas_only=True)
+        self.act_search = self._action("Add &Node\u2026", self.open_search_at_center, "Tab",
+                                       "Search node types and add one (Tab on the canvas)")
+        self.act_search.setShortcutContext(QtCore.Qt.ShortcutContext.WidgetShortcut)
+        self.act_note = self._action("Add N&ote", self.add_note, "Ctrl+B", "Add a note (backdrop) around the selection")
+        self.act_layout = self._action("Auto &Layout", self.auto_layout, "Ctrl+L", "Arrange the nodes by dependency")
+        self.act_fit = self._action("&Fit All", self.canvas.fit, "F", canvas_only=True)
+        self.act_validate = self._action("&Validate", self.validate_now, "F7", "Check the whole graph now")
+        self.act_run = self._action("&Run", self.run_graph, "F5", "Run the graph in a separate process")
+        self.act_stop = self._action("S&top", self.run_panel.stop, "Shift+F5", "Stop after the current step")
+        self.act_preview = self._action("&Preview Data\u2026", self.preview_selected, "Ctrl+P",
+                                        "Show the first samples a data node produces")
+
+    def _make_menus(self) -> None:
+        mb = self.menuBar()
+        file = mb.addMenu("&File")
+        file.addAction(self.act_new)
+        self.preset_menu = file.addMenu("New from &Preset")
+        self.preset_menu.aboutToShow.connect(self._fill_presets)
+        file.addAction(self.act_open)
+        self.recent_menu = file.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file.addSeparator()
+        file.addActions([self.act_save, self.act_save_as])
+        file.addSeparator()
+        file.addAction(self.act_quit)
+        edit = mb.addMenu("&Edit")
+        edit.addActions([self.act_undo, self.act_redo])
+        edit.addSeparator()
+        edit.addActions([self.act_cut, self.act_copy, self.act_paste, self.act_duplicate, self.act_delete,
+                         self.act_select_all])
+        edit.addSeparator()
+        edit.addActions([self.act_search, self.act_note, self.act_layout])
+        view = mb.addMenu("&View")
+        view.addAction(self.act_fit)
+        view.addSeparator()
+        for dock in (self.library_dock, self.properties_dock, self.problems_dock, self.run_dock):
+            view.addAction(dock.toggleViewAction())
+        graph = mb.addMenu("&Graph")
+        graph.addActions([self.act_validate, self.act_run, self.act_stop, self.act_preview])
+
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.addActions([self.act_new, self.act_open, self.act_save])
+        tb.addSeparator()
+        tb.addActions([self.act_undo, self.act_redo])
+        tb.addSeparator()
+        tb.addActions([self.act_search, self.act_note, self.act_layout])
+        tb.addSeparator()
+        tb.addActions([self.act_validate, self.act_run, self.act_stop, self.act_preview])
+
+        ctx = self.canvas.context_menu()
+        ctx.addActions([self.act_undo, self.act_redo])
+        ctx.addSeparator()
+        ctx.addActions([self.act_search, self.act_note, self.act_layout, self.act_fit])
+        ctx.addSeparator()
+        ctx.addActions([self.act_copy, self.act_paste, self.act_duplicate, self.act_delete])
+        ctx.addSeparator()
+        ctx.addAction(self.act_preview)
+
+    def _wire(self) -> None:
+        self.canvas.status.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.canvas.selection_changed.connect(self._on_selection)
+        self.canvas.tab_search.connect(self.open_search)
+        self.canvas.node_activated.connect(lambda _nid: self.properties_dock.raise_())
+        self.search.chosen.connect(lambda type_id, pos: self.canvas.add_node(type_id, (pos.x(), pos.y())))
+        self.library.add_requested.connect(lambda type_id: self.canvas.add_node(type_id))
+        self.problems.node_clicked.connect(lambda nid: self.canvas.select([nid], center=True))
+        self.validator.validated.connect(self._on_validated)
+        self.run_panel.run_requested.connect(self.run_graph)
+        self.run_panel.node_states_changed.connect(self._on_run_states)
+        self.run_panel.node_failed.connect(self._on_node_failed)
+        self.run_panel.finished.connect(self._on_run_finished)
+
+    # -- document ----------------------------------------------------------------------
+    def set_document(self, doc: Document) -> None:
+        if self.doc is not None:
+            self.doc.undo.cleanChanged.disconnect(self._update_title)
+            self.undo_group.removeStack(self.doc.undo)
+            self.doc.deleteLater()
+        self.doc = doc
+        doc.setParent(self)
+        self.undo_group.addStack(doc.undo)
+        self.undo_group.setActiveStack(doc.undo)
+        doc.undo.cleanChanged.connect(self._update_title)
+        self._run_problems = {}
+        self.canvas.set_document(doc)
+        self.properties.set_document(doc)
+        self.validator.set_document(doc)
+        self.canvas.fit()
+        self._update_title()
+
+    def _update_title(self, *_args) -> None:
+        mark = " *" if self.doc.modified else ""
+        self.setWindowTitle(f"{self.doc.display_name}{mark} \u2014 nodetrainer")
+        self.setWindowModified(self.doc.modified)
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to drop the current document (saved, discarded, or unchanged)."""
+        if self.doc is None or not self.doc.modified:
+            return True
+        answer = QtWidgets.QMessageBox.question(
+            self, "Unsaved changes", f"Save the changes to {self.doc.display_name}?",
+            QtWidgets.QMessageBox.StandardButton.Save | QtWidgets.QMessageBox.StandardButton.Discard
+            | QtWidgets.QMessageBox.StandardButton.Cancel, QtWidgets.QMessageBox.StandardButton.Save)
+        if answer == QtWidgets.QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QtWidgets.QMessageBox.StandardButton.Discard
+
+    def new_graph(self) -> None:
+        if self.maybe_save():
+            self.set_document(Document(self.registry))
+
+    def new_from_preset(self, path: str | Path) -> bool:
+        if not self.maybe_save():
+            return False
+        return self._load(Path(path), preset=True)
+
+    def open_dialog(self) -> None:
+        start = str(self.doc.file_path.parent) if self.doc and self.doc.file_path else str(Path.cwd())
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open graph", start, FILE_FILTER)
+        if path:
+            self.open_file(path)
+
+    def open_file(self, path: str | Path) -> bool:
+        if not self.maybe_save():
+            return False
+        return self._load(Path(path), preset=False)
+
+    def _load(self, path: Path, preset: bool) -> bool:
+        try:
+            doc = Document.from_preset(path, self.registry) if preset else Document.open(path, self.registry)
+        except GraphFileError as e:
+            QtWidgets.QMessageBox.critical(self, "Cannot open graph", str(e))
+            self.statusBar().showMessage(f"cannot open {path}", 10000)
+            return False
+        self.set_document(doc)
+        if not preset:
+            self._add_recent(path)
+        notes = list(doc.graph.upgrades)
+        missing = sorted({e.type for e in doc.graph.nodes.values() if self.registry.get(e.type) is None})
+        if missing:
+            notes.append("node type(s) not installed: " + ", ".join(missing) +
+                         " \u2014 shown as red placeholders; their data is kept and saved unchanged")
+            self.problems_dock.raise_()
+        self.statusBar().showMessage("; ".join(notes) if notes else f"opened {path}", 15000)
+        return True
+
+    def save(self) -> bool:
+        if self.doc.file_path is None:
+            return self.save_as()
+        return self._save_to(self.doc.file_path)
+
+    def save_as(self) -> bool:
+        start = str(self.doc.file_path or (Path.cwd() / f"{self.doc.graph.name}.yaml"))
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save graph as", start, FILE_FILTER)
+        if not path:
+            return False
+        if not Path(path).suffix:
+            path += ".yaml"
+        return self._save_to(Path(path))
+
+    def _save_to(self, path: Path) -> bool:
+        try:
+            self.doc.save(path)
+        except OSError as e:
+            QtWidgets.QMessageBox.critical(self, "Cannot save", f"{path}: {e}")
+            return False
+        self._add_recent(path)
+        self._update_title()
+        self.statusBar().showMessage(f"saved {path}", 5000)
+        return True
+
+    # -- recent files and presets ------------------------------------------------------------
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent_files", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def _add_recent(self, path: Path) -> None:
+        p = str(Path(path).resolve())
+        items = [p] + [r for r in self.recent_files() if r != p]
+        self.settings.setValue("recent_files", items[:MAX_RECENT])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self.recent_files():
+            action = self.recent_menu.addAction(p)
+            action.setEnabled(Path(p).exists())
+            action.triggered.connect(lambda _=False, p=p: self.open_file(p))
+        if not self.recent_menu.actions():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def _fill_presets(self) -> None:
+        self.preset_menu.clear()
+        for p in presets():
+            self.preset_menu.addAction(p.stem).triggered.connect(lambda _=False, p=p: self.new_from_preset(p))
+        if not self.preset_menu.actions():
+            self.preset_menu.addAction("(no presets in graphs/)").setEnabled(False)
+
+    # -- editing ---------------------------------------------------------------------------
+    def _on_selection(self) -> None:
+        nodes = self.canvas.selected_node_ids()
+        notes = self.canvas.selected_note_indexes()
+        if len(nodes) == 1:
+            self.properties.show_selection(nodes[0])
+        elif not nodes and len(notes) == 1:
+            self.properties.show_selection(None, notes[0])
+        else:
+            self.properties.show_selection(None)
+
+    def copy(self) -> None:
+        ids = self.canvas.selected_node_ids()
+        if ids:
+            QtWidgets.QApplication.clipboard().setText(self.doc.copy_text(ids))
+
+    def cut(self) -> None:
+        self.copy()
+        self.delete_selection()
+
+    def paste(self) -> None:
+        ids = self.doc.paste_text(QtWidgets.QApplication.clipboard().text())
+        if ids:
+            self.canvas.select(ids, center=False)
+        else:
+            self.statusBar().showMessage("the clipboard holds no nodes", 5000)
+
+    def duplicate(self) -> None:
+        ids = self.canvas.selected_node_ids()
+        if ids:
+            self.canvas.select(self.doc.paste_text(self.doc.copy_text(ids)), center=False)
+
+    def delete_selection(self) -> None:
+        self.doc.remove(self.canvas.selected_node_ids(), self.canvas.selected_note_indexes())
+
+    def select_all(self) -> None:
+        self.canvas.select(list(self.doc.graph.nodes), center=False)
+
+    def open_search(self, scene_pos: QtCore.QPointF) -> None:
+        view = self.canvas.viewer
+        global_pos = view.mapToGlobal(view.mapFromScene(scene_pos))
+        self.search.open_at(global_pos, scene_pos)
+
+    def open_search_at_center(self) -> None:
+        view = self.canvas.viewer
+        self.open_search(view.mapToScene(view.viewport().rect().center()))
+
+    def add_note(self) -> None:
+        ids = self.canvas.selected_node_ids()
+        if ids:
+            rects = [self.canvas.views[n].view.sceneBoundingRect() for n in ids]
+            box = rects[0]
+            for r in rects[1:]:
+                box = box.united(r)
+            box = box.adjusted(-30, -60, 30, 30)
+        else:
+            c = self.canvas.viewer.mapToScene(self.canvas.viewer.viewport().rect().center())
+            box = QtCore.QRectF(c.x() - 150, c.y() - 100, 300, 200)
+        self.doc.add_note((box.x(), box.y(), box.width(), box.height()), "Note", "")
+
+    def auto_layout(self) -> None:
+        ids = self.canvas.selected_node_ids()
+        self.canvas.auto_layout(ids if len(ids) > 1 else None)
+        self.canvas.fit()
+
+    # -- validation ------------------------------------------------------------------------
+    def validate_now(self) -> None:
+        result = self.validator.validate_now()
+        self.problems_dock.raise_()
+        errors = len(result.errors)
+        self.statusBar().showMessage("the graph is valid" if not errors else f"{errors} error(s)", 5000)
+
+    def _on_validated(self, result) -> None:
+        self.problems.set_problems(result.problems)
+        badges = problems_by_node(result.problems)
+        for nid, items in self._run_problems.items():
+            badges.setdefault(nid, []).extend(items)
+        self.canvas.set_problems(badges)
+        errors, warnings = self.problems.counts()
+        self.problem_count.setText(f"{errors} error(s), {warnings} warning(s)" if errors or warnings else "valid")
+
+    # -- runs ----------------------------------------------------------------------------
+    def run_graph(self) -> bool:
+        if self.run_panel.running:
+            return False
+        check = validate(self.doc.graph, self.registry, for_run=True)
+        if not check.ok:
+            self.problems.set_problems(check.problems)
+            self.problems_dock.raise_()
+            self.statusBar().showMessage(f"cannot run: {len(check.errors)} problem(s); see Problems", 10000)
+            return False
+        graph_file, cleanup = self._file_to_run()
+        self._run_problems = {}
+        self.run_dock.raise_()
+        self.canvas.set_run_states({n: "pending" for n in check.order})
+        self.run_panel.start(graph_file, self.runs_dir, cleanup)
+        return True
+
+    def _file_to_run(self) -> tuple[Path, list[Path]]:
+        """The saved file if it is up to date, else a snapshot beside it (so relative paths still work)."""
+        if self.doc.file_path is not None and not self.doc.modified:
+            return self.doc.file_path, []
+        base = self.doc.graph.base_dir
+        stem = (self.doc.file_path or self.doc.graph.path or Path("untitled")).stem
+        text = self.doc.text()
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{stem}.editor-run-", suffix=".yaml", dir=base)
+        except OSError:
+            fd, name = tempfile.mkstemp(prefix=f"{stem}.editor-run-", suffix=".yaml")
+            self.statusBar().showMessage(f"{base} is not writable: running a copy from {Path(name).parent}", 10000)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return Path(name), [Path(name)]
+
+    def _on_run_states(self, states: dict) -> None:
+        self.canvas.set_run_states(states)
+
+    def _on_node_failed(self, node_id: str, message: str) -> None:
+        self._run_problems.setdefault(node_id, []).append(("error", message))
+        if self.validator.last is not None:
+            self._on_validated(self.validator.last)
+        self.canvas.select([node_id], center=True)
+        self.statusBar().showMessage(message, 20000)
+
+    def _on_run_finished(self, status: str) -> None:
+        self.statusBar().showMessage(f"run {status}", 10000)
+
+    # -- data preview ------------------------------------------------------------------------
+    def preview_selected(self) -> None:
+        ids = self.canvas.selected_node_ids()
+        if len(ids) != 1:
+            self.statusBar().showMessage("select one data node to preview", 5000)
+            return
+        why = can_preview(self.doc, ids[0])
+        if why:
+            self.statusBar().showMessage(why, 8000)
+            return
+        dialog = PreviewDialog(self.doc, ids[0], self)
+        dialog.show()
+        dialog.start()
+
+    # -- closing -----------------------------------------------------------------------------
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        if self.run_panel.running:
+            self.run_panel.process.stop(grace_ms=3000)
+            self.run_panel.process.proc.waitForFinished(10000)
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("window_state", self.saveState())
+        self.settings.sync()
+        event.accept()

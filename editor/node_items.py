@@ -1,0 +1,232 @@
+"""Canvas nodes generated from node specs: one generic node class for every type.
+
+``make_view_node`` builds a NodeGraphQt node from a ``NodeSpec``: the title,
+the category colour, one port per declared input and output coloured by its
+port type (value ports round, per-sample ports diamond-shaped), and rich
+tooltips from the spec's docs. A node whose type is not installed becomes a
+red placeholder that shows the ports its links use. ``SpecNodeItem`` paints
+the node and its overlays: the node id, a problem badge and the run state.
+"""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtGui
+
+from . import compat  # noqa: F401  (selects PySide6 for NodeGraphQt)
+from NodeGraphQt import BackdropNode, BaseNode  # noqa: E402
+from NodeGraphQt.qgraphics.node_base import NodeItem  # noqa: E402
+
+from runtime.graph import NodeEntry  # noqa: E402
+from runtime.port_types import SAMPLE  # noqa: E402
+from runtime.spec import NodeSpec  # noqa: E402
+
+from . import style, tooltips  # noqa: E402
+
+FOOTER_H = 16.0
+
+
+def _draw_port(painter: QtGui.QPainter, rect: QtCore.QRectF, info: dict, sample: bool) -> None:
+    painter.save()
+    color = QtGui.QColor(*info["color"][:3])
+    if info["hovered"]:
+        color = color.lighter(150)
+    pen = QtGui.QPen(color.lighter(130), 1.6)
+    painter.setPen(pen)
+    painter.setBrush(color if info["connected"] else QtGui.QColor(30, 32, 36))
+    r = rect.adjusted(1.5, 1.5, -1.5, -1.5)
+    if sample:
+        c = r.center()
+        half = r.width() / 2 + 0.8
+        poly = QtGui.QPolygonF([QtCore.QPointF(c.x(), c.y() - half), QtCore.QPointF(c.x() + half, c.y()),
+                                QtCore.QPointF(c.x(), c.y() + half), QtCore.QPointF(c.x() - half, c.y())])
+        painter.drawPolygon(poly)
+    else:
+        painter.drawEllipse(r)
+    if info["multi_connection"] and info["port_type"] == "in":
+        # a second ring marks an input that takes several links
+        painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+        painter.setPen(QtGui.QPen(color, 1.0))
+        painter.drawEllipse(rect.adjusted(-2.0, -2.0, 2.0, 2.0))
+    painter.restore()
+
+
+def value_port_painter(painter, rect, info) -> None:
+    _draw_port(painter, rect, info, sample=False)
+
+
+def sample_port_painter(painter, rect, info) -> None:
+    _draw_port(painter, rect, info, sample=True)
+
+
+class SpecNodeItem(NodeItem):
+    """The node's graphics: body, category header, id footer, problem badge, run state."""
+
+    def __init__(self, name="node", parent=None):
+        super().__init__(name, parent)
+        self.node_id = ""
+        self.header_color = QtGui.QColor(style.category_color("other"))
+        self.placeholder = False
+        self.run_state: str | None = None
+        self.problems: list[tuple[str, str]] = []  # (severity, message)
+        self.base_tooltip = ""
+        self._icon_item.setVisible(False)
+        self._text_item.set_locked(True)  # the title is the type's; ids are renamed elsewhere
+
+    # -- tooltips ------------------------------------------------------------------
+    def _tooltip_disable(self, state):  # called by NodeGraphQt whenever it redraws
+        self.refresh_tooltip()
+
+    def refresh_tooltip(self) -> None:
+        self.setToolTip(self.base_tooltip + tooltips.problems_html(self.problems))
+
+    # -- geometry ------------------------------------------------------------------
+    def calc_size(self, add_w=0.0, add_h=0.0):
+        width, height = super().calc_size(add_w, add_h)
+        fm = QtGui.QFontMetricsF(self._footer_font())
+        width = max(width, fm.horizontalAdvance(self.node_id) + 70.0, 150.0)
+        return width, height + FOOTER_H
+
+    @staticmethod
+    def _footer_font() -> QtGui.QFont:
+        font = QtGui.QFont()
+        font.setPointSizeF(7.5)
+        return font
+
+    def mouseDoubleClickEvent(self, event):
+        viewer = self.viewer()
+        if viewer:
+            viewer.node_double_clicked.emit(self.id)
+        event.accept()
+
+    # -- painting ------------------------------------------------------------------
+    def _paint_horizontal(self, painter, option, widget):
+        painter.save()
+        rect = self.boundingRect().adjusted(1.0, 1.0, -1.0, -1.0)
+        radius = 5.0
+        painter.setPen(QtCore.Qt.PenStyle.NoPen)
+        painter.setBrush(QtGui.QColor(*style.BODY))
+        painter.drawRoundedRect(rect, radius, radius)
+
+        header_h = self._text_item.boundingRect().height() + 2.0
+        painter.save()
+        painter.setClipRect(QtCore.QRectF(rect.x(), rect.y(), rect.width(), header_h))
+        header = QtGui.QColor(style.PLACEHOLDER) if self.placeholder else QtGui.QColor(self.header_color)
+        painter.setBrush(header)
+        painter.drawRoundedRect(rect, radius, radius)
+        painter.restore()
+
+        if self.selected:
+            painter.setBrush(QtGui.QColor(255, 255, 255, 18))
+            painter.drawRoundedRect(rect, radius, radius)
+
+        footer = QtCore.QRectF(rect.x() + 7, rect.bottom() - FOOTER_H, rect.width() - 14, FOOTER_H - 2)
+        painter.setFont(self._footer_font())
+        painter.setPen(QtGui.QColor(*style.SUBTLE_TEXT))
+        painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter,
+                         self.node_id)
+        if self.run_state:
+            state_color = QtGui.QColor(style.STATE_COLORS.get(self.run_state, "#888888"))
+            painter.setPen(state_color)
+            painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter,
+                             f"\u25cf {self.run_state}")
+
+        if self.run_state:
+            pen = QtGui.QPen(QtGui.QColor(style.STATE_COLORS.get(self.run_state, "#888888")), 2.4)
+            if self.run_state == "pending":
+                pen.setStyle(QtCore.Qt.PenStyle.DashLine)
+                pen.setWidthF(1.4)
+        elif self.selected:
+            pen = QtGui.QPen(QtGui.QColor(*style.SELECTED_BORDER), 1.6)
+        elif self.placeholder:
+            pen = QtGui.QPen(QtGui.QColor(style.PLACEHOLDER), 2.0)
+        else:
+            pen = QtGui.QPen(QtGui.QColor(*style.BORDER), 1.0)
+        if self.selected and self.run_state:
+            pen.setColor(QtGui.QColor(*style.SELECTED_BORDER))
+        painter.setPen(pen)
+        painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+        painter.drawRoundedRect(rect, radius, radius)
+
+        if self.problems:
+            errors = sum(1 for sev, _ in self.problems if sev == "error")
+            color = QtGui.QColor(style.ERROR_BADGE if errors else style.WARNING_BADGE)
+            d = 16.0
+            badge = QtCore.QRectF(rect.right() - d - 4, rect.y() + (header_h - d) / 2, d, d)
+            painter.setPen(QtGui.QPen(QtGui.QColor(20, 20, 20), 1.0))
+            painter.setBrush(color)
+            painter.drawEllipse(badge)
+            font = QtGui.QFont()
+            font.setBold(True)
+            font.setPointSizeF(8)
+            painter.setFont(font)
+            painter.setPen(QtGui.QColor("white"))
+            painter.drawText(badge, QtCore.Qt.AlignmentFlag.AlignCenter, str(len(self.problems)))
+        painter.restore()
+
+    def set_run_state(self, state: str | None) -> None:
+        if state != self.run_state:
+            self.run_state = state
+            self.update()
+
+    def set_problems(self, problems: list[tuple[str, str]]) -> None:
+        if problems != self.problems:
+            self.problems = list(problems)
+            self.refresh_tooltip()
+            self.update()
+
+
+class SpecNode(BaseNode):
+    """The one NodeGraphQt node class; every node type is configured from its spec."""
+
+    __identifier__ = "nodetrainer"
+    NODE_NAME = "node"
+
+    def __init__(self):
+        super().__init__(SpecNodeItem)
+
+
+class NoteBackdrop(BackdropNode):
+    """A graph note (``notes:`` in the file) drawn as a backdrop."""
+
+    __identifier__ = "nodetrainer"
+    NODE_NAME = "Note"
+
+
+def make_view_node(entry: NodeEntry, spec: NodeSpec | None, used_outputs: list[str] = (),
+                   suggestions: list[str] = ()) -> SpecNode:
+    """A canvas node for a graph node. Ports are added before it joins the scene (one layout pass)."""
+    node = SpecNode()
+    item: SpecNodeItem = node.view
+    item.node_id = entry.id
+    if spec is None:
+        item.placeholder = True
+        node.NODE_NAME = f"Missing: {entry.type}"
+        for port, value in entry.inputs.items():
+            node.add_input(port, multi_input=isinstance(value, list), color=(120, 120, 120),
+                           painter_func=value_port_painter)
+        for port in used_outputs:
+            node.add_output(port, color=(120, 120, 120), painter_func=value_port_painter)
+        item.base_tooltip = tooltips.placeholder_tooltip(entry.qualified_type, entry.id, list(suggestions))
+    else:
+        item.header_color = QtGui.QColor(style.category_color(spec.category))
+        node.NODE_NAME = spec.title
+        for p in spec.inputs.values():
+            port = node.add_input(p.name, multi_input=p.multi, color=style.rgb(p.type.color),
+                                  painter_func=sample_port_painter if p.type.lifetime == SAMPLE else value_port_painter)
+            _port_tooltip(node, port, tooltips.port_tooltip(p, True), True)
+        for p in spec.outputs.values():
+            port = node.add_output(p.name, color=style.rgb(p.type.color),
+                                   painter_func=sample_port_painter if p.type.lifetime == SAMPLE else value_port_painter)
+            _port_tooltip(node, port, tooltips.port_tooltip(p, False), False)
+        item.base_tooltip = tooltips.node_tooltip(spec, entry.id)
+    node.model.name = node.NODE_NAME
+    item.name = node.NODE_NAME
+    return node
+
+
+def _port_tooltip(node: SpecNode, port, html: str, is_input: bool) -> None:
+    port.view.setToolTip(html)
+    texts = node.view._input_items if is_input else node.view._output_items
+    label = texts.get(port.view)
+    if label is not None:
+        label.setToolTip(html)
