@@ -294,6 +294,9 @@ def cmd_run(args) -> int:
         try:
             outcome = execute(result, workspace=workspace, bus=bus, cancel=cancel, inbox=inbox,
                               graph_name=graph.name)
+        except KeyboardInterrupt:  # a second interrupt landing between nodes
+            bus.emit("run_finished", status=ABORTED, seconds=0.0, workspace=str(workspace))
+            return EXIT_CANCELLED
         finally:
             log.close()
     if outcome.status == OK:

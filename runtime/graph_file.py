@@ -129,29 +129,22 @@ def _build(data: dict, problems: list[Problem], path: Path | None) -> Graph:
         bad("description must be text", field="description")
     graph.description = desc if isinstance(desc, str) else ""
 
-    inputs = data.get("inputs") or {}
-    if not isinstance(inputs, dict):
-        bad("'inputs' must be a mapping of name -> {type, default, doc}", field="inputs")
-        inputs = {}
-    for name, decl in inputs.items():
+    def section(key: str, shape: str) -> dict:
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            bad(f"'{key}' must be a mapping of {shape}", field=key)
+            return {}
+        return value
+
+    for name, decl in section("inputs", "name -> {type, default, doc}").items():
         gi = _build_input(name, decl, bad)
         if gi:
             graph.inputs[gi.name] = gi
-
-    nodes = data.get("nodes") or {}
-    if not isinstance(nodes, dict):
-        bad("'nodes' must be a mapping of node id -> {type, in, params}", field="nodes")
-        nodes = {}
-    for node_id, body in nodes.items():
+    for node_id, body in section("nodes", "node id -> {type, in, params}").items():
         entry = _build_node(node_id, body, bad)
         if entry:
             graph.nodes[entry.id] = entry
-
-    layout = data.get("layout") or {}
-    if not isinstance(layout, dict):
-        bad("'layout' must be a mapping of node id -> [x, y]", field="layout")
-        layout = {}
-    for node_id, pos in layout.items():
+    for node_id, pos in section("layout", "node id -> [x, y]").items():
         if (not isinstance(node_id, str) or not isinstance(pos, list) or len(pos) != 2
                 or not all(_is_number(v) for v in pos)):
             bad(f"layout entry {node_id!r} must be [x, y] numbers", field="layout")
