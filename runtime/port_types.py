@@ -99,6 +99,14 @@ Latent = sample_type("Latent", color="#ff7aa8", doc="an encoded image latent")
 TokenIds = sample_type("TokenIds", color="#e0c878", doc="token ids")
 TextEmbedding = sample_type("TextEmbedding", color="#f29e4c", doc="a text-encoder output")
 Scalar = sample_type("Scalar", color="#bdbdbd", doc="a per-sample number (loss weight, concept index)")
+ImageTensor = sample_type("ImageTensor", Image, color="#3d8fe0", doc="an image as a CHW float tensor")
+TextPath = sample_type("TextPath", color="#c9b98f", doc="path of a text file (a caption sidecar)")
+Resolution = sample_type("Resolution", color="#8fd1b0", doc="a per-sample (width, height) in pixels")
+Offset = sample_type("Offset", color="#a0c4a8", doc="a per-sample (x, y) in pixels, e.g. a crop's top-left corner")
+
+# Value types of the data graph.
+Concept = value_type("Concept", color="#c7a0ff", doc="a scanned training concept: image files with caption, "
+                     "balancing and loss-weight settings")
 
 BUILTIN_TYPES: tuple[PortType, ...] = tuple(
     v for v in globals().values() if isinstance(v, PortType)

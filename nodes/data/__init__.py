@@ -1,0 +1,1 @@
+"""Generic data-graph stages: concepts, loading, captions, bucketing, augmentation, tensors, caches, batches."""

@@ -1,0 +1,155 @@
+"""Aspect-ratio bucketing and scale-and-crop to the bucket."""
+
+from __future__ import annotations
+
+import math
+
+from runtime import Choice, Input, Output, Param, StrList, node
+from runtime.data import AggregateStage, PerSampleStage, passthrough
+from runtime.port_types import Image, Mask, Offset, Resolution
+
+DEFAULT_ASPECTS = ["1:1", "5:4", "4:3", "3:2", "16:9", "2:1", "3:1", "4:1"]
+RESAMPLE = ("lanczos", "bicubic", "bilinear", "box", "nearest")
+
+
+def parse_aspect(text: str) -> float:
+    """'4:3' or '1.5' -> width / height."""
+    try:
+        if ":" in text:
+            w, h = text.split(":", 1)
+            value = float(w) / float(h)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"not an aspect ratio: {text!r} (use 'W:H' or a number)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"not an aspect ratio: {text!r}")
+    return value
+
+
+def bucket_list(resolution: int, quantization: int, aspects: list[float]) -> list[tuple[int, int]]:
+    """Buckets of about ``resolution``² pixels for each aspect and its inverse, sides multiples of ``quantization``."""
+    area = resolution * resolution
+    out: list[tuple[int, int]] = []
+    for a in aspects:
+        for ratio in (a, 1 / a):
+            w = math.sqrt(area * ratio)
+            h = area / w
+            size = (max(quantization, round(w / quantization) * quantization),
+                    max(quantization, round(h / quantization) * quantization))
+            if size not in out:
+                out.append(size)
+    return sorted(out, key=lambda s: s[0] / s[1])
+
+
+def nearest_bucket(size: tuple[int, int], buckets: list[tuple[int, int]]) -> tuple[int, int]:
+    """The bucket whose aspect ratio is closest (in log space) to ``size``'s."""
+    la = math.log(size[0] / size[1])
+    return min(buckets, key=lambda b: abs(math.log(b[0] / b[1]) - la))
+
+
+@node("data.aspect_bucket", title="Aspect bucketing", category="Data")
+class AspectBucket(AggregateStage):
+    """Assign each item the bucket (a training size) closest to its aspect ratio.
+
+    Buckets have about resolution² pixels, one per aspect ratio in 'aspects'
+    and its inverse, with sides rounded to multiples of 'quantization'. Buckets
+    holding fewer than 'min_items' items are merged into the nearest bucket
+    that has enough. Connect 'bucket' to Scale & crop and to the batches node.
+    """
+
+    size = Input(Resolution, doc="original (width, height) of each item")
+    bucket = Output(Resolution, doc="the item's bucket (width, height)")
+    resolution = Param(int, 512, min=8, max=16384, doc="side of the square bucket; others keep its area")
+    quantization = Param(int, 64, min=1, max=1024, doc="bucket sides are multiples of this (8 for SD 1.x latents)")
+    aspects = Param(StrList, DEFAULT_ASPECTS, doc="aspect ratios W:H; each is also used rotated")
+    min_items = Param(int, 1, min=1, doc="merge buckets with fewer items into the nearest larger one")
+
+    def setup(self, ctx, **values):
+        try:
+            ratios = [parse_aspect(a) for a in self.aspects]
+        except ValueError as e:
+            raise ValueError(f"param 'aspects': {e}") from None
+        if not ratios:
+            raise ValueError("param 'aspects': give at least one aspect ratio")
+        self._buckets = bucket_list(self.resolution, self.quantization, ratios)
+
+    def aggregate(self, item, size):
+        buckets = self._buckets
+        column = [nearest_bucket(s, buckets) if s is not None else None for s in size]
+        if self.min_items > 1:
+            column = merge_small(column, self.min_items)
+        return {"bucket": column}
+
+
+def merge_small(column: list, min_items: int) -> list:
+    """Move items of buckets with fewer than ``min_items`` to the nearest bucket that has enough."""
+    counts: dict = {}
+    for b in column:
+        if b is not None:
+            counts[b] = counts.get(b, 0) + 1
+    big = [b for b, n in counts.items() if n >= min_items]
+    if not big:
+        big = [max(counts, key=counts.get)] if counts else []
+    target = {}
+    for b in counts:
+        if b not in big:
+            target[b] = nearest_bucket(b, big)
+    return [target.get(b, b) if b is not None else None for b in column]
+
+
+def crop_box(size: tuple[int, int], bucket: tuple[int, int], crop: str, jitter: float, rng) -> tuple:
+    """Scale so the image covers the bucket, then place the crop: returns the source box and the
+    crop's offset in the scaled image."""
+    w, h = size
+    bw, bh = bucket
+    scale = max(bw / w, bh / h)
+    slack_x, slack_y = w * scale - bw, h * scale - bh
+    if crop == "random":
+        ox, oy = rng.uniform(0, slack_x), rng.uniform(0, slack_y)
+    else:
+        ox, oy = slack_x / 2, slack_y / 2
+        if jitter > 0:
+            ox += rng.uniform(-jitter, jitter) * slack_x / 2
+            oy += rng.uniform(-jitter, jitter) * slack_y / 2
+    ox, oy = round(ox), round(oy)
+    box = (ox / scale, oy / scale, (ox + bw) / scale, (oy + bh) / scale)
+    return box, (ox, oy)
+
+
+@passthrough("image", "mask")
+@node("data.scale_crop", title="Scale & crop", category="Data")
+class ScaleCrop(PerSampleStage):
+    """Scale an image (and its mask) to cover its bucket, then crop to the bucket size.
+
+    The crop is centred, or placed at random; 'jitter' moves a centred crop by
+    up to that fraction of the spare margin. 'crop_offset' is the crop's
+    top-left corner in the scaled image (SDXL's crop conditioning).
+    """
+
+    image = Input(Image, doc="image (PIL)")
+    bucket = Input(Resolution, doc="target (width, height)")
+    mask = Input(Mask, optional=True, doc="mask cropped like the image")
+    crop_offset = Output(Offset, doc="(x, y) of the crop in the scaled image")
+    crop = Param(Choice("center", "random"), "center", doc="where the crop goes")
+    jitter = Param(float, 0.0, min=0, max=1, doc="random shift of a centred crop, as a fraction of the margin")
+    resample = Param(Choice(*RESAMPLE), "bicubic", doc="resampling filter for the image")
+
+    @property
+    def random(self):
+        return self.crop == "random" or self.jitter > 0
+
+    def process(self, item, image, bucket, mask):
+        from PIL import Image as PILImage
+
+        if not isinstance(image, PILImage.Image):
+            raise TypeError(f"expects a PIL image (place it before To tensor), got {type(image).__name__}")
+        bucket = (int(bucket[0]), int(bucket[1]))
+        box, offset = crop_box(image.size, bucket, self.crop, self.jitter, item.rng if self.random else None)
+        filt = PILImage.Resampling[self.resample.upper()]
+        out = image.resize(bucket, filt, box=box)
+        if mask is not None:
+            if mask.size != image.size:
+                mask = mask.resize(image.size, PILImage.Resampling.BILINEAR)
+            mask = mask.resize(bucket, PILImage.Resampling.BILINEAR, box=box)
+        return {"image": out, "mask": mask, "crop_offset": offset}

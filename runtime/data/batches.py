@@ -1,0 +1,324 @@
+"""The batch source: what a batches stage outputs and the training loop consumes.
+
+Contract (``BatchSource``):
+
+- ``source.fields`` -> names of the fields in each batch (the connected output ports' names);
+- ``source.batch_size`` -> int; ``len(source)`` -> batches per epoch (from epoch 0's plan);
+- ``source.epoch(epoch, start=0)`` -> iterator of batch dicts, from batch ``start`` (resume).
+  The same graph, seed and epoch give the same batches. A batch maps each field name to
+  a stacked tensor when the items are equal-shape tensors, to a 1-D tensor when they are
+  numbers, to an (N, k) tensor when they are equal-length tuples of numbers (sizes, crop
+  offsets), and to a list otherwise (captions, paths, PIL images); ``"_index"`` lists the
+  items' sample indices;
+- ``source.epoch_summary(epoch)`` -> ``EpochSummary`` (items, batches, skipped items).
+
+Bad items: files that cannot be read at scan time never enter the index space
+(``summary.scan_skipped``). An item found bad while an epoch runs (a truncated
+image, a caption deleted since the scan) leaves its batch, which is then
+smaller; a warning names the file once, and the item is left out of later
+epochs too. The batch plan never depends on what was found bad, so batch
+``b`` of an epoch is the same batch after a resume. Each epoch's summary is
+also logged when the epoch ends.
+
+Workers: with ``workers > 0``, batches are built in torch DataLoader worker
+processes (forked, so they see what the epoch barrier prepared: aggregate
+columns, RAM caches). Stages holding a GPU model belong above a cache, or
+use ``workers = 0``.
+"""
+
+from __future__ import annotations
+
+import random as _random
+from dataclasses import dataclass, field as _dc_field
+from typing import Any as _Any, Iterator
+
+from .engine import Eval, Field, Preparer, Skipped, frontier_barriers
+from .item import SkipItem, mix_seed, stable_id
+
+
+def named_fields(fields: list[Field]) -> dict[str, Field]:
+    """Fields by their port name; two connected ports with the same name are an error naming both links."""
+    out: dict[str, Field] = {}
+    for f in fields:
+        if not isinstance(f, Field):
+            raise TypeError(f"input 'fields' got {type(f).__name__}, not a data-graph field")
+        if f.port in out:
+            raise ValueError(f"two connected fields are both named {f.port!r}: {out[f.port].link} and {f.link}; "
+                             f"batch keys come from output port names, so each must be distinct")
+        if f.port.startswith("_"):
+            raise ValueError(f"field {f.link}: names starting with '_' are reserved")
+        out[f.port] = f
+    if not out:
+        raise ValueError("no fields connected: connect the data stages whose outputs go into each batch")
+    return out
+
+
+@dataclass
+class EpochSummary:
+    """What one epoch delivered and what it left out."""
+
+    epoch: int
+    batches: int = 0
+    items: int = 0
+    #: items left out during this epoch (unreadable at load time), each once
+    skipped: list[Skipped] = _dc_field(default_factory=list)
+    #: files left out when the concepts were scanned (never part of the index space)
+    scan_skipped: list[Skipped] = _dc_field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def skipped_count(self) -> int:
+        return len(self.skipped) + len(self.scan_skipped)
+
+    def text(self) -> str:
+        head = f"epoch {self.epoch}: {self.items} item(s) in {self.batches} batch(es)"
+        if not self.skipped_count:
+            return head + ", nothing skipped"
+        reasons: dict[str, int] = {}
+        for s in self.scan_skipped + self.skipped:
+            reasons[_reason_kind(s.reason)] = reasons.get(_reason_kind(s.reason), 0) + 1
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(reasons.items()))
+        return (f"{head}; skipped {self.skipped_count} ({len(self.scan_skipped)} at scan, "
+                f"{len(self.skipped)} while loading): {detail}")
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":", 1)[0].strip()
+
+
+class BatchSource:
+    """Batches of named fields, epoch by epoch; see the module doc for the contract."""
+
+    def __init__(self, fields: dict[str, Field], bucket: Field | None = None, *, batch_size: int = 1,
+                 shuffle: bool = True, drop_last: bool = False, workers: int = 0, seed: int = 0,
+                 node_id: str = "batches", ctx=None):
+        spaces = {id(f.space): f for f in list(fields.values()) + ([bucket] if bucket is not None else [])}
+        if len(spaces) > 1:
+            shown = ", ".join(f"{f.link} (source {f.space.node_id!r})" for f in spaces.values())
+            raise ValueError(f"fields come from different sources and cannot share batches: {shown}")
+        self._fields = dict(fields)
+        self._bucket = bucket
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.workers = int(workers)
+        self.seed = int(seed)
+        self.node_id = node_id
+        self.ctx = ctx
+        self._space = next(iter(fields.values())).space
+        self._plans: dict[int, list[list[int]]] = {}
+        self._summaries: dict[int, EpochSummary] = {}
+        self._bad: dict[int, Skipped] = {}
+        self._warned: set[str] = set()
+
+    # -- contract ----------------------------------------------------------------
+    @property
+    def fields(self) -> list[str]:
+        return list(self._fields)
+
+    @property
+    def items(self) -> int:
+        """Items per epoch (the index space)."""
+        return self._space.length
+
+    def __len__(self) -> int:
+        return len(self.plan(0))
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[dict]:
+        """The batches of ``epoch`` from batch index ``start``."""
+        prep = Preparer(self.seed, fill=True, workers=self.workers)
+        prep.prepare_fields(self._all_fields(), epoch)
+        plan = self.plan(epoch, prep)
+        if not plan:
+            raise ValueError(f"node {self.node_id!r}: no batches: {self.items} item(s), batch size "
+                             f"{self.batch_size}, drop_last {'on' if self.drop_last else 'off'}")
+        summary = EpochSummary(epoch, scan_skipped=self.scan_skipped())
+        self._summaries[epoch] = summary
+        seen: set[int] = set()
+        for s in prep.skipped.values():
+            self._note(summary, seen, s)
+        work = []
+        for b, batch in enumerate(plan[start:], start):
+            keep = []
+            for i in batch:
+                if i in self._bad:
+                    self._note(summary, seen, self._bad[i])
+                else:
+                    keep.append(i)
+            work.append(keep)
+        for batch in self._run(epoch, work):
+            for s in batch.pop("_skipped"):
+                self._note(summary, seen, s)
+            if not batch["_index"]:
+                continue
+            summary.batches += 1
+            summary.items += len(batch["_index"])
+            yield batch
+        summary.complete = True
+        if self.ctx is not None:
+            self.ctx.log(summary.text(), "warning" if summary.skipped_count else "info", epoch=epoch,
+                         items=summary.items, batches=summary.batches, skipped=summary.skipped_count)
+
+    def epoch_summary(self, epoch: int) -> EpochSummary:
+        """The summary of ``epoch`` (partial while it runs; empty if it has not started)."""
+        return self._summaries.get(epoch) or EpochSummary(epoch, scan_skipped=self.scan_skipped())
+
+    # -- helpers -----------------------------------------------------------------
+    def scan_skipped(self) -> list[Skipped]:
+        node = self._space.node
+        return list(node.scan_skipped()) if hasattr(node, "scan_skipped") else []
+
+    def _all_fields(self) -> list[Field]:
+        return list(self._fields.values()) + ([self._bucket] if self._bucket is not None else [])
+
+    def plan(self, epoch: int, prep: Preparer | None = None) -> list[list[int]]:
+        """Sample indices of each batch of ``epoch`` (bucket-homogeneous when a bucket is connected)."""
+        found = self._plans.get(epoch)
+        if found is not None:
+            return found
+        n = self.items
+        rng = _random.Random(mix_seed(self.seed, stable_id(self.node_id), epoch))
+        order = list(range(n))
+        if self.shuffle:
+            rng.shuffle(order)
+        groups: dict[_Any, list[int]] = {}
+        if self._bucket is None:
+            groups[None] = order
+        else:
+            prep = prep or Preparer(self.seed, fill=False)
+            prep.prepare_fields([self._bucket], epoch)
+            ev = Eval(epoch, self.seed, prep.fill)
+            for i in order:
+                try:
+                    b = self._bucket.get(ev, i, {})
+                except SkipItem as e:
+                    s = prep.skip(self.node_id, ev, i, e, self._bucket.stage)
+                    self._bad.setdefault(i, s)
+                    continue
+                groups.setdefault(_hashable(b), []).append(i)
+        bs = self.batch_size
+        batches = []
+        for members in groups.values():
+            for k in range(0, len(members), bs):
+                chunk = members[k:k + bs]
+                if len(chunk) < bs and self.drop_last:
+                    continue
+                batches.append(chunk)
+        if self.shuffle:
+            rng.shuffle(batches)
+        if len(self._plans) >= 4:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[epoch] = batches
+        return batches
+
+    def _note(self, summary: EpochSummary, seen: set[int], s: Skipped) -> None:
+        if s.index in seen:
+            return
+        seen.add(s.index)
+        summary.skipped.append(s)
+        if s.index is not None:
+            self._bad.setdefault(s.index, s)
+        key = s.path or f"item {s.index}"
+        if key not in self._warned:
+            self._warned.add(key)
+            if self.ctx is not None:
+                by = f" (found by {s.node!r})" if s.node else ""
+                self.ctx.warn(f"skipped {key}{by}: {s.reason}", path=s.path, index=s.index, epoch=summary.epoch)
+
+    def _run(self, epoch: int, work: list[list[int]]) -> Iterator[dict]:
+        job = BatchJob(self._fields, Eval(epoch, self.seed, True), work)
+        if self.workers <= 0:
+            for k in range(len(job)):
+                if self.ctx is not None:
+                    self.ctx.check_cancelled()
+                yield job[k]
+            return
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(job, batch_size=None, shuffle=False, num_workers=self.workers,
+                            collate_fn=_identity, persistent_workers=False)
+        yield from loader
+
+    def __repr__(self) -> str:
+        return (f"BatchSource(fields={self.fields}, items={self.items}, batch_size={self.batch_size}, "
+                f"workers={self.workers}, seed={self.seed})")
+
+
+def _identity(x):
+    return x
+
+
+def _hashable(value: _Any):
+    if isinstance(value, list):
+        return tuple(value)
+    if hasattr(value, "tolist"):
+        v = value.tolist()
+        return tuple(v) if isinstance(v, list) else v
+    return value
+
+
+class BatchJob:
+    """A picklable, map-style dataset: entry k is batch k of one epoch, evaluated and collated."""
+
+    def __init__(self, fields: dict[str, Field], ev: Eval, batches: list[list[int]]):
+        self.fields = fields
+        self.ev = ev
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> dict:
+        return make_batch(self.fields, self.ev, self.batches[k])
+
+
+def make_batch(fields: dict[str, Field], ev: Eval, indices: list[int]) -> dict:
+    """Evaluate and collate items; bad ones go to ``batch["_skipped"]``."""
+    rows, kept, skipped = [], [], []
+    items = list(fields.items())
+    for i in indices:
+        memo: dict = {}
+        try:
+            rows.append([f.get(ev, i, memo) for _, f in items])
+        except SkipItem as e:
+            stage = items[0][1].stage
+            skipped.append(Skipped(i, e.path or stage.describe_item(ev, i), e.reason, getattr(e, "node", "") or ""))
+            continue
+        kept.append(i)
+    batch = {name: collate([r[k] for r in rows]) for k, (name, _) in enumerate(items)}
+    batch["_index"] = kept
+    batch["_skipped"] = skipped
+    return batch
+
+
+def collate(values: list) -> _Any:
+    """Stack equal-shape tensors; numbers and equal-length number tuples become tensors; else a list."""
+    if not values:
+        return []
+    first = values[0]
+    mod = type(first).__module__
+    if mod.startswith("torch") and hasattr(first, "shape"):
+        import torch
+
+        shape = first.shape
+        if all(isinstance(v, torch.Tensor) and v.shape == shape for v in values):
+            return torch.stack(values)
+        return values
+    if _is_number(first) and all(_is_number(v) for v in values):
+        import torch
+
+        return torch.tensor(values)
+    if isinstance(first, (tuple, list)) and first and all(
+            isinstance(v, (tuple, list)) and len(v) == len(first) and all(_is_number(x) for x in v) for v in values):
+        import torch
+
+        return torch.tensor([list(v) for v in values])
+    return list(values)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# frontier_barriers is re-exported for callers that prepare fields themselves (the preview)
+__all__ = ["BatchSource", "BatchJob", "EpochSummary", "collate", "make_batch", "named_fields", "frontier_barriers"]

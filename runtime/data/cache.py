@@ -1,0 +1,254 @@
+"""Cache stages: per-item storage (RAM or disk) keyed by upstream content, filled at epoch barriers.
+
+Epoch ``e`` reads variation ``e % variations``: with the default of one
+variation, every epoch reuses what the first one computed (so random stages
+above a cache are frozen at that variation). Entries are content-addressed
+(see ``keys``): nothing is ever looked up by position, so a changed param or
+file simply misses and is recomputed, and stale entries are never served.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any as _Any
+
+from .engine import Eval, Preparer, Skipped, Stage, _Outputs, upstream_stages
+from .item import DataStageError, SkipItem
+from .keys import ItemKeyer
+
+MISSING = object()
+
+
+class RamStore:
+    """Entries in this process's memory. Worker processes see what was stored before they started."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, _Any] = {}
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str) -> _Any:
+        return self.data.get(key, MISSING)
+
+    def put(self, key: str, value: _Any) -> None:
+        self.data[key] = value
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class DiskStore:
+    """One ``.pt`` file per entry under ``folder`` (``torch.save``; read back with ``weights_only=True``).
+
+    Values may be tensors, numbers, strings, None, PIL images, numpy arrays and
+    lists/tuples/dicts of those. A write goes to a temporary file that is
+    renamed into place; an entry that fails to load counts as missing and is
+    recomputed, so no fsync is needed.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = os.fspath(folder)
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.folder, key[:2], key + ".pt")
+
+    def has(self, key: str) -> bool:
+        return os.path.exists(self.path(key))
+
+    def get(self, key: str) -> _Any:
+        import torch
+
+        try:
+            obj = torch.load(self.path(key), weights_only=True, map_location="cpu")
+        except FileNotFoundError:
+            return MISSING
+        except Exception:  # a torn or foreign file: recompute it
+            return MISSING
+        return decode(obj)
+
+    def put(self, key: str, value: _Any) -> None:
+        import torch
+
+        path = self.path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            torch.save(encode(value), tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def __len__(self) -> int:
+        n = 0
+        for _, _, files in os.walk(self.folder):
+            n += sum(1 for f in files if f.endswith(".pt"))
+        return n
+
+
+def encode(value: _Any) -> _Any:
+    """A value in a form ``torch.load(weights_only=True)`` accepts."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, tuple):
+        return tuple(encode(v) for v in value)
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, dict):
+        return {"__dict__": {str(k): encode(v) for k, v in value.items()}}
+    mod = type(value).__module__
+    if mod.startswith("torch"):
+        return value.detach().cpu() if hasattr(value, "detach") else value
+    if mod.startswith("PIL."):
+        return {"__pil__": value.mode, "size": tuple(value.size), "data": value.tobytes()}
+    if mod == "numpy":
+        import torch
+
+        return {"__np__": torch.from_numpy(value.copy())}
+    raise TypeError(f"a disk cache cannot store {type(value).__name__} values")
+
+
+def decode(obj: _Any) -> _Any:
+    if isinstance(obj, dict):
+        if "__pil__" in obj:
+            from PIL import Image
+
+            return Image.frombytes(obj["__pil__"], tuple(obj["size"]), obj["data"])
+        if "__np__" in obj:
+            return obj["__np__"].numpy()
+        if "__dict__" in obj:
+            return {k: decode(v) for k, v in obj["__dict__"].items()}
+    if isinstance(obj, tuple):
+        return tuple(decode(v) for v in obj)
+    if isinstance(obj, list):
+        return [decode(v) for v in obj]
+    return obj
+
+
+class CacheEngine(Stage):
+    """Pass-through of the connected inputs, stored per item; see the module doc."""
+
+    kind = "cache"
+    barrier = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = [(p, f) for p, f in self.inputs.items()]
+        self.variations = max(1, int(getattr(self.node, "variations", 1)))
+        self.store = None
+        self._keyers: list[ItemKeyer] | None = None
+        self._keys: dict[tuple[int, int], list[tuple[str, ...]]] = {}
+        self._failed: dict[tuple[int, int], dict[int, Skipped]] = {}
+        self._ready: set[tuple[int, int]] = set()
+        #: counts of the last fill: hits, computed, failed
+        self.stats = {"hits": 0, "computed": 0, "failed": 0}
+
+    def keyers(self) -> list[ItemKeyer]:
+        if self._keyers is None:
+            self._keyers = [ItemKeyer(f) for _, f in self.slots]
+        return self._keyers
+
+    def item_keys(self, seed: int, variation: int, index: int) -> tuple[str, ...]:
+        return tuple(k.key(seed, variation, index) for k in self.keyers())
+
+    def compute(self, ev, index, memo):
+        v = ev.epoch % self.variations
+        failed = self._failed.get((ev.seed, v))
+        if failed and index in failed:
+            s = failed[index]
+            raise SkipItem(s.reason, s.path)
+        keys = self._keys.get((ev.seed, v))
+        ks = keys[index] if keys is not None else self.item_keys(ev.seed, v, index)
+        out = _Outputs()
+        missing = []
+        store = self.store
+        for (port, f), k in zip(self.slots, ks):
+            value = store.get(k)
+            if value is MISSING:
+                missing.append((port, f, k))
+            else:
+                out[port] = value
+        if missing:
+            ev_v, up_memo = ev.at(v), {}
+            for port, f, k in missing:
+                value = f.get(ev_v, index, up_memo)
+                out[port] = value
+                if ev.fill:
+                    store.put(k, value)
+        return out
+
+    def prepare(self, epoch, prep):
+        v = epoch % self.variations
+        tag = (prep.seed, v)
+        if tag in self._ready:
+            return
+        prep.prepare_fields(self.upstream(), v)
+        n = self.length
+        try:
+            keys = [self.item_keys(prep.seed, v, i) for i in range(n)]
+        except ValueError as e:
+            raise DataStageError(f"node {self.node_id!r} ({self.type_id}): cannot key the cache: {e}") from e
+        self._keys[tag] = keys
+        if not prep.fill:
+            return
+        store = self.store
+        todo = []
+        for i, ks in enumerate(keys):
+            miss = [j for j, k in enumerate(ks) if not store.has(k)]
+            if miss:
+                todo.append((i, miss))
+        failed = self._failed.setdefault(tag, {})
+        self.stats = {"hits": n - len(todo), "computed": 0, "failed": 0}
+        if todo:
+            self._fill(todo, keys, Eval(v, prep.seed, True), prep, failed)
+        self._ready.add(tag)
+        if self.ctx is not None:
+            s = self.stats
+            self.ctx.log(f"cache ready for epoch {epoch} (variation {v}): {s['hits']} of {n} item(s) found, "
+                         f"{s['computed']} computed, {s['failed']} skipped", epoch=epoch, variation=v, **s)
+
+    def _fill(self, todo, keys, ev: Eval, prep: Preparer, failed: dict) -> None:
+        store = self.store
+
+        def one(job):
+            i, miss = job
+            memo: dict = {}
+            try:
+                for j in miss:
+                    store.put(keys[i][j], self.slots[j][1].get(ev, i, memo))
+            except SkipItem as e:
+                return i, e
+            return i, None
+
+        threads = prep.workers if self._parallel() else 0
+        ctx = self.ctx
+        total, done, last = len(todo), 0, 0.0
+        pool = ThreadPoolExecutor(threads) if threads > 1 and total > 1 else None
+        try:
+            results = pool.map(one, todo) if pool else map(one, todo)
+            for i, err in results:
+                done += 1
+                if err is None:
+                    self.stats["computed"] += 1
+                else:
+                    self.stats["failed"] += 1
+                    failed[i] = prep.skip(self.node_id, ev, i, err, self)
+                if ctx is not None:
+                    ctx.check_cancelled()
+                    now = time.monotonic()
+                    if now - last > 0.5 or done == total:
+                        last = now
+                        ctx.progress(done, total, phase="cache")
+        finally:
+            if pool:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _parallel(self) -> bool:
+        return all(getattr(st.node, "parallel", True) for st in upstream_stages(self.upstream()))
