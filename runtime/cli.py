@@ -23,6 +23,7 @@ examples:
   nodetrainer validate graph.yaml --set dataset=./imgs
   nodetrainer nodes
   nodetrainer nodes --describe train.loop
+  nodetrainer preview graph.yaml crop --n 8 --out sheet.png   # first items at a data node
 
 exit codes: 0 ok, 1 a node failed, 2 invalid graph or usage, 130 stopped (Ctrl-C, SIGTERM or a stop command)
 """
@@ -81,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--runs-dir", type=Path, metavar="RUNS_DIR",
                       help="where runs started from the editor go (default: ./runs)")
     edit.set_defaults(func=cmd_edit)
+
+    prev = sub.add_parser("preview", parents=[sets], help="show the first items at a data node",
+                          description="Run what a data node needs, evaluate its first items and print them; "
+                                      "--out writes a contact sheet (images with captions and sizes).",
+                          epilog="example:\n  nodetrainer preview graph.yaml crop --n 8 --out sheet.png",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    prev.add_argument("graph", type=Path, help="graph file (YAML)")
+    prev.add_argument("node", help="id of the data node to preview")
+    prev.add_argument("--n", type=int, default=8, help="number of items (default 8)")
+    prev.add_argument("--out", type=Path, metavar="SHEET", help="write a contact sheet image (.png/.jpg)")
+    prev.add_argument("--epoch", type=int, default=0, help="epoch to evaluate (default 0)")
+    prev.add_argument("--seed", type=int, help="run seed (default: the batches node's seed, else 0)")
+    prev.add_argument("--json", action="store_true", help="print the items as JSON")
+    prev.set_defaults(func=cmd_preview)
     return p
 
 
@@ -222,6 +237,14 @@ def cmd_edit(args) -> int:
     if args.runs_dir:
         argv += ["--runs-dir", str(args.runs_dir)]
     return editor_main(argv)
+
+
+# -- preview ------------------------------------------------------------------
+
+def cmd_preview(args) -> int:
+    from .data.preview import cli_preview  # PIL and torch are imported only when items are evaluated
+
+    return cli_preview(args)
 
 
 # -- run ----------------------------------------------------------------------

@@ -58,6 +58,17 @@ class ConceptData:
             return int(self.balancing)
         return max(1, round(n * self.balancing))
 
+    def as_fields(self) -> dict:
+        """This concept alone as a source (path, caption, size, mask_path), for the preview."""
+        from runtime.data.engine import Field, SourceEngine
+
+        node = ConceptsSource()
+        stage = SourceEngine(node, self.name or "concept", "data.concepts", 1, {}, {"concepts": [self]},
+                             outputs=("path", "caption", "size", "mask_path"))
+        stage.length_value = node.open(None, [self])
+        return {name: Field(stage, name, t) for name, t in
+                (("path", "ImagePath"), ("caption", "Caption"), ("size", "Resolution"), ("mask_path", "ImagePath"))}
+
     @property
     def fingerprint(self) -> str:
         """The settings that define items (not the file list: files key per item)."""

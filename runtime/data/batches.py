@@ -159,6 +159,13 @@ class BatchSource:
             self.ctx.log(summary.text(), "warning" if summary.skipped_count else "info", epoch=epoch,
                          items=summary.items, batches=summary.batches, skipped=summary.skipped_count)
 
+    def as_fields(self) -> dict[str, Field]:
+        """The batch fields (and the bucket), for the preview."""
+        out = dict(self._fields)
+        if self._bucket is not None and "bucket" not in out:
+            out["bucket"] = self._bucket
+        return out
+
     def epoch_summary(self, epoch: int) -> EpochSummary:
         """The summary of ``epoch`` (partial while it runs; empty if it has not started)."""
         return self._summaries.get(epoch) or EpochSummary(epoch, scan_skipped=self.scan_skipped())
