@@ -14,6 +14,8 @@ tests/editor/test_compat.py):
   bin calls them for any property with a ``range``.
 * ``PropDoubleSpinBox`` keeps the default two decimals (a learning rate of
   1e-4 shows as 0.00); it gets 12 decimals and shortest-repr text.
+* ``distutils``' ``LooseVersion`` (deprecated, gone in Python 3.12) compares
+  the Qt version in the viewer and the menus; a small numeric version replaces it.
 * ``NodeSpinBox`` (``BaseNode.add_spinbox``) returns its value as a *string*,
   so sessions store ``"16"`` and reloading them raises TypeError in
   ``setValue``; it now returns the number and accepts numbers or numeric text,
@@ -22,7 +24,9 @@ tests/editor/test_compat.py):
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import warnings
 
 os.environ.setdefault("QT_PREFERRED_BINDING", "PySide6")
@@ -32,9 +36,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="distutils")
     import NodeGraphQt  # noqa: F401  (imported here so the warning filter applies)
     from NodeGraphQt.custom_widgets.properties_bin import prop_widgets_base
+    from NodeGraphQt.base import menu
     from NodeGraphQt.nodes import base_node
     from NodeGraphQt.qgraphics import node_backdrop
-    from NodeGraphQt.widgets import node_widgets, tab_search
+    from NodeGraphQt.widgets import node_widgets, tab_search, viewer
 
 from PySide6 import QtWidgets
 
@@ -96,11 +101,35 @@ def _node_spinbox_values() -> None:
     base_node.BaseNode.add_spinbox = add_spinbox
 
 
+@functools.total_ordering
+class NumericVersion:
+    """'6.11.3' compared as (6, 11, 3): all NodeGraphQt needs from LooseVersion."""
+
+    def __init__(self, text: str):
+        self.parts = tuple(int(p) for p in re.findall(r"\d+", str(text)))
+
+    def __eq__(self, other) -> bool:
+        return self.parts == NumericVersion._of(other).parts
+
+    def __lt__(self, other) -> bool:
+        return self.parts < NumericVersion._of(other).parts
+
+    @staticmethod
+    def _of(other) -> NumericVersion:
+        return other if isinstance(other, NumericVersion) else NumericVersion(other)
+
+
+def _no_distutils() -> None:
+    viewer.LooseVersion = NumericVersion
+    menu.LooseVersion = NumericVersion
+
+
 PATCHES = {
     "class_enums": _class_enums,
     "spin_ranges": _spin_ranges,
     "double_precision": _double_precision,
     "node_spinbox_values": _node_spinbox_values,
+    "no_distutils": _no_distutils,
 }
 
 

@@ -22,6 +22,7 @@ from .run_panel import RunPanel
 from .validation_panel import LiveValidator, ProblemsPanel, problems_by_node
 
 MAX_RECENT = 10
+SNAPSHOT_SUFFIX = ".unsaved-run"
 FILE_FILTER = "Graph files (*.yaml *.yml);;All files (*)"
 
 
@@ -413,10 +414,11 @@ class MainWindow(QtWidgets.QMainWindow):
         base = self.doc.graph.base_dir
         stem = (self.doc.file_path or self.doc.graph.path or Path("untitled")).stem
         text = self.doc.text()
+        # not *.yaml, so preset listings never see it while it exists
         try:
-            fd, name = tempfile.mkstemp(prefix=f".{stem}.editor-run-", suffix=".yaml", dir=base)
+            fd, name = tempfile.mkstemp(prefix=f".{stem}-", suffix=SNAPSHOT_SUFFIX, dir=base)
         except OSError:
-            fd, name = tempfile.mkstemp(prefix=f"{stem}.editor-run-", suffix=".yaml")
+            fd, name = tempfile.mkstemp(prefix=f"{stem}-", suffix=SNAPSHOT_SUFFIX)
             self.statusBar().showMessage(f"{base} is not writable: running a copy from {Path(name).parent}", 10000)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -81,9 +81,9 @@ class PreviewDialog(QtWidgets.QDialog):
         # the document may be unsaved: preview a snapshot beside it so relative paths resolve the same
         base = self.doc.graph.base_dir
         try:
-            fd, name = tempfile.mkstemp(prefix=".preview-", suffix=".yaml", dir=base)
+            fd, name = tempfile.mkstemp(prefix=".preview-", suffix=".unsaved-preview", dir=base)
         except OSError:
-            fd, name = tempfile.mkstemp(prefix="preview-", suffix=".yaml", dir=self._tmp.name)
+            fd, name = tempfile.mkstemp(prefix="preview-", suffix=".unsaved-preview", dir=self._tmp.name)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(self.doc.text())
         self._graph_file = Path(name)

@@ -112,7 +112,6 @@ class RunPanel(QtWidgets.QWidget):
         self._append(f"$ nodetrainer run {graph_file} --events jsonl --runs-dir {runs_dir}")
         self._set_running(True)
         self.process.start(graph_file, runs_dir)
-        self.node_states_changed.emit({})
 
     def send(self, command: str) -> None:
         if self.process.send(command):
