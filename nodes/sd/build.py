@@ -1,0 +1,179 @@
+"""Building SD models: the tiny random one from assets/tiny_model, and real ones from disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from runtime.paths import ASSETS_DIR
+
+from .model import SDModel, detect_version, fingerprint_of
+
+TINY_DIR = ASSETS_DIR / "tiny_model"
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def quiet_libraries() -> None:
+    """No progress bars or chatter from diffusers / transformers (events are our progress)."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers|peft)")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def tiny_config(part: str) -> dict:
+    path = TINY_DIR / part / ("scheduler_config.json" if part == "scheduler" else "config.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def build_tiny(seed: int = 0, version: str = "sd1", prediction_type: str = "epsilon") -> SDModel:
+    """The built-in tiny SD model: random weights from small configs, deterministic in ``seed``."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    quiet_libraries()
+    unet_cfg = tiny_config("unet")
+    if version == "sd2":
+        unet_cfg["use_linear_projection"] = True
+    vae_cfg = tiny_config("vae")
+    te_cfg = {k: v for k, v in tiny_config("text_encoder").items() if k not in ("architectures", "model_type")}
+    if version == "sd2":
+        te_cfg["hidden_act"] = "gelu"
+    sched_cfg = tiny_config("scheduler")
+    sched_cfg["prediction_type"] = prediction_type
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel.from_config(unet_cfg)
+        vae = AutoencoderKL.from_config(vae_cfg)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**te_cfg))
+    tokenizer = CLIPTokenizer.from_pretrained(str(TINY_DIR / "tokenizer"))
+    scheduler = DDPMScheduler.from_config(sched_cfg)
+    for m in (unet, vae, text_encoder):
+        m.requires_grad_(False)
+        m.eval()
+    fp = fingerprint_of("tiny", seed, version, prediction_type, unet_cfg, vae_cfg, te_cfg)
+    return SDModel(unet, vae, text_encoder, tokenizer, scheduler, prediction_type=prediction_type,
+                   version=version, source=f"tiny:{version}:{prediction_type}:seed={seed}",
+                   dtypes={"unet": "float32", "vae": "float32", "text_encoder": "float32"}, fingerprint=fp)
+
+
+def save_diffusers(model: SDModel, folder: str | Path) -> Path:
+    """Write ``model`` as a diffusers folder (what ``sd.load_model`` reads back)."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                   unet=model.unet, scheduler=model.noise_scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(str(folder))
+    return Path(folder)
+
+
+# -- loading from disk -------------------------------------------------------------
+
+def _stat_fingerprint(path: Path) -> list:
+    """Path, size and mtime of every weight file under ``path`` (or of the file)."""
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt"))
+    return [[str(p.resolve()), p.stat().st_size, int(p.stat().st_mtime)] for p in files]
+
+
+def load_sd(path: str | Path, config: str | Path | None = None, dtypes: dict | None = None,
+            prediction_type: str = "auto") -> SDModel:
+    """Load an SD 1.x/2.x model from a diffusers folder or a single-file ``.safetensors`` checkpoint.
+
+    Raises ``ValueError`` with a plain explanation when the path is not a usable model.
+    """
+    path = Path(path)
+    dtypes = {"unet": "float32", "vae": "float32", "text_encoder": "float32", **(dtypes or {})}
+    quiet_libraries()
+    if not path.exists():
+        raise FileNotFoundError(f"model not found: {path}")
+    if path.is_dir():
+        parts = _load_folder(path)
+    else:
+        parts = _load_single_file(path, config)
+    unet, vae, text_encoder, tokenizer, scheduler = parts
+    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+        module.to(torch_dtype(dtypes[name]))
+        module.requires_grad_(False)
+        module.eval()
+    scheduler = _training_scheduler(scheduler)
+    pred = scheduler.config.prediction_type if prediction_type == "auto" else prediction_type
+    if pred != scheduler.config.prediction_type:
+        scheduler = type(scheduler).from_config(scheduler.config, prediction_type=pred)
+    fp = fingerprint_of("load", _stat_fingerprint(path), str(config or ""), dtypes)
+    return SDModel(unet, vae, text_encoder, tokenizer, scheduler, prediction_type=pred,
+                   version=detect_version(unet), source=str(path.resolve()), dtypes=dtypes, fingerprint=fp)
+
+
+def _training_scheduler(scheduler):
+    """The DDPM training schedule with the checkpoint's betas and prediction type."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler.config)
+
+
+def _load_folder(path: Path):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    missing = [p for p in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / p).is_dir()]
+    if missing:
+        raise ValueError(f"{path} is not a diffusers Stable Diffusion folder: it has no {', '.join(missing)} "
+                         f"sub-folder(s). Give a diffusers folder or a single-file .safetensors checkpoint")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
+        scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise ValueError(f"cannot load the diffusers folder {path}: {e}") from e
+    return unet, vae, text_encoder, tokenizer, scheduler
+
+
+def _load_single_file(path: Path, config: str | Path | None):
+    from diffusers import StableDiffusionPipeline
+
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"{path.name} is not a .safetensors file; only safetensors checkpoints are loaded "
+                         f"(pickled .ckpt/.pt files can run code, convert them first)")
+    _check_safetensors(path)
+    if not config:
+        raise ValueError(f"{path.name} is a single-file checkpoint: set 'config' to a local diffusers folder of "
+                         f"the same model (configs and tokenizer, no weights needed), so loading works offline")
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config), local_files_only=True,
+                                                        safety_checker=None, requires_safety_checker=False)
+    except Exception as e:  # diffusers raises many kinds here; the cause is kept
+        raise ValueError(f"{path.name} is not a Stable Diffusion 1.x/2.x checkpoint matching the config "
+                         f"{config}: {type(e).__name__}: {e}") from e
+    return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as e:
+        raise ValueError(f"{path.name} is not a safetensors checkpoint ({type(e).__name__}: {e})") from e
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        raise ValueError(f"{path.name} is a safetensors file but not a Stable Diffusion checkpoint "
+                         f"(no 'model.diffusion_model.' weights; is it a LoRA or an embedding?)")

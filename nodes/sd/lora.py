@@ -1,0 +1,105 @@
+"""LoRA setup for SD 1.x/2.x: peft adapters on the UNet and optionally the CLIP text encoder."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from runtime import Choice, Input, Output, Param, node
+
+from .types import SDModel
+
+#: module-name suffixes per target preset (diffusers UNet / transformers CLIP names)
+UNET_PRESETS = {
+    "attn": ["to_q", "to_k", "to_v", "to_out.0"],
+    "attn-mlp": ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
+}
+TEXT_PRESETS = {
+    "attn": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    "attn-mlp": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+}
+
+
+def target_modules(module, preset: str, regex: str | None, presets: dict) -> list[str]:
+    """Full names of the Linear (and 1x1 projection) layers of ``module`` to adapt."""
+    import torch
+
+    names = []
+    pattern = re.compile(regex) if regex else None
+    for name, sub in module.named_modules():
+        if not isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)) or not name:
+            continue
+        if isinstance(sub, torch.nn.Conv2d) and sub.kernel_size != (1, 1):
+            continue  # LoRA on 3x3 convs (LoCon) is a different preset
+        if pattern is not None:
+            hit = pattern.fullmatch(name) is not None
+        elif preset == "all-linear":
+            hit = isinstance(sub, torch.nn.Linear)
+        else:
+            hit = any(name == s or name.endswith("." + s) for s in presets[preset])
+        if hit:
+            names.append(name)
+    return names
+
+
+@node("sd.lora_setup", title="LoRA", category="Setup")
+class LoraSetup:
+    """Add LoRA adapters (peft) to the UNet and optionally the text encoder; only the adapters train.
+
+    The adapters are added to the input model's modules in place: the output is
+    the same model, frozen except for the adapter weights.
+    """
+
+    model = Input(SDModel, doc="base model to adapt")
+    adapted = Output(SDModel, doc="model whose only trainable weights are the adapters")
+    rank = Param(int, 16, min=1, max=1024, doc="LoRA rank (dimension)")
+    alpha = Param(float, 16.0, min=0, doc="LoRA alpha; the update is scaled by alpha / rank")
+    dropout = Param(float, 0.0, min=0, max=1, doc="dropout on the adapter input during training")
+    targets = Param(Choice("attn", "attn-mlp", "all-linear"), "attn",
+                    doc="which layers get adapters: attention projections, + feed-forward, or every linear layer")
+    target_regex = Param(str, optional=True,
+                         doc="instead of the preset: a regex matched against full module names (e.g. .*attn2.*)")
+    train_text_encoder = Param(bool, False, doc="also add adapters to the text encoder (its outputs are then "
+                                                "computed in the loop from tokens)")
+    clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip when it is trained in the loop")
+    init = Param(Choice("default", "gaussian"), "default",
+                 doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
+
+    def run(self, ctx, model):
+        from peft import LoraConfig
+
+        from .model import LoraInfo
+
+        if model.lora is not None:
+            raise ValueError("the model already has LoRA adapters (two sd.lora_setup nodes in a row?)")
+        init = True if self.init == "default" else "gaussian"
+        regex = self.target_regex or None
+        if regex:
+            try:
+                re.compile(regex)
+            except re.error as e:
+                raise ValueError(f"target_regex {regex!r} is not a valid regular expression: {e}") from None
+        model.unet.requires_grad_(False)
+        model.text_encoder.requires_grad_(False)
+        model.vae.requires_grad_(False)
+        counts = {}
+        parts = [("unet", model.unet, UNET_PRESETS)]
+        if self.train_text_encoder:
+            parts.append(("text_encoder", model.text_encoder, TEXT_PRESETS))
+        for name, module, presets in parts:
+            targets = target_modules(module, self.targets, regex, presets)
+            if not targets:
+                raise ValueError(f"no layer of the {name} matches "
+                                 + (f"target_regex {regex!r}" if regex else f"preset {self.targets!r}"))
+            config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                                init_lora_weights=init, target_modules=targets)
+            module.add_adapter(config)
+            counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        info = LoraInfo(self.rank, self.alpha, regex or self.targets, unet=True,
+                        text_encoder=self.train_text_encoder)
+        adapted = dataclasses.replace(model, lora=info, train_text_encoder=self.train_text_encoder,
+                                      clip_skip=self.clip_skip)
+        total = sum(counts.values())
+        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha}: {total:,} trainable parameters "
+                + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        return {"adapted": adapted}

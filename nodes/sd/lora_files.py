@@ -1,0 +1,110 @@
+"""LoRA state dicts and files: diffusers/peft format and kohya format (what A1111 and ComfyUI load).
+
+- diffusers/peft: ``unet.<module>.lora_A.weight`` / ``lora_B``, text encoder under
+  ``text_encoder.text_model.``; the adapter config (rank, alpha, targets) in the
+  ``lora_adapter_metadata`` header entry that ``load_lora_weights`` reads.
+- kohya: ``lora_unet_<module_path>`` / ``lora_te_text_model_<...>`` with
+  ``.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (diffusers' own PEFT->kohya
+  conversion, with SD 1.x/2.x's single-text-encoder prefix and the real alpha).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runtime.fileio import atomic_path
+
+from .model import SDModel
+
+LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the adapter config
+TE_PREFIX = "text_encoder.text_model."
+
+
+def peft_state_dict(model: SDModel) -> dict:
+    """Adapter weights by part with diffusers' prefixes (``unet.``, ``text_encoder.text_model.``)."""
+    from peft.utils import get_peft_model_state_dict
+
+    out = {f"unet.{k}": v for k, v in get_peft_model_state_dict(model.unet).items()}
+    if model.lora and model.lora.text_encoder:
+        te = get_peft_model_state_dict(model.text_encoder)
+        out.update({TE_PREFIX + k.removeprefix("text_model."): v for k, v in te.items()})
+    return out
+
+
+def adapter_configs(model: SDModel) -> dict:
+    """diffusers' adapter metadata: each part's LoraConfig under its prefix."""
+    out = {}
+    parts = [("unet", model.unet)] + ([("text_encoder", model.text_encoder)] if model.lora.text_encoder else [])
+    for prefix, module in parts:
+        cfg = module.peft_config[model.lora.adapter_name].to_dict()
+        for k, v in cfg.items():
+            out[f"{prefix}.{k}"] = sorted(v) if isinstance(v, set) else v
+    return out
+
+
+def to_kohya(peft_sd: dict, alpha: float) -> dict:
+    """Kohya key names with SD 1.x/2.x's ``lora_te_`` prefix and ``alpha`` per module."""
+    import torch
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    converted = convert_state_dict_to_kohya(peft_sd)
+    out = {}
+    for key, value in converted.items():
+        key = key.replace("lora_te1_", "lora_te_", 1)
+        if key.endswith(".alpha"):
+            value = torch.tensor(float(alpha))
+        out[key] = value
+    return out
+
+
+def file_metadata(model: SDModel, graph_name: str, fmt: str) -> dict[str, str]:
+    """Header metadata: base model, rank, alpha, steps, graph, plus the keys kohya's tools show."""
+    lora = model.lora
+    steps = int(getattr(model, "progress", {}).get("step", 0))
+    v2 = model.version == "sd2"
+    arch = "stable-diffusion-v2-768-v" if v2 and model.prediction_type == "v_prediction" else (
+        "stable-diffusion-v2-512" if v2 else "stable-diffusion-v1")
+    meta = {
+        "nodetrainer_format": fmt,
+        "nodetrainer_base_model": model.source,
+        "nodetrainer_model_version": model.version,
+        "nodetrainer_prediction_type": model.prediction_type,
+        "nodetrainer_rank": str(lora.rank),
+        "nodetrainer_alpha": str(lora.alpha),
+        "nodetrainer_targets": lora.targets,
+        "nodetrainer_text_encoder": str(lora.text_encoder).lower(),
+        "nodetrainer_steps": str(steps),
+        "nodetrainer_graph": graph_name,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(lora.rank),
+        "ss_network_alpha": str(lora.alpha),
+        "ss_base_model_version": "sd_v2" if v2 else "sd_v1",
+        "ss_v2": str(v2),
+        "ss_steps": str(steps),
+        "ss_sd_model_name": Path(model.source).name if model.source else "",
+        "modelspec.architecture": f"{arch}/lora",
+        "modelspec.title": graph_name or "nodetrainer LoRA",
+    }
+    return meta
+
+
+def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str], dtype) -> Path:
+    """Atomic write of contiguous CPU tensors in ``dtype`` with string metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", **metadata})
+    return path
+
+
+def save_diffusers_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> Path:
+    meta = file_metadata(model, graph_name, "diffusers")
+    meta[LORA_METADATA_KEY] = json.dumps(adapter_configs(model), sort_keys=True, default=str)
+    return write_safetensors(path, peft_state_dict(model), meta, dtype)
+
+
+def save_kohya_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> Path:
+    meta = file_metadata(model, graph_name, "kohya")
+    return write_safetensors(path, to_kohya(peft_state_dict(model), model.lora.alpha), meta, dtype)

@@ -1,0 +1,149 @@
+"""The SD 1.x/2.x model value and the part values (VAE, text encoder, tokenizer) the data graph uses.
+
+Every part value carries a stable ``fingerprint`` (the data graph's caches key on
+it), derived from where the weights came from and their dtype, or for the tiny
+model from its config and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any as _Any
+
+from nodes.train.bundle import ModelBundle, require_field
+
+TEXT_EMBEDDING, TOKENS, LATENT = "text_embedding", "tokens", "latent"
+
+
+def fingerprint_of(*parts: _Any) -> str:
+    """A short stable hash of JSON-able facts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+@dataclass(eq=False)
+class VaePart:
+    """The VAE as a data-graph value: module, latent scaling and a cache fingerprint."""
+
+    module: _Any
+    fingerprint: str
+    scaling_factor: float = 0.18215
+    shift_factor: float = 0.0
+
+
+@dataclass(eq=False)
+class TextEncoderPart:
+    """A CLIP text encoder as a data-graph value."""
+
+    module: _Any
+    fingerprint: str
+
+
+@dataclass(eq=False)
+class TokenizerPart:
+    """A CLIP tokenizer as a data-graph value."""
+
+    tokenizer: _Any
+    fingerprint: str
+
+    @property
+    def max_length(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+
+@dataclass
+class LoraInfo:
+    """What ``sd.lora_setup`` did: savers write it into the file metadata."""
+
+    rank: int
+    alpha: float
+    targets: str
+    unet: bool = True
+    text_encoder: bool = False
+    adapter_name: str = "default"
+
+
+@dataclass(eq=False)
+class SDModel(ModelBundle):
+    """Stable Diffusion 1.x/2.x: UNet, VAE, CLIP text encoder, tokenizer and training noise scheduler."""
+
+    unet: _Any
+    vae: _Any
+    text_encoder: _Any
+    tokenizer: _Any
+    noise_scheduler: _Any
+    prediction_type: str = "epsilon"
+    version: str = "sd1"
+    source: str = ""
+    dtypes: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    clip_skip: int = 0
+    train_text_encoder: bool = False
+    lora: LoraInfo | None = None
+    progress: dict = field(default_factory=dict)
+
+    family = "sd"
+    part_names = ("unet", "vae", "text_encoder")
+
+    # -- parts for the data graph ---------------------------------------------
+    def vae_part(self) -> VaePart:
+        cfg = self.vae.config
+        return VaePart(self.vae, fingerprint_of("vae", self.fingerprint),
+                       float(getattr(cfg, "scaling_factor", 0.18215) or 0.18215),
+                       float(getattr(cfg, "shift_factor", 0.0) or 0.0))
+
+    def text_encoder_part(self) -> TextEncoderPart:
+        return TextEncoderPart(self.text_encoder, fingerprint_of("text_encoder", self.fingerprint))
+
+    def tokenizer_part(self) -> TokenizerPart:
+        return TokenizerPart(self.tokenizer, fingerprint_of("tokenizer", self.fingerprint))
+
+    # -- training ----------------------------------------------------------------
+    def training_parts(self) -> tuple[str, ...]:
+        return ("unet", "text_encoder")
+
+    def latents(self, batch: dict):
+        latent = require_field(batch, LATENT, "connect sd.encode_image's 'latent' output to the batches node")
+        return latent.to(self.unet.device, dtype=self.unet.dtype)
+
+    def conditioning(self, batch: dict):
+        """The UNet's encoder hidden states for a batch."""
+        from .text import encode_tokens
+
+        if self.train_text_encoder or TEXT_EMBEDDING not in batch:
+            how = ("the text encoder is trained, so connect sd.tokenize's 'tokens' output to the batches node"
+                   if self.train_text_encoder else
+                   "connect sd.encode_text's 'text_embedding' output (or sd.tokenize's 'tokens') to the batches node")
+            tokens = require_field(batch, TOKENS, how)
+            if self.train_text_encoder:
+                return encode_tokens(self.text_encoder, tokens, self.clip_skip)
+            import torch
+
+            with torch.no_grad():
+                return encode_tokens(self.text_encoder, tokens, self.clip_skip)
+        return batch[TEXT_EMBEDDING].to(self.unet.device)
+
+    def predict(self, noisy, timesteps, batch: dict):
+        cond = self.conditioning(batch)
+        dtype = self.unet.dtype
+        out = self.unet(noisy.to(dtype), timesteps, encoder_hidden_states=cond.to(dtype), return_dict=False)[0]
+        return out
+
+    def describe(self) -> dict:
+        return {"family": self.family, "version": self.version, "prediction_type": self.prediction_type,
+                "source": self.source, "dtypes": dict(self.dtypes)}
+
+
+def detect_version(unet) -> str:
+    """'sd2' for UNets with linear attention projections (SD 2.x), else 'sd1'."""
+    return "sd2" if getattr(unet.config, "use_linear_projection", False) else "sd1"
+
+
+def check_sd_model(model: _Any, node: str) -> SDModel:
+    """``model`` as an SDModel, or a clear error for another family's model."""
+    if not isinstance(model, SDModel):
+        family = getattr(model, "family", type(model).__name__)
+        raise TypeError(f"{node} needs a Stable Diffusion 1.x/2.x model, got a {family!r} model")
+    return model

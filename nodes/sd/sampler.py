@@ -1,0 +1,166 @@
+"""Sampling SD 1.x/2.x with diffusers' StableDiffusionPipeline; PNGs carry their prompt and settings."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from runtime import Choice, File, Input, Output, Param, Seed, StrList, node
+from runtime.port_types import DiffusionModel, FileList
+
+SCHEDULERS = ("ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
+#: A1111's names for the PNG "parameters" text
+A1111_NAMES = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M",
+               "dpmpp_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC"}
+
+
+def make_scheduler(name: str, config):
+    """A sampling scheduler from the model's noise-schedule config."""
+    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                           EulerDiscreteScheduler, UniPCMultistepScheduler)
+
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "euler":
+        return EulerDiscreteScheduler.from_config(config)
+    if name == "euler_a":
+        return EulerAncestralDiscreteScheduler.from_config(config)
+    if name in ("dpmpp_2m", "dpmpp_2m_karras"):
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2,
+                                                       use_karras_sigmas=name.endswith("karras"))
+    if name == "unipc":
+        return UniPCMultistepScheduler.from_config(config)
+    raise ValueError(f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
+
+
+def png_info(settings: dict):
+    """PNG text chunks: A1111's ``parameters`` line and the full settings as JSON."""
+    from PIL.PngImagePlugin import PngInfo
+
+    s = settings
+    text = s["prompt"]
+    if s["negative_prompt"]:
+        text += f"\nNegative prompt: {s['negative_prompt']}"
+    text += (f"\nSteps: {s['steps']}, Sampler: {A1111_NAMES[s['scheduler']]}, CFG scale: {s['cfg']}, "
+             f"Seed: {s['seed']}, Size: {s['width']}x{s['height']}, Model: {s['model']}")
+    if s.get("lora"):
+        text += f", LoRA: {Path(s['lora']).name}"
+    info = PngInfo()
+    info.add_text("parameters", text)
+    info.add_text("nodetrainer", json.dumps(s, sort_keys=True))
+    return info
+
+
+def slug(text: str, n: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "sample"
+
+
+@node("sd.sample", title="Sample SD", category="Sample", sink=True)
+class Sample:
+    """Generate images with a model (optionally plus a LoRA file) and write PNGs whose metadata holds the
+    prompt and settings (A1111's ``parameters`` text). Emits a ``sample`` event per prompt."""
+
+    model = Input(DiffusionModel, doc="an SD 1.x/2.x model (trained or not)")
+    images = Output(FileList, doc="the PNG files written")
+    prompts = Param(StrList, ["a red circle on a blue background"], doc="one image set per prompt")
+    negative_prompt = Param(str, "", doc="what to steer away from (used when cfg > 1)")
+    seed = Param(Seed, 0, doc="seed of the first image; each further image adds 1")
+    steps = Param(int, 25, min=1, max=1000, doc="denoising steps")
+    cfg = Param(float, 7.0, min=0, doc="classifier-free guidance scale (1 = off)")
+    width = Param(int, 512, min=8, max=4096, doc="image width (multiple of 8)")
+    height = Param(int, 512, min=8, max=4096, doc="image height (multiple of 8)")
+    scheduler = Param(Choice(*SCHEDULERS), "dpmpp_2m", doc="sampling scheduler")
+    images_per_prompt = Param(int, 1, min=1, max=64, doc="images per prompt")
+    clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip (1 = A1111's clip skip 2)")
+    lora = Param(File("open", filter="*.safetensors"), optional=True, doc="a LoRA file to apply (either format)")
+    lora_scale = Param(float, 1.0, doc="strength of the LoRA file")
+    folder = Param(str, "samples", doc="folder inside the run folder")
+    device = Param(Choice("auto", "cpu", "cuda", "mps"), "auto", doc="where to sample")
+
+    def run(self, ctx, model):
+        import torch
+
+        from nodes.train.loop import resolve_device
+
+        from .build import quiet_libraries
+        from .model import check_sd_model
+
+        model = check_sd_model(model, "sd.sample")
+        for side in ("width", "height"):
+            if getattr(self, side) % 8:
+                raise ValueError(f"{side} {getattr(self, side)} must be a multiple of 8")
+        quiet_libraries()
+        device = resolve_device(self.device)
+        pipe = self._pipeline(model, device)
+        written = []
+        try:
+            for p_index, prompt in enumerate(self.prompts):
+                paths = []
+                for i in range(self.images_per_prompt):
+                    ctx.check_cancelled()
+                    seed = (self.seed + p_index * self.images_per_prompt + i) % (2**32)
+                    image = self._generate(pipe, model, prompt, seed, device)
+                    settings = {"prompt": prompt, "negative_prompt": self.negative_prompt, "seed": seed,
+                                "steps": self.steps, "cfg": self.cfg, "width": self.width, "height": self.height,
+                                "scheduler": self.scheduler, "clip_skip": self.clip_skip, "model": model.source,
+                                "lora": self.lora or "", "lora_scale": self.lora_scale,
+                                "train_step": int(model.progress.get("step", 0))}
+                    path = ctx.path(self.folder, f"{p_index:02d}-{slug(prompt)}-{seed}.png")
+                    self._write(image, path, settings)
+                    paths.append(path)
+                written += paths
+                ctx.sample(paths, prompt, seed=self.seed, steps=self.steps, cfg=self.cfg,
+                           scheduler=self.scheduler, step=int(model.progress.get("step", 0)))
+                ctx.progress(p_index + 1, len(self.prompts))
+        finally:
+            if self.lora:
+                pipe.delete_adapters("sample_lora")
+        return {"images": [str(p) for p in written]}
+
+    def _pipeline(self, model, device):
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(
+            vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
+            scheduler=make_scheduler(self.scheduler, model.noise_scheduler.config), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(device)
+        model.prepare_for_inference()
+        if self.lora:
+            active = list(pipe.get_active_adapters()) if getattr(model.unet, "peft_config", None) else []
+            pipe.load_lora_weights(self.lora, adapter_name="sample_lora")
+            pipe.set_adapters(active + ["sample_lora"], adapter_weights=[1.0] * len(active) + [self.lora_scale])
+        return pipe
+
+    def _generate(self, pipe, model, prompt: str, seed: int, device):
+        import contextlib
+
+        import torch
+
+        from .text import encode_tokens, tokenize
+
+        te = pipe.text_encoder
+        with torch.no_grad():
+            cond = encode_tokens(te, tokenize(model.tokenizer, [prompt]), self.clip_skip)
+            uncond = encode_tokens(te, tokenize(model.tokenizer, [self.negative_prompt]), self.clip_skip)
+        unet_dtype = model.unet.dtype
+        mixed = unet_dtype != torch.float32 or te.dtype != unet_dtype
+        amp = torch.autocast(device.type, dtype=unet_dtype) if mixed else contextlib.nullcontext()
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.no_grad(), amp:
+            latents = pipe(prompt_embeds=cond.to(unet_dtype), negative_prompt_embeds=uncond.to(unet_dtype),
+                           num_inference_steps=self.steps, guidance_scale=self.cfg, width=self.width,
+                           height=self.height, generator=generator, output_type="latent").images
+            vae = model.vae
+            scaled = latents.to(vae.dtype) / vae.config.scaling_factor
+            decoded = vae.decode(scaled, return_dict=False)[0]
+        return pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
+
+    @staticmethod
+    def _write(image, path: Path, settings: dict) -> None:
+        from runtime.fileio import atomic_path
+
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG", pnginfo=png_info(settings))

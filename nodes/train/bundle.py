@@ -1,0 +1,109 @@
+"""The generic model value: what the training loop and objectives need from any family.
+
+A family (SD 1.x/2.x, later SDXL, SD3, Flux) subclasses ``ModelBundle`` with its
+own parts and implements ``predict``; the generic nodes never look further.
+No torch import at module level: listing nodes must not need it.
+"""
+
+from __future__ import annotations
+
+from typing import Any as _Any, Iterator
+
+
+class ModelBundle:
+    """Base of model values. Subclasses are dataclasses holding torch modules as fields.
+
+    Contract used by the generic nodes:
+
+    - ``family`` / ``version``: e.g. ``"sd"`` / ``"sd1"``; savers and samplers check it.
+    - ``part_names``: names of the fields holding ``torch.nn.Module`` parts.
+    - ``noise_scheduler`` and ``prediction_type``: the training noise schedule
+      (for DDPM-style objectives).
+    - ``latents(batch)`` -> the clean latents of a batch, and
+      ``predict(noisy, timesteps, batch)`` -> the denoiser's output.
+    """
+
+    family: str = ""
+    version: str = ""
+    part_names: tuple[str, ...] = ()
+    #: set by train.loop: {"step": optimizer updates done, "epoch": ...}
+    progress: dict = {}
+
+    # -- parts ----------------------------------------------------------------
+    def parts(self) -> dict[str, _Any]:
+        """The torch modules of this model by name (missing optional parts left out)."""
+        return {n: getattr(self, n) for n in self.part_names if getattr(self, n, None) is not None}
+
+    def trained_parts(self) -> dict[str, _Any]:
+        """Parts that have at least one trainable parameter."""
+        return {n: m for n, m in self.parts().items() if any(p.requires_grad for p in m.parameters())}
+
+    def trainable_parameters(self) -> list:
+        seen, out = set(), []
+        for part in self.trained_parts().values():
+            for p in part.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
+
+    def named_trainable_parameters(self) -> Iterator[tuple[str, _Any]]:
+        for name, part in self.trained_parts().items():
+            for pname, p in part.named_parameters():
+                if p.requires_grad:
+                    yield f"{name}.{pname}", p
+
+    # -- training setup ---------------------------------------------------------
+    @property
+    def device(self):
+        for part in self.parts().values():
+            for p in part.parameters():
+                return p.device
+        import torch
+
+        return torch.device("cpu")
+
+    def prepare_for_training(self, device, gradient_checkpointing: bool = False) -> None:
+        """Move the parts the loop runs to ``device``; trained parts in train mode, others in eval."""
+        trained = self.trained_parts()
+        for name, part in self.parts().items():
+            if name in self.training_parts():
+                part.to(device)
+            part.train(name in trained)
+        if gradient_checkpointing:
+            for name, part in trained.items():
+                enable = getattr(part, "enable_gradient_checkpointing", None) or getattr(
+                    part, "gradient_checkpointing_enable", None)
+                if enable is None:
+                    raise ValueError(f"part {name!r} does not support gradient checkpointing")
+                enable()
+
+    def prepare_for_inference(self) -> None:
+        for part in self.parts().values():
+            part.eval()
+
+    def training_parts(self) -> tuple[str, ...]:
+        """Parts the training forward runs (moved to the training device). Default: all."""
+        return self.part_names
+
+    # -- objective interface -----------------------------------------------------
+    noise_scheduler: _Any = None
+    prediction_type: str = "epsilon"
+
+    def latents(self, batch: dict) -> _Any:
+        raise NotImplementedError(f"{type(self).__name__} does not provide latents()")
+
+    def predict(self, noisy, timesteps, batch: dict) -> _Any:
+        raise NotImplementedError(f"{type(self).__name__} does not provide predict()")
+
+    def describe(self) -> dict:
+        """Short facts for logs and file metadata."""
+        return {"family": self.family, "version": self.version}
+
+
+def require_field(batch: dict, key: str, how: str, node: str = "the objective") -> _Any:
+    """``batch[key]`` or a clear error listing the fields the batches do have and how to wire ``key``."""
+    if key not in batch:
+        have = ", ".join(sorted(k for k in batch if not k.startswith("_"))) or "none"
+        raise ValueError(f"{node}: the batches have no field {key!r} (they have: {have}); {how}")
+    return batch[key]

@@ -1,0 +1,170 @@
+"""``train.loop``: the training loop as a node, readable top to bottom.
+
+forward (objective.loss) -> backward -> every ``gradient_accumulation`` batches:
+unscale, clip, optimizer step, LR step -> progress event, hooks, commands -> stop?
+The loop knows no model family: the objective computes the loss on (model, batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from runtime import Choice, Input, Output, Param, Seed, node
+from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Objective, OptimizerSpec
+
+from .hooks import TrainRun, call
+from .state import TrainState
+
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_device(name: str):
+    """``auto``: CUDA, else Apple MPS, else CPU. An explicit device that is missing is an error."""
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was chosen but torch sees no CUDA GPU (use auto or cpu)")
+    if name == "mps" and not has_mps:
+        raise RuntimeError("device 'mps' was chosen but Apple MPS is not available (use auto or cpu)")
+    return torch.device(name)
+
+
+def autocast_for(device, precision: str):
+    import torch
+
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+
+@node("train.loop", title="Train", category="Training")
+class TrainLoop:
+    """Train the model on batches from the data graph: gradient accumulation, clipping, mixed precision,
+    gradient checkpointing, seeded noise. Emits progress each step and stops cleanly on request
+    (the current step finishes first)."""
+
+    model = Input(DiffusionModel, doc="the set-up model (e.g. from sd.lora_setup): its trainable weights train")
+    batches = Input(BatchSource, doc="batches from the data graph")
+    optimizer = Input(OptimizerSpec, doc="from train.optimizer")
+    schedule = Input(LRSchedule, optional=True, doc="from train.lr_schedule (default: constant)")
+    objective = Input(Objective, doc="from train.diffusion_objective")
+    hooks = Input(Hook, optional=True, multi=True, doc="samples, saves, backups, logging ... run during training")
+    trained = Output(DiffusionModel, doc="the trained model (same object, adapters updated)")
+
+    epochs = Param(int, 1, min=1, doc="passes over the data (ignored when max_steps is set)")
+    max_steps = Param(int, 0, min=0, doc="optimizer updates to run; 0 = as many as `epochs` takes")
+    gradient_accumulation = Param(int, 1, min=1, doc="batches per optimizer update")
+    max_grad_norm = Param(float, 1.0, min=0, doc="clip the gradient norm to this; 0 = no clipping")
+    precision = Param(Choice("fp32", "bf16", "fp16"), "fp32",
+                      doc="autocast dtype of the forward pass (fp16 adds a gradient scaler)")
+    gradient_checkpointing = Param(bool, False, doc="recompute activations in backward: less memory, slower")
+    seed = Param(Seed, 42, doc="seed of the training noise, timesteps and dropout")
+    device = Param(Choice("auto", "cpu", "cuda", "mps"), "auto", doc="where to train (auto: GPU if there is one)")
+    loss_smoothing = Param(float, 0.9, min=0, max=0.999, doc="weight of the past in the smoothed loss")
+
+    def run(self, ctx, model, batches, optimizer, schedule, objective, hooks):
+        import torch
+
+        from .lr_schedule import LRScheduleConfig
+
+        # -- setup ----------------------------------------------------------------
+        device = resolve_device(self.device)
+        torch.manual_seed(self.seed)
+        model.prepare_for_training(device, self.gradient_checkpointing)
+        params = model.trainable_parameters()
+        if not params:
+            raise ValueError("the model has no trainable weights: connect it through a setup node "
+                             "(e.g. sd.lora_setup) before train.loop")
+        batches_per_epoch = len(batches)
+        if batches_per_epoch == 0:
+            raise ValueError("the batch source is empty (no samples, or fewer samples than the batch size "
+                             "with drop-last)")
+        accum = self.gradient_accumulation
+        steps_per_epoch = max(1, batches_per_epoch // accum)
+        total = self.max_steps or self.epochs * steps_per_epoch
+        state = TrainState(seed=self.seed)
+        state.optimizer = optimizer.build(params)
+        state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
+        state.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        state.generator = torch.Generator().manual_seed(self.seed)
+        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device)
+        n_params = sum(p.numel() for p in params)
+        ctx.log(f"training {n_params:,} weights on {device} ({self.precision}) for {total} steps, "
+                f"{batches_per_epoch} batches per epoch")
+        call(hooks, "on_start", run)
+
+        # -- loop -----------------------------------------------------------------
+        autocast = autocast_for(device, self.precision)
+        window, update_loss, t_step = [], 0.0, time.perf_counter()
+        stopped = ctx.cancelled
+        while state.step < total and not stopped:
+            for batch in batches.epoch(state.epoch, start=state.epoch_batch):
+                state.epoch_batch += 1
+                with autocast:
+                    loss, _metrics = objective.loss(model, batch, state.generator)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                        "lower the learning rate, or train in bf16/fp32 instead of fp16")
+                state.scaler.scale(loss / accum).backward()
+                update_loss += loss.item() / accum
+                state.micro_step += 1
+                if state.micro_step < accum:
+                    continue
+
+                # one optimizer update
+                if self.max_grad_norm > 0:
+                    state.scaler.unscale_(state.optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+                state.scaler.step(state.optimizer)
+                state.scaler.update()
+                state.lr_scheduler.step()
+                state.optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.micro_step = 0
+
+                # report
+                now = time.perf_counter()
+                step_time, t_step = now - t_step, now
+                window = (window + [step_time])[-20:]
+                beta = self.loss_smoothing
+                state.smoothed_loss = update_loss if state.smoothed_loss is None else (
+                    beta * state.smoothed_loss + (1 - beta) * update_loss)
+                lr = state.lr_scheduler.get_last_lr()[0]
+                ctx.progress(state.step, total, epoch=state.epoch + 1, loss=round(update_loss, 6),
+                             smoothed_loss=round(state.smoothed_loss, 6), lr=lr,
+                             it_s=round(len(window) / sum(window), 3), step_time=round(step_time, 5))
+                call(hooks, "on_step_end", run, update_loss)
+                update_loss = 0.0
+                self._commands(ctx, hooks, run)
+                if ctx.cancelled or state.step >= total:
+                    stopped = ctx.cancelled
+                    break
+            else:  # the epoch ran out
+                state.epoch += 1
+                state.epoch_batch = 0
+                call(hooks, "on_epoch_end", run)
+                if ctx.cancelled:
+                    stopped = True
+        if stopped:
+            ctx.log(f"stopped at step {state.step} of {total}")
+        model.progress = {"step": state.step, "epoch": state.epoch}
+        call(hooks, "on_end", run, stopped)
+        model.prepare_for_inference()
+        return {"trained": model}
+
+    @staticmethod
+    def _commands(ctx, hooks, run) -> None:
+        for cmd in ctx.commands():
+            name = cmd.get("command")
+            if name == "stop":
+                continue  # the inbox already raised the cancel flag
+            if not any(call(hooks, "on_command", run, cmd)):
+                ctx.warn(f"command {name!r} ignored: no hook connected to train.loop handles it")
+

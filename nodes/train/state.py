@@ -1,0 +1,60 @@
+"""Everything a training run is at one moment, in one object (for hooks, backups and resume)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any as _Any
+
+
+@dataclass
+class TrainState:
+    """Progress counters plus the stateful training objects.
+
+    ``step`` counts optimizer updates; ``epoch_batch`` is how many batches of the
+    current ``epoch`` were consumed, so a resumed run continues mid-epoch with
+    ``batches.epoch(epoch, start=epoch_batch)``.
+    """
+
+    seed: int
+    step: int = 0
+    epoch: int = 0
+    epoch_batch: int = 0
+    micro_step: int = 0
+    smoothed_loss: float | None = None
+    optimizer: _Any = None
+    lr_scheduler: _Any = None
+    scaler: _Any = None
+    generator: _Any = None
+    history: dict = field(default_factory=dict)
+
+    def counters(self) -> dict:
+        return {"seed": self.seed, "step": self.step, "epoch": self.epoch, "epoch_batch": self.epoch_batch,
+                "micro_step": self.micro_step, "smoothed_loss": self.smoothed_loss}
+
+    def state_dict(self) -> dict:
+        """Counters and the state of every stateful object (tensors only inside; safe to torch.save and
+        load back with weights_only=True)."""
+        import torch
+
+        return {
+            "counters": self.counters(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "generator": self.generator.get_state() if self.generator is not None else None,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, data: dict) -> None:
+        import torch
+
+        for k, v in data["counters"].items():
+            setattr(self, k, v)
+        for name in ("optimizer", "lr_scheduler", "scaler"):
+            obj = getattr(self, name)
+            if obj is not None and data.get(name) is not None:
+                obj.load_state_dict(data[name])
+        if self.generator is not None and data.get("generator") is not None:
+            self.generator.set_state(data["generator"])
+        if data.get("torch_rng") is not None:
+            torch.set_rng_state(data["torch_rng"])
