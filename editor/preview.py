@@ -1,8 +1,10 @@
 """Data preview: the first N samples a data node produces (image, caption, size).
 
 The samples are computed by ``editor.preview_worker`` in a child process with
-the runtime's preview function, so the editor never runs nodes itself; the
-worker writes thumbnails and prints one JSON line per sample.
+the runtime's preview function (``runtime.data.preview.preview``, what
+``nodetrainer preview`` prints), so the editor never runs nodes itself. The
+worker writes thumbnails and prints one JSON line per sample; skipped items
+show why they were skipped.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def can_preview(doc: Document, node_id: str) -> str | None:
     spec = doc.spec(node_id)
     if spec is None:
         return f"node {node_id!r} has an unknown type"
-    if not spec.is_data_stage:
-        return f"{spec.title} ({node_id}) is not a data node: only nodes with per-sample ports can be previewed"
+    if not (spec.is_data_stage or spec.category.strip().lower() == "data"):
+        return f"{spec.title} ({node_id}) is not a data node: only data-graph nodes can be previewed"
     if not preview_available():
         return "the data preview needs runtime/data/preview.py, which this installation does not have"
     return None
@@ -56,6 +58,7 @@ class PreviewDialog(QtWidgets.QDialog):
         self.count = count
         self.items: list[dict] = []
         self.errors: list[str] = []
+        self.stderr: list[str] = []
         self.setWindowTitle(f"Preview of {node_id}")
         self.resize(820, 560)
         self.table = QtWidgets.QTableWidget(0, 4)
@@ -74,7 +77,7 @@ class PreviewDialog(QtWidgets.QDialog):
         self.proc = QtCore.QProcess(self)
         self.proc.readyReadStandardOutput.connect(self._read)
         self.proc.readyReadStandardError.connect(
-            lambda: self.errors.append(bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")))
+            lambda: self.stderr.append(bytes(self.proc.readAllStandardError()).decode("utf-8", "replace")))
         self.proc.finished.connect(self._finished)
 
     def start(self) -> None:
@@ -102,10 +105,12 @@ class PreviewDialog(QtWidgets.QDialog):
                 item = json.loads(raw)
             except json.JSONDecodeError:
                 continue
-            if isinstance(item, dict) and "error" in item:
-                self.errors.append(str(item["error"]))
-            elif isinstance(item, dict):
-                self._add(item)
+            if not isinstance(item, dict):
+                continue
+            if "failure" in item:
+                self.errors.append(str(item["failure"]))
+            elif isinstance(item.get("item"), dict):
+                self._add(item["item"])
 
     def _add(self, item: dict) -> None:
         self.items.append(item)
@@ -116,9 +121,10 @@ class PreviewDialog(QtWidgets.QDialog):
             pix = QtGui.QPixmap(item["thumbnail"])
             if not pix.isNull():
                 cell.setIcon(QtGui.QIcon(pix))
-        cell.setToolTip(str(item.get("image") or ""))
+        cell.setToolTip(str(item.get("path") or ""))
         self.table.setItem(row, 0, cell)
-        self.table.setItem(row, 1, QtWidgets.QTableWidgetItem(str(item.get("caption") or "")))
+        caption = f"skipped: {item['error']}" if item.get("error") else str(item.get("caption") or "")
+        self.table.setItem(row, 1, QtWidgets.QTableWidgetItem(caption))
         size = item.get("size")
         self.table.setItem(row, 2, QtWidgets.QTableWidgetItem(f"{size[0]}\u00d7{size[1]}" if size else ""))
         fields = item.get("fields") or {}
@@ -134,7 +140,8 @@ class PreviewDialog(QtWidgets.QDialog):
         if code == 0 and not self.errors:
             self.status.setText(f"first {len(self.items)} sample(s) of {self.node_id}")
         else:
-            self.status.setText(f"preview failed: {' '.join(e.strip() for e in self.errors)[-2000:]}")
+            why = "\n".join(e.strip() for e in self.errors) or "".join(self.stderr).strip()[-2000:]
+            self.status.setText(f"preview failed: {why or f'exit code {code}'}")
         self.done.emit(len(self.items))
 
     def closeEvent(self, event) -> None:
