@@ -14,7 +14,8 @@ from typing import Any as _Any
 
 from nodes.train.bundle import ModelBundle, require_field
 
-TEXT_EMBEDDING, TOKENS, LATENT = "text_embedding", "tokens", "latent"
+#: batch keys the SD model reads (the output port names of nodes/sd/encode.py)
+TEXT_EMBEDDING, TOKENS, LATENT = "embedding", "tokens", "latent"
 
 
 def fingerprint_of(*parts: _Any) -> str:
@@ -102,7 +103,7 @@ class SDModel(ModelBundle):
 
     # -- training ----------------------------------------------------------------
     def training_parts(self) -> tuple[str, ...]:
-        return ("unet", "text_encoder")
+        return ("unet", "vae", "text_encoder")  # the VAE too: the data graph encodes on the training device
 
     def latents(self, batch: dict):
         latent = require_field(batch, LATENT, "connect sd.encode_image's 'latent' output to the batches node")
@@ -115,7 +116,7 @@ class SDModel(ModelBundle):
         if self.train_text_encoder or TEXT_EMBEDDING not in batch:
             how = ("the text encoder is trained, so connect sd.tokenize's 'tokens' output to the batches node"
                    if self.train_text_encoder else
-                   "connect sd.encode_text's 'text_embedding' output (or sd.tokenize's 'tokens') to the batches node")
+                   "connect sd.encode_text's 'embedding' output (or sd.tokenize's 'tokens') to the batches node")
             tokens = require_field(batch, TOKENS, how)
             if self.train_text_encoder:
                 return encode_tokens(self.text_encoder, tokens, self.clip_skip)
