@@ -151,3 +151,49 @@ def run_nodes(graph, registry, targets, overrides=(), workspace=None, tmp=None) 
     if result.error is not None:
         raise result.error
     return Ran(result, sink.events)
+
+
+def graph_of(nodes: dict, name: str = "test", path: Path | None = None):
+    """A Graph from {node_id: (type, params, {input: "node.port" | [links]})}."""
+    from runtime.graph import Graph, Link, NodeEntry
+
+    g = Graph(name=name, path=path)
+    for node_id, (type_id, params, inputs) in nodes.items():
+        entry = NodeEntry(node_id, type_id, None, dict(params))
+        for port, links in inputs.items():
+            entry.inputs[port] = [Link.parse(x) for x in links] if isinstance(links, list) else Link.parse(links)
+        g.nodes[node_id] = entry
+    return g
+
+
+def pipeline(folder, **extra) -> dict:
+    """Concept -> concepts -> load: the start most tests share; ``extra`` adds or replaces nodes."""
+    nodes = {
+        "concept": ("data.concept", {"folder": str(folder), "recursive": True}, {}),
+        "source": ("data.concepts", {}, {"concepts": ["concept.concept"]}),
+        "load": ("data.load_image", {}, {"path": "source.path"}),
+    }
+    nodes.update(extra)
+    return nodes
+
+
+def items_at(ran: Ran, node: str, epoch: int = 0, seed: int = 0, ports=None) -> list:
+    """Every item of a node's sample outputs: a dict per item, or a SkipItem for a bad one."""
+    from runtime.data import Eval, SkipItem
+    from runtime.data.engine import Field, Preparer
+
+    fields = {k: v for k, v in ran.result.outputs[node].items() if isinstance(v, Field) and (not ports or k in ports)}
+    Preparer(seed, fill=False).prepare_fields(fields.values(), epoch)
+    ev = Eval(epoch, seed)
+    out = []
+    for i in range(len(next(iter(fields.values())))):
+        memo: dict = {}
+        try:
+            out.append({k: f.get(ev, i, memo) for k, f in fields.items()})
+        except SkipItem as e:
+            out.append(e)
+    return out
+
+
+def batches_of(source, epoch: int = 0, start: int = 0) -> list[dict]:
+    return list(source.epoch(epoch, start))
