@@ -23,6 +23,9 @@ def create_app(argv: list[str] | None = None):
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
     app.setStyle("Fusion")
+    from .style import apply_dark_palette
+
+    apply_dark_palette(app)
     return app
 
 

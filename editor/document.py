@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any as _Any, Iterator
@@ -156,15 +157,54 @@ class Document(QtCore.QObject):
         return dumps_graph(self.graph, self.registry)
 
     def save(self, path: str | Path | None = None) -> Path:
+        """Write the file atomically. Saving into another folder keeps relative paths pointing at the same files."""
         target = Path(path) if path else self.file_path
         if target is None:
             raise ValueError("an untitled graph needs a file name")
+        self.rebase_paths(target.parent)
         atomic_write_text(target, self.text())
         self.file_path = target
         self.graph.path = target
         self.undo.setClean()
         self.saved.emit(str(target))
         return target
+
+    def rebase_paths(self, new_dir: str | Path) -> int:
+        """Rewrite relative path values (params and graph-input defaults) for a file in ``new_dir``.
+
+        Relative paths resolve against the graph file's folder, so a graph saved
+        elsewhere would otherwise point at other files. Returns how many changed.
+        """
+        old = self.graph.base_dir
+        new = Path(os.path.abspath(new_dir))
+        if old == new:
+            return 0
+
+        def moved(value):
+            if not isinstance(value, str) or not value.strip() or "${" in value or value.startswith("~"):
+                return value
+            if Path(value).is_absolute():
+                return value
+            target = os.path.normpath(old / value)
+            try:
+                return Path(os.path.relpath(target, new)).as_posix()
+            except ValueError:  # another drive
+                return target
+
+        changes = 0
+        with self.edit("keep relative paths"):
+            for gi in self.graph.inputs.values():
+                if gi.type in ("path", "file", "dir") and moved(gi.default) != gi.default:
+                    gi.default = moved(gi.default)
+                    changes += 1
+            for entry in self.graph.nodes.values():
+                spec = self.registry.get(entry.type)
+                for name, value in list(entry.params.items()):
+                    param = spec.params.get(name) if spec else None
+                    if param is not None and param.kind.is_path and moved(value) != value:
+                        entry.params[name] = moved(value)
+                        changes += 1
+        return changes
 
     @property
     def modified(self) -> bool:

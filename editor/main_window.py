@@ -54,6 +54,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.run_dock = self._dock("Run", self.run_panel, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.problems_dock, self.run_dock)
         self.problems_dock.raise_()
+        self.resizeDocks([self.library_dock, self.properties_dock], [230, 360], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.problems_dock], [280], QtCore.Qt.Orientation.Vertical)
 
         self._make_actions()
         self._make_menus()
@@ -203,7 +205,6 @@ class MainWindow(QtWidgets.QMainWindow):
     def _update_title(self, *_args) -> None:
         mark = " *" if self.doc.modified else ""
         self.setWindowTitle(f"{self.doc.display_name}{mark} \u2014 nodetrainer")
-        self.setWindowModified(self.doc.modified)
 
     def maybe_save(self) -> bool:
         """True when it is fine to drop the current document (saved, discarded, or unchanged)."""

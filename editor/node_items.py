@@ -70,7 +70,12 @@ class SpecNodeItem(NodeItem):
         self.problems: list[tuple[str, str]] = []  # (severity, message)
         self.base_tooltip = ""
         self._icon_item.setVisible(False)
-        self._text_item.set_locked(True)  # the title is the type's; ids are renamed elsewhere
+        self._text_item.set_locked(True)  # the title comes from the spec
+        self._proxy_mode_threshold = 40  # keep titles readable when zoomed out to a whole preset
+
+    def set_proxy_mode(self, mode):
+        super().set_proxy_mode(mode)
+        self._icon_item.setVisible(False)
 
     # -- tooltips ------------------------------------------------------------------
     def _tooltip_disable(self, state):  # called by NodeGraphQt whenever it redraws
@@ -120,15 +125,15 @@ class SpecNodeItem(NodeItem):
             painter.drawRoundedRect(rect, radius, radius)
 
         footer = QtCore.QRectF(rect.x() + 7, rect.bottom() - FOOTER_H, rect.width() - 14, FOOTER_H - 2)
-        painter.setFont(self._footer_font())
-        painter.setPen(QtGui.QColor(*style.SUBTLE_TEXT))
-        painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter,
-                         self.node_id)
-        if self.run_state:
-            state_color = QtGui.QColor(style.STATE_COLORS.get(self.run_state, "#888888"))
-            painter.setPen(state_color)
-            painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter,
-                             f"\u25cf {self.run_state}")
+        if not self._proxy_mode:  # too small to read when zoomed far out
+            painter.setFont(self._footer_font())
+            painter.setPen(QtGui.QColor(*style.SUBTLE_TEXT))
+            painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter,
+                             self.node_id)
+            if self.run_state:
+                painter.setPen(QtGui.QColor(style.STATE_COLORS.get(self.run_state, "#888888")))
+                painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter,
+                                 f"\u25cf {self.run_state}")
 
         if self.run_state:
             pen = QtGui.QPen(QtGui.QColor(style.STATE_COLORS.get(self.run_state, "#888888")), 2.4)

@@ -107,9 +107,12 @@ class RunState:
         """The process ended; fill in a status if no run_finished event came (e.g. an invalid graph)."""
         if self.status in ("idle", "running"):
             self.status = {0: "ok", 2: "invalid", 130: "cancelled"}.get(exit_code, "failed")
-        for node, state in self.node_states.items():
-            if state in ("running", "pending") and self.status != "ok":
-                self.node_states[node] = "cancelled" if state == "running" else "pending"
+        if self.status != "ok":
+            for node, state in list(self.node_states.items()):
+                if state == "running":
+                    self.node_states[node] = "cancelled"
+                elif state == "pending":  # never ran: no longer waiting for anything
+                    del self.node_states[node]
 
     def progress_text(self) -> str:
         parts = []

@@ -55,3 +55,25 @@ def rgb(color: str) -> tuple[int, int, int]:
     """``#rrggbb`` -> (r, g, b)."""
     c = color.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def apply_dark_palette(app) -> None:
+    """A dark Fusion palette that matches the canvas."""
+    from PySide6 import QtGui
+
+    P = QtGui.QPalette
+    pal = P()
+    colors = {
+        P.ColorRole.Window: (45, 47, 51), P.ColorRole.WindowText: (225, 225, 225),
+        P.ColorRole.Base: (32, 34, 37), P.ColorRole.AlternateBase: (40, 42, 46),
+        P.ColorRole.ToolTipBase: (250, 250, 235), P.ColorRole.ToolTipText: (20, 20, 20),
+        P.ColorRole.Text: (225, 225, 225), P.ColorRole.Button: (52, 55, 60),
+        P.ColorRole.ButtonText: (225, 225, 225), P.ColorRole.BrightText: (255, 80, 80),
+        P.ColorRole.Highlight: (61, 174, 233), P.ColorRole.HighlightedText: (15, 15, 15),
+        P.ColorRole.Link: (100, 170, 240), P.ColorRole.PlaceholderText: (130, 133, 138),
+    }
+    for role, rgb_ in colors.items():
+        pal.setColor(role, QtGui.QColor(*rgb_))
+    for role in (P.ColorRole.Text, P.ColorRole.ButtonText, P.ColorRole.WindowText):
+        pal.setColor(P.ColorGroup.Disabled, role, QtGui.QColor(120, 122, 126))
+    app.setPalette(pal)

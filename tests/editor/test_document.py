@@ -206,3 +206,19 @@ def test_save_is_atomic_and_marks_clean(doc, tmp_path):
     assert path.read_text() == doc.text()
     assert not doc.modified and doc.graph.path == path
     assert [p.name for p in tmp_path.iterdir()] == ["g.yaml"]  # no temporary file left
+
+
+def test_save_elsewhere_keeps_relative_paths_pointing_at_the_same_files(registry, tmp_path):
+    from runtime.paths import ASSETS_DIR, GRAPHS_DIR
+    from runtime.validate import validate
+
+    doc = Document.from_preset(GRAPHS_DIR / "example-manifest.yaml", registry)
+    doc.save(tmp_path / "sub" / "mine.yaml")
+    default = doc.graph.inputs["dataset"].default
+    assert not default.startswith("/")  # still relative, from the new folder
+    assert (tmp_path / "sub" / default).resolve() == (ASSETS_DIR / "demo_dataset").resolve()
+    assert validate(doc.graph, registry, for_run=True).ok
+    same = Document.open(tmp_path / "sub" / "mine.yaml", registry)
+    before = same.text()
+    same.save()
+    assert same.text() == before  # saving in place changes nothing

@@ -45,6 +45,11 @@ def test_process_exit_without_events_is_reported():
     s = RunState()
     s.finish_process(2)
     assert s.status == "invalid"
+    s = RunState()
+    s.feed({"event": "run_started", "nodes": ["a", "b"]})
+    s.feed({"event": "node_started", "node": "a"})
+    s.finish_process(-1)  # killed
+    assert s.status == "failed" and s.node_states == {"a": "cancelled"}
     assert format_duration(3725) == "1:02:05" and format_duration(65) == "1:05"
     assert "ERROR" in log_line({"event": "error", "node": "x", "message": "boom", "t": 0})
 
@@ -125,3 +130,61 @@ def test_invalid_graph_does_not_start(window):
     assert not window.run_panel.running
     assert "cannot run" in window.statusBar().currentMessage()
     assert any(p.node == "lora" for p in window.problems.problems)
+
+
+QUICKSTART = GRAPHS_DIR / "quickstart.yaml"
+needs_quickstart = pytest.mark.skipif(not QUICKSTART.exists(), reason="graphs/quickstart.yaml is not there")
+
+
+def open_quickstart(window, tmp_path: Path, steps: int) -> None:
+    """The quickstart preset, edited in the editor: absolute dataset, fewer steps, a quick sampler."""
+    path = tmp_path / "quickstart.yaml"
+    shutil.copyfile(QUICKSTART, path)
+    assert window.open_file(path)
+    doc = window.doc
+    doc.set_input_default("dataset", str(GRAPHS_DIR.parent / "assets" / "demo_dataset"))
+    doc.set_input_default("steps", steps)
+    if "sample" in doc.graph.nodes and "steps" in doc.spec("sample").params:
+        doc.set_param("sample", "steps", 2)
+
+
+@pytest.mark.slow
+@needs_quickstart
+def test_quickstart_runs_from_the_editor_to_completion(window, qtbot, tmp_path):
+    open_quickstart(window, tmp_path, steps=3)
+    events = []
+    window.run_panel.event_received.connect(events.append)
+    assert window.run_graph()
+    assert wait_for_run(qtbot, window, timeout=600000) == "ok"
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    losses = [e for e in events if e["event"] == "progress" and e.get("node") == "train"]
+    assert [e["step"] for e in losses][-1] == 3 and all("loss" in e for e in losses)
+    state = window.run_panel.state
+    assert len(state.losses) == 3 and len(state.smoothed) == 3  # the loss chart's data
+    assert window.run_panel.chart.raw == state.losses
+    samples = [p for e in events if e["event"] == "sample" for p in e["paths"]]
+    assert samples and all(Path(p).is_file() for p in samples)
+    assert window.run_panel.gallery.count() == len(samples)  # shown live in the gallery
+    assert {e["format"] for e in events if e["event"] == "saved"}  # the LoRA files
+    assert {v.view.run_state for v in window.canvas.views.values()} == {"done"}
+    assert window.run_panel.progress.value() == window.run_panel.progress.maximum()
+
+
+@pytest.mark.slow
+@needs_quickstart
+def test_commands_and_stop_while_training(window, qtbot, tmp_path):
+    open_quickstart(window, tmp_path, steps=100000)
+    panel = window.run_panel
+    assert window.run_graph()
+    qtbot.waitUntil(lambda: panel.state.progress_node == "train", timeout=600000)
+    assert panel.sample_button.isEnabled() and panel.backup_button.isEnabled()
+    panel.sample_button.click()
+    qtbot.waitUntil(lambda: "command received: sample" in panel.log.toPlainText(), timeout=60000)
+    panel.stop_button.click()
+    assert wait_for_run(qtbot, window, timeout=120000) == "cancelled"
+    # the loop ends its step and returns; what comes after it never runs
+    assert window.canvas.views["train"].view.run_state in ("done", "cancelled")
+    assert window.canvas.views["save"].view.run_state is None
+    assert panel.progress.format() == "stopped"
+    assert panel.run_button.isEnabled() and not panel.stop_button.isEnabled()
