@@ -135,17 +135,9 @@ class BatchSource:
         summary = EpochSummary(epoch, scan_skipped=self.scan_skipped())
         self._summaries[epoch] = summary
         seen: set[int] = set()
-        for s in prep.skipped.values():
-            self._note(summary, seen, s)
-        work = []
-        for b, batch in enumerate(plan[start:], start):
-            keep = []
-            for i in batch:
-                if i in self._bad:
-                    self._note(summary, seen, self._bad[i])
-                else:
-                    keep.append(i)
-            work.append(keep)
+        for s in list(prep.skipped.values()) + list(self._bad.values()):
+            self._note(summary, seen, s)  # known-bad items count in every epoch's summary
+        work = [[i for i in batch if i not in self._bad] for batch in plan[start:]]
         for batch in self._run(epoch, work):
             for s in batch.pop("_skipped"):
                 self._note(summary, seen, s)
@@ -235,9 +227,8 @@ class BatchSource:
     def _run(self, epoch: int, work: list[list[int]]) -> Iterator[dict]:
         job = BatchJob(self._fields, Eval(epoch, self.seed, True), work)
         if self.workers <= 0:
+            # no cancellation check here: the consumer stops between steps (and writes its backup)
             for k in range(len(job)):
-                if self.ctx is not None:
-                    self.ctx.check_cancelled()
                 yield job[k]
             return
         from torch.utils.data import DataLoader

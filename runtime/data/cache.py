@@ -63,7 +63,8 @@ class DiskStore:
         import torch
 
         try:
-            obj = torch.load(self.path(key), weights_only=True, map_location="cpu")
+            # mmap: tensors are read straight from the page cache when a batch is stacked
+            obj = torch.load(self.path(key), weights_only=True, map_location="cpu", mmap=True)
         except FileNotFoundError:
             return MISSING
         except Exception:  # a torn or foreign file: recompute it

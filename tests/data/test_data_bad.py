@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import batches_of, graph_of, pipeline, run_nodes
+from datagraph_helpers import batches_of, graph_of, pipeline, run_nodes
 
 
 def graph(folder, **params):

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-import datagraph_helpers
-from conftest import batches_of, graph_of, pipeline, run_nodes
+import datagraph_nodes
+from datagraph_helpers import batches_of, graph_of, pipeline, run_nodes
 
 
 def cached_graph(folder, cache: str, cache_dir=None, flip=0.5, tags=1, variations=1, **extra):
@@ -30,7 +30,7 @@ def cached_graph(folder, cache: str, cache_dir=None, flip=0.5, tags=1, variation
 
 
 def calls() -> int:
-    return datagraph_helpers.CALLS.get("count", 0)
+    return datagraph_nodes.CALLS.get("count", 0)
 
 
 def by_index(batches):
@@ -38,7 +38,7 @@ def by_index(batches):
 
 
 def test_ram_cache_is_hit_on_the_second_epoch(data_registry, clean_dataset, tmp_path):
-    datagraph_helpers.CALLS.clear()
+    datagraph_nodes.CALLS.clear()
     ran = run_nodes(cached_graph(clean_dataset.root, "data.ram_cache"), data_registry, ["batches"], tmp=tmp_path)
     source = ran.out("batches", "batches")
     e0 = by_index(batches_of(source, 0))
@@ -51,7 +51,7 @@ def test_ram_cache_is_hit_on_the_second_epoch(data_registry, clean_dataset, tmp_
 
 
 def test_ram_cache_variations_cycle(data_registry, clean_dataset, tmp_path):
-    datagraph_helpers.CALLS.clear()
+    datagraph_nodes.CALLS.clear()
     g = cached_graph(clean_dataset.root, "data.ram_cache", variations=2)
     source = run_nodes(g, data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
     e = [by_index(batches_of(source, k)) for k in range(3)]
@@ -66,7 +66,7 @@ def test_disk_cache_survives_runs_and_invalidates_exactly(data_registry, clean_d
     n = len(clean_dataset.good)
 
     def epoch(**kw):
-        datagraph_helpers.CALLS.clear()
+        datagraph_nodes.CALLS.clear()
         g = cached_graph(clean_dataset.root, "data.disk_cache", cache_dir, **kw)
         source = run_nodes(g, data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
         return by_index(batches_of(source, 0)), calls()
@@ -109,10 +109,10 @@ def test_value_inputs_key_the_cache_by_fingerprint(data_registry, clean_dataset,
     def run(fp):
         extra["model"] = ("testdata.model", {"fingerprint": fp}, {})
         g = cached_graph(clean_dataset.root, "data.disk_cache", cache_dir, **extra)
-        datagraph_helpers.CALLS.clear()
+        datagraph_nodes.CALLS.clear()
         source = run_nodes(g, data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
         batches_of(source)
-        return datagraph_helpers.CALLS.get("counted", 0)
+        return datagraph_nodes.CALLS.get("counted", 0)
 
     n = len(clean_dataset.good)
     assert run("vae-1") == n

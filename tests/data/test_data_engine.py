@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import EXAMPLE_GRAPH, batches_of, graph_of, pipeline, run_nodes
+from datagraph_helpers import EXAMPLE_GRAPH, batches_of, graph_of, pipeline, run_nodes
 
 
 @pytest.fixture
@@ -146,14 +146,14 @@ def test_fields_of_different_sources_cannot_be_combined(data_registry, clean_dat
 
 
 def test_a_shared_upstream_runs_once_per_item(data_registry, clean_dataset, tmp_path):
-    import datagraph_helpers
+    import datagraph_nodes
 
     nodes = pipeline(clean_dataset.root,
                      shared=("testdata.count", {}, {"image": "load.image"}),
                      tensor=("data.to_tensor", {}, {"image": "shared.image"}),
                      mask=("data.load_mask", {}, {"path": "source.mask_path", "image": "shared.image"}),
                      batches=("data.batches", {"batch_size": 2}, {"fields": ["tensor.image", "mask.mask"]}))
-    datagraph_helpers.CALLS.clear()
+    datagraph_nodes.CALLS.clear()
     source = run_nodes(graph_of(nodes), data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
     assert sum(len(b["_index"]) for b in batches_of(source)) == source.items
-    assert datagraph_helpers.CALLS["shared"] == source.items
+    assert datagraph_nodes.CALLS["shared"] == source.items

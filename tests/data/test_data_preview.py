@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import EXAMPLE_GRAPH
+from datagraph_helpers import EXAMPLE_GRAPH
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import gradient, graph_of, items_at, pipeline, run_nodes, write_image
+from datagraph_helpers import gradient, graph_of, items_at, make_dataset, pipeline, run_nodes, write_image
 
 
 def run(data_registry, nodes, target, tmp_path, *sets):
@@ -79,8 +79,6 @@ def test_balancing_repeats_and_samples(data_registry, clean_dataset, tmp_path):
 
 
 def test_masks_are_found_and_loaded(data_registry, tmp_path):
-    from conftest import make_dataset
-
     ds = make_dataset(tmp_path / "m", bad=False, masks=True)
     nodes = pipeline(ds.root, mask=("data.load_mask", {}, {"path": "source.mask_path", "image": "load.image"}))
     nodes["concept"][1]["masks"] = True
