@@ -113,18 +113,18 @@ class SDModel(ModelBundle):
         """The UNet's encoder hidden states for a batch."""
         from .text import encode_tokens
 
-        if self.train_text_encoder or TEXT_EMBEDDING not in batch:
-            how = ("the text encoder is trained, so connect sd.tokenize's 'tokens' output to the batches node"
-                   if self.train_text_encoder else
-                   "connect sd.encode_text's 'embedding' output (or sd.tokenize's 'tokens') to the batches node")
-            tokens = require_field(batch, TOKENS, how)
-            if self.train_text_encoder:
-                return encode_tokens(self.text_encoder, tokens, self.clip_skip)
+        if self.train_text_encoder:
+            tokens = require_field(batch, TOKENS, "the text encoder is trained, so connect sd.tokenize's 'tokens' "
+                                                  "output to the batches node")
+            return encode_tokens(self.text_encoder, tokens, self.clip_skip)
+        if TEXT_EMBEDDING not in batch and TOKENS in batch:
             import torch
 
             with torch.no_grad():
-                return encode_tokens(self.text_encoder, tokens, self.clip_skip)
-        return batch[TEXT_EMBEDDING].to(self.unet.device)
+                return encode_tokens(self.text_encoder, batch[TOKENS], self.clip_skip)
+        embedding = require_field(batch, TEXT_EMBEDDING, "connect sd.encode_text's 'embedding' output (or "
+                                                         "sd.tokenize's 'tokens') to the batches node")
+        return embedding.to(self.unet.device)
 
     def predict(self, noisy, timesteps, batch: dict):
         cond = self.conditioning(batch)

@@ -1,0 +1,132 @@
+"""Training-step overhead of a graph run against a hand-written diffusers + peft loop.
+
+Same process, same tiny model, same batches (the quickstart's data graph, read
+from its RAM cache), same LoRA, optimizer, schedule and loss. Prints the median
+step time of each, their ratio (target <= 1.05) and peak RSS; with --quickstart
+also the peak RSS of a full ``python -m runtime run graphs/quickstart.yaml``
+(target <= 1.5 GB).
+
+    python benchmarks/bench_train.py [--steps 60] [--threads 2] [--quickstart]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def graph_run(steps: int, workspace: Path):
+    """Run the quickstart graph up to train.loop; return (step times, batches per epoch as lists)."""
+    from runtime.events import EventBus, ListSink
+    from runtime.executor import execute
+    from runtime.graph_file import load_graph
+    from runtime.registry import default_registry
+    from runtime.validate import validate
+
+    reg = default_registry()
+    graph = load_graph(ROOT / "graphs" / "quickstart.yaml", reg)
+    v = validate(graph, reg, [f"steps={steps}"])
+    assert v.ok, v.problems
+    sink = ListSink()
+    r = execute(v, workspace=workspace, bus=EventBus([sink]), targets=("train",), keep=("batches",))
+    assert r.ok, r.error
+    times = [e["step_time"] for e in sink.of("progress") if e["node"] == "train"]
+    source = r.outputs["batches"]["batches"]
+    epochs = (steps + len(source) - 1) // len(source)
+    data = [[dict(b) for b in source.epoch(e)] for e in range(epochs)]
+    return times, data
+
+
+def plain_run(steps: int, data: list[list[dict]], seed: int = 42):
+    """The same training, written directly against diffusers, peft and torch."""
+    import json
+
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers.optimization import get_scheduler
+    from peft import LoraConfig
+
+    tiny = ROOT / "assets" / "tiny_model"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel.from_config(json.loads((tiny / "unet" / "config.json").read_text()))
+    sched = DDPMScheduler.from_config(json.loads((tiny / "scheduler" / "scheduler_config.json").read_text()))
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01)
+    lr_sched = get_scheduler("cosine", opt, num_warmup_steps=round(0.1 * steps), num_training_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    times, step = [], 0
+    t = time.perf_counter()
+    while step < steps:
+        for batch in data[step // len(data[0])]:
+            x0 = batch["latent"].float()
+            noise = torch.randn(x0.shape, generator=gen)
+            ts = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+            pred = unet(sched.add_noise(x0, noise, ts), ts, encoder_hidden_states=batch["embedding"]).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            lr_sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss.item()
+            step += 1
+            now = time.perf_counter()
+            times.append(now - t)
+            t = now
+            if step >= steps:
+                break
+    return times
+
+
+def quickstart_rss() -> tuple[float, float, int]:
+    """Wall time, peak RSS (MB) and exit code of the quickstart as a user runs it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "runtime", "run", "graphs/quickstart.yaml", "--workspace", tmp],
+                              cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, proc.returncode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=60, help="training steps per run")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--quickstart", action="store_true", help="also measure the quickstart's wall time and peak RSS")
+    args = ap.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        graph_times, data = graph_run(args.steps, Path(tmp))
+    plain_times = plain_run(args.steps, data)
+    g, p = statistics.median(graph_times), statistics.median(plain_times)
+    print(f"steps per run          {args.steps} (torch threads: {torch.get_num_threads()})")
+    print(f"graph   median step    {g * 1000:8.2f} ms   (mean {statistics.mean(graph_times) * 1000:.2f} ms)")
+    print(f"plain   median step    {p * 1000:8.2f} ms   (mean {statistics.mean(plain_times) * 1000:.2f} ms)")
+    print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05)")
+    print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
+    if args.quickstart:
+        wall, rss, code = quickstart_rss()
+        print(f"quickstart             {wall:8.1f} s wall, peak RSS {rss:.0f} MB (target <= 1536 MB), exit {code}")
+
+
+if __name__ == "__main__":
+    main()
