@@ -56,6 +56,13 @@ class Viewer(NodeViewer):
             return self.type_check(from_port, to_port)
         return True
 
+    def _combined_rect(self, nodes):
+        # NodeGraphQt groups the items to measure them: seconds for a few hundred nodes
+        rect = QtCore.QRectF()
+        for item in nodes:
+            rect = rect.united(item.sceneBoundingRect())
+        return rect
+
     def focusNextPrevChild(self, next):  # keep Tab for the node search
         return False
 

@@ -14,7 +14,9 @@ from PySide6 import QtCore, QtGui
 
 from . import compat  # noqa: F401  (selects PySide6 for NodeGraphQt)
 from NodeGraphQt import BackdropNode, BaseNode  # noqa: E402
+from NodeGraphQt.constants import PortTypeEnum  # noqa: E402
 from NodeGraphQt.qgraphics.node_base import NodeItem  # noqa: E402
+from NodeGraphQt.qgraphics.port import CustomPortItem  # noqa: E402
 
 from runtime.graph import NodeEntry  # noqa: E402
 from runtime.port_types import SAMPLE  # noqa: E402
@@ -58,6 +60,28 @@ def sample_port_painter(painter, rect, info) -> None:
     _draw_port(painter, rect, info, sample=True)
 
 
+class SpecPortItem(CustomPortItem):
+    """A port whose tooltip (the port's docs) is set when first hovered: setting
+    hundreds of tooltips while a graph loads costs more than drawing it."""
+
+    def __init__(self, parent=None, paint_func=None):
+        super().__init__(parent, paint_func)
+        self.doc_tooltip = ""
+
+    @CustomPortItem.multi_connection.setter
+    def multi_connection(self, mode=False):
+        self._multi_connection = mode
+
+    @CustomPortItem.locked.setter
+    def locked(self, value=False):
+        self._locked = value
+
+    def hoverEnterEvent(self, event):
+        if self.doc_tooltip and self.toolTip() != self.doc_tooltip:
+            self.setToolTip(self.doc_tooltip)
+        super().hoverEnterEvent(event)
+
+
 class SpecNodeItem(NodeItem):
     """The node's graphics: body, category header, id footer, problem badge, run state."""
 
@@ -69,6 +93,9 @@ class SpecNodeItem(NodeItem):
         self.run_state: str | None = None
         self.problems: list[tuple[str, str]] = []  # (severity, message)
         self.base_tooltip = ""
+        self._tooltip_shown = False
+        self._footer_width: float | None = None
+        self.setAcceptHoverEvents(True)
         self._icon_item.setVisible(False)
         self._text_item.set_locked(True)  # the title comes from the spec
         self._proxy_mode_threshold = 40  # keep titles readable when zoomed out to a whole preset
@@ -77,25 +104,78 @@ class SpecNodeItem(NodeItem):
         super().set_proxy_mode(mode)
         self._icon_item.setVisible(False)
 
-    # -- tooltips ------------------------------------------------------------------
+    # Lighter versions of NodeGraphQt setters that run for every node on load: the title
+    # does not reset the tooltip, the (hidden) icon is not loaded from disk, and the node
+    # is laid out once when it joins the scene instead of also before.
+    @NodeItem.name.setter
+    def name(self, name=""):
+        self._properties["name"] = name
+        if name != self._text_item.toPlainText():
+            self._text_item.setPlainText(name)
+            if self.scene():
+                self.align_label()
+            self.update()
+
+    @NodeItem.icon.setter
+    def icon(self, path=None):
+        self._properties["icon"] = path
+
+    @NodeItem.layout_direction.setter
+    def layout_direction(self, value=0):
+        self._properties["layout_direction"] = value
+        if self.scene():  # before that, joining the scene lays the node out once
+            self.draw_node()
+
+    def _add_spec_port(self, name, port_type, multi_port, display_name, locked, painter_func):
+        port = SpecPortItem(self, painter_func)
+        port.name = name
+        port.port_type = port_type
+        port.multi_connection = multi_port
+        port.display_name = display_name
+        port.locked = locked
+        return self._add_port(port)
+
+    def add_input(self, name="input", multi_port=False, display_name=True, locked=False, painter_func=None):
+        return self._add_spec_port(name, PortTypeEnum.IN.value, multi_port, display_name, locked, painter_func)
+
+    def add_output(self, name="output", multi_port=False, display_name=True, locked=False, painter_func=None):
+        return self._add_spec_port(name, PortTypeEnum.OUT.value, multi_port, display_name, locked, painter_func)
+
+    # -- tooltips: set on first hover, then kept current ------------------------------
+    def tooltip_html(self) -> str:
+        """The node's docs and its current problems, as its tooltip shows them."""
+        return self.base_tooltip + tooltips.problems_html(self.problems)
+
     def _tooltip_disable(self, state):  # called by NodeGraphQt whenever it redraws
-        self.refresh_tooltip()
+        if self._tooltip_shown:
+            self.refresh_tooltip()
 
     def refresh_tooltip(self) -> None:
-        self.setToolTip(self.base_tooltip + tooltips.problems_html(self.problems))
+        text = self.tooltip_html()
+        if self.toolTip() != text:
+            self.setToolTip(text)
+
+    def hoverEnterEvent(self, event):
+        self._tooltip_shown = True
+        self.refresh_tooltip()
+        super().hoverEnterEvent(event)
 
     # -- geometry ------------------------------------------------------------------
     def calc_size(self, add_w=0.0, add_h=0.0):
         width, height = super().calc_size(add_w, add_h)
-        fm = QtGui.QFontMetricsF(self._footer_font())
-        width = max(width, fm.horizontalAdvance(self.node_id) + 70.0, 150.0)
+        if self._footer_width is None:
+            self._footer_width = QtGui.QFontMetricsF(self._footer_font()).horizontalAdvance(self.node_id)
+        width = max(width, self._footer_width + 70.0, 150.0)
         return width, height + FOOTER_H
 
-    @staticmethod
-    def _footer_font() -> QtGui.QFont:
-        font = QtGui.QFont()
-        font.setPointSizeF(7.5)
-        return font
+    _font: QtGui.QFont | None = None
+
+    @classmethod
+    def _footer_font(cls) -> QtGui.QFont:
+        if cls._font is None:
+            cls._font = QtGui.QFont()
+            cls._font.setPointSizeF(7.5)
+        return cls._font
 
     def mouseDoubleClickEvent(self, event):
         viewer = self.viewer()
@@ -176,7 +256,8 @@ class SpecNodeItem(NodeItem):
     def set_problems(self, problems: list[tuple[str, str]]) -> None:
         if problems != self.problems:
             self.problems = list(problems)
-            self.refresh_tooltip()
+            if self._tooltip_shown:
+                self.refresh_tooltip()
             self.update()
 
 
@@ -218,20 +299,12 @@ def make_view_node(entry: NodeEntry, spec: NodeSpec | None, used_outputs: list[s
         for p in spec.inputs.values():
             port = node.add_input(p.name, multi_input=p.multi, color=style.rgb(p.type.color),
                                   painter_func=sample_port_painter if p.type.lifetime == SAMPLE else value_port_painter)
-            _port_tooltip(node, port, tooltips.port_tooltip(p, True), True)
+            port.view.doc_tooltip = tooltips.port_tooltip(p, True)
         for p in spec.outputs.values():
             port = node.add_output(p.name, color=style.rgb(p.type.color),
                                    painter_func=sample_port_painter if p.type.lifetime == SAMPLE else value_port_painter)
-            _port_tooltip(node, port, tooltips.port_tooltip(p, False), False)
+            port.view.doc_tooltip = tooltips.port_tooltip(p, False)
         item.base_tooltip = tooltips.node_tooltip(spec, entry.id)
     node.model.name = node.NODE_NAME
     item.name = node.NODE_NAME
     return node
-
-
-def _port_tooltip(node: SpecNode, port, html: str, is_input: bool) -> None:
-    port.view.setToolTip(html)
-    texts = node.view._input_items if is_input else node.view._output_items
-    label = texts.get(port.view)
-    if label is not None:
-        label.setToolTip(html)

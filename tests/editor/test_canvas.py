@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6 import QtCore
+from PySide6 import QtCore, QtWidgets
 
 from runtime.graph import Link
 from runtime.graph_file import dumps_graph, loads_graph
@@ -44,13 +44,19 @@ def test_nodes_are_generated_from_specs(canvas, registry):
     assert image.view._port_painter is node_items.sample_port_painter
     assert vae.view._port_painter is node_items.value_port_painter
     assert node.view.header_color.name() == style.category_color("Data")
-    tip = node.view.toolTip()
+    tip = node.view.tooltip_html()
     assert "Encode images to latents." in tip and "test.encode@1" in tip and nid in tip
-    assert "image to encode" in image.view.toolTip() and "sample" in image.view.toolTip()
+    assert "image to encode" in image.view.doc_tooltip and "sample" in image.view.doc_tooltip
+    # tooltips are set when first hovered (setting hundreds of them slows loading down)
+    assert node.view.toolTip() == "" and image.view.toolTip() == ""
+    hover = QtWidgets.QGraphicsSceneHoverEvent(QtCore.QEvent.Type.GraphicsSceneHoverEnter)
+    node.view.hoverEnterEvent(hover)
+    image.view.hoverEnterEvent(hover)
+    assert node.view.toolTip() == tip and image.view.toolTip() == image.view.doc_tooltip
     batches = canvas.views[canvas.add_node("test.batches", (300, 0))]
     assert batches.get_input("fields").multi_connection()
     train = canvas.views[canvas.add_node("test.train", (600, 0))]
-    assert "learning rate" in train.view.toolTip()  # param docs are in the node tooltip
+    assert "learning rate" in train.view.tooltip_html()  # param docs are in the node tooltip
 
 
 def test_mouse_drop_connects_compatible_ports(canvas):
@@ -163,7 +169,7 @@ def test_unknown_type_is_a_red_placeholder_that_keeps_its_data(qtbot, registry):
     assert [p.name() for p in x.output_ports()] == ["out"]  # what its consumers use
     assert view_links(canvas, "x", "model") == {("m", "model")}
     assert view_links(canvas, "l", "model") == {("x", "out")}
-    assert "acme.fancy_thing@3" in x.view.toolTip()
+    assert "acme.fancy_thing@3" in x.view.tooltip_html()
     assert doc.text() == dumps_graph(loads_graph(text, registry), registry)  # nothing dropped
     assert "strength: 0.25" in doc.text() and "extra: [m.vae]" in doc.text()
     # the placeholder's ports are unknown: new links to it are refused, with the reason
@@ -177,7 +183,7 @@ def test_problems_become_badges_and_run_states_are_painted(canvas):
     two_nodes(canvas)
     canvas.set_problems({"l": [("error", "input 'model': required input is not connected")]})
     item = canvas.views["l"].view
-    assert item.problems and "required input is not connected" in item.toolTip()
+    assert item.problems and "required input is not connected" in item.tooltip_html()
     canvas.set_run_states({"m": "done", "l": "failed"})
     assert (canvas.views["m"].view.run_state, item.run_state) == ("done", "failed")
     image = canvas.viewer.grab().toImage()

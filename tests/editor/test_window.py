@@ -173,3 +173,15 @@ def test_add_note_around_selection(window):
     assert window.canvas.backdrops[0].view.name == "Note"
     window.doc.update_note(0, title="Data prep")
     assert window.canvas.backdrops[0].view.name == "Data prep"
+    # dragging and resizing the backdrop are edits of the note
+    bd = window.canvas.backdrops[0].view
+    bd.xy_pos = [x + 50.2, y + 10.0]
+    window.canvas.viewer.moved_nodes.emit({bd: [x, y]})
+    assert window.doc.graph.notes[0].rect[:2] == (round(x + 50.2), round(y + 10))
+    window.canvas.graph._on_node_backdrop_updated(
+        window.canvas.backdrops[0].id, "sizer_mouse_release", {"pos": bd.xy_pos, "width": 400, "height": 250})
+    assert window.doc.graph.notes[0].rect[2:] == (400, 250)
+    window.doc.undo.undo()
+    window.doc.undo.undo()
+    assert window.doc.graph.notes[0].rect == (x, y, w, h)
+    assert window.canvas.backdrops[0].view.xy_pos == [float(x), float(y)]
