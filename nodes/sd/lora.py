@@ -94,6 +94,9 @@ class LoraSetup:
             config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                                 init_lora_weights=init, target_modules=targets)
             module.add_adapter(config)
+            for p in module.parameters():  # adapters train in float32 even on a float16 base
+                if p.requires_grad:
+                    p.data = p.data.float()
             counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
         info = LoraInfo(self.rank, self.alpha, regex or self.targets, unet=True,
                         text_encoder=self.train_text_encoder)

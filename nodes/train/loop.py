@@ -34,6 +34,21 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+def check_precision(model, precision: str) -> None:
+    """Half-precision weights must match the autocast dtype (mixed float16/bfloat16 ops fail)."""
+    import torch
+
+    want = PRECISIONS[precision]
+    for name in model.training_parts():
+        part = model.parts().get(name)
+        dtypes = {p.dtype for p in part.parameters()} if part is not None else set()
+        for dtype in dtypes & {torch.float16, torch.bfloat16}:
+            have = str(dtype).removeprefix("torch.")
+            if want != have:
+                raise ValueError(f"the {name} weights are {have} but precision is {precision}: load them as float32 "
+                                 f"or {have}, or set precision to {'fp16' if have == 'float16' else 'bf16'}")
+
+
 def autocast_for(device, precision: str):
     import torch
 
@@ -75,6 +90,7 @@ class TrainLoop:
 
         # -- setup ----------------------------------------------------------------
         device = resolve_device(self.device)
+        check_precision(model, self.precision)
         torch.manual_seed(self.seed)
         model.prepare_for_training(device, self.gradient_checkpointing)
         params = model.trainable_parameters()

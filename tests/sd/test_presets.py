@@ -18,8 +18,9 @@ def test_presets_validate(name):
 
 
 def check_run(r, workspace, lora_name: str, prompts: int):
-    assert r.returncode == 0, r.stderr[-3000:]
     events = parse_events(r.stdout)
+    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
+    assert r.returncode == 0, (errors, r.stderr[-3000:])
     progress = [e for e in events if e["event"] == "progress" and e["node"] == "train"]
     assert progress and all({"loss", "smoothed_loss", "lr", "epoch"} <= set(e) for e in progress)
     saved = {e["format"]: e["path"] for e in events if e["event"] == "saved"}
@@ -58,7 +59,7 @@ def test_real_size_presets_run_with_the_tiny_model_substituted(tmp_path, preset,
                 "--set", f"base_model={folder}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
                 "--set", "resolution=64", "--set", "steps=2", "--set", "rank=2",
                 "--set", "bucket.quantization=16", "--set", f"cache.folder={tmp_path / 'cache'}",
-                "--set", "sample.steps=2", "--set", "train.precision=bf16", timeout=600)
+                "--set", "sample.steps=2", timeout=600)  # the presets' float16 weights + fp16 autocast run on CPU too
     check_run(r, ws, "lora", prompts=1)
     with safe_open(str(ws / "lora" / "lora.safetensors"), "pt") as f:
         meta = f.metadata()

@@ -99,6 +99,12 @@ def test_mixed_precision_trains(runner, toy, precision):
     assert any(not torch.equal(a, b) for a, b in zip(before, weights(toy)))
 
 
+def test_half_weights_must_match_the_precision(runner, toy):
+    toy.net.to(torch.float16)
+    with pytest.raises(ValueError, match="the net weights are float16 but precision is bf16"):
+        runner.run(TrainLoop, "train", train_inputs(toy, ListBatches()), max_steps=1, precision="bf16", device="cpu")
+
+
 def test_lr_schedule_is_stepped_per_update(runner, toy):
     runner.run(TrainLoop, "train", train_inputs(toy, ListBatches(), lr=1.0, schedule=LRScheduleConfig("linear")),
                max_steps=4, device="cpu")
