@@ -89,6 +89,8 @@ Objective = value_type("Objective", color="#7bc67b", doc="a training objective (
 BatchSource = value_type("BatchSource", color="#46c6a0", doc="batches produced by the data graph")
 Hook = value_type("Hook", color="#a1a1ff", doc="a training-loop hook with a schedule")
 FileList = value_type("FileList", color="#8fb3c9", doc="a list of files")
+Saver = value_type("Saver", color="#d4a373", doc="writes a model in one format (for periodic-save hooks)")
+Sampler = value_type("Sampler", color="#9c89b8", doc="makes preview images of a model (for sample hooks)")
 
 # Generic sample types.
 ImagePath = sample_type("ImagePath", color="#8fb3c9", doc="path of an image file")

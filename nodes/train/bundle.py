@@ -47,6 +47,11 @@ class ModelBundle:
                     out.append(p)
         return out
 
+    def param_groups(self) -> list[dict]:
+        """Optimizer parameter groups. Default: one group of every trainable weight. A setup that
+        gives parts their own learning rate returns several groups with an ``lr`` key each."""
+        return [{"params": self.trainable_parameters()}]
+
     def named_trainable_parameters(self) -> Iterator[tuple[str, _Any]]:
         for name, part in self.trained_parts().items():
             for pname, p in part.named_parameters():

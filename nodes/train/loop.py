@@ -105,7 +105,7 @@ class TrainLoop:
         steps_per_epoch = max(1, batches_per_epoch // accum)
         total = self.max_steps or self.epochs * steps_per_epoch
         state = TrainState(seed=self.seed)
-        state.optimizer = optimizer.build(params)
+        state.optimizer = optimizer.build(model.param_groups())
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
         state.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         state.generator = torch.Generator().manual_seed(self.seed)
