@@ -20,6 +20,7 @@ examples:
   nodetrainer run graphs/quickstart.yaml
   nodetrainer run graphs/sd15-lora.yaml --set base_model=./sd15 --set dataset=./imgs --set train.max_steps=500
   nodetrainer run graph.yaml --events jsonl        # machine-readable events on stdout, commands on stdin
+  nodetrainer run graph.yaml --resume last         # continue from the newest backup of this graph
   nodetrainer validate graph.yaml --set dataset=./imgs
   nodetrainer nodes
   nodetrainer nodes --describe train.loop
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workspace", type=Path, metavar="DIR", help="run folder (default: RUNS_DIR/<name>-<time>)")
     run.add_argument("--runs-dir", type=Path, default=Path("runs"), metavar="RUNS_DIR",
                      help="where new run folders go (default: ./runs)")
+    run.add_argument("--resume", metavar="BACKUP", help="continue training from a backup folder, a run folder "
+                     "(its newest backup) or 'last' (the newest backup of this graph under RUNS_DIR); the run "
+                     "continues in the backup's run folder unless --workspace is given")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validate", parents=[sets], help="check a graph without running it",
@@ -295,9 +299,22 @@ def cmd_run(args) -> int:
         return EXIT_INVALID
     _print_problems(result.warnings)
 
+    resume = None
+    if args.resume:
+        from .backups import resolve_resume, workspace_of
+
+        try:
+            resume = resolve_resume(args.resume, args.runs_dir.resolve(), graph.name,
+                                    args.workspace.resolve() if args.workspace else None)
+        except FileNotFoundError as e:
+            _err(f"--resume: {e}")
+            return EXIT_INVALID
+        _err(f"resuming from {resume}")
     if args.workspace:
         workspace = args.workspace.resolve()
         workspace.mkdir(parents=True, exist_ok=True)
+    elif resume is not None:
+        workspace = workspace_of(resume)
     else:
         workspace = create_workspace(args.runs_dir.resolve(), graph.name)
     write_run_record(workspace, graph, result, sys.argv[1:] if sys.argv else [], registry)
@@ -316,7 +333,7 @@ def cmd_run(args) -> int:
         stack.enter_context(signal_handlers(cancel))
         try:
             outcome = execute(result, workspace=workspace, bus=bus, cancel=cancel, inbox=inbox,
-                              graph_name=graph.name)
+                              graph_name=graph.name, resume=resume)
         except KeyboardInterrupt:  # a second interrupt landing between nodes
             bus.emit("run_finished", status=ABORTED, seconds=0.0, workspace=str(workspace))
             return EXIT_CANCELLED

@@ -23,6 +23,7 @@ class RunContext:
         inbox: CommandInbox,
         workspace: Path,
         graph_name: str = "",
+        resume: Path | None = None,
     ):
         self.node_id = node_id
         self.type_id = type_id
@@ -31,6 +32,8 @@ class RunContext:
         self.inbox = inbox
         self.workspace = workspace
         self.graph_name = graph_name
+        #: a backup folder to continue from (``nodetrainer run --resume``); the training loop reads it
+        self.resume = resume
         self._t0: float | None = None
         self._step0 = 0
 

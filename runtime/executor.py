@@ -49,11 +49,13 @@ def execute(
     graph_name: str = "",
     keep: tuple[str, ...] = (),
     targets: tuple[str, ...] = (),
+    resume: Path | None = None,
 ) -> RunResult:
     """Run a validated graph (``validation.ok`` must be true).
 
     ``targets`` runs only what those nodes need instead of what the sinks need
-    (the data preview uses it); ``keep`` returns those nodes' outputs.
+    (the data preview uses it); ``keep`` returns those nodes' outputs; ``resume``
+    is a backup folder handed to the nodes (the training loop continues from it).
     """
     if not validation.ok:
         raise ValueError("execute() needs a valid graph; validate it first")
@@ -69,7 +71,8 @@ def execute(
     values: dict[str, dict[str, _Any]] = {}
     kept: dict[str, dict[str, _Any]] = {}
     t_run = time.monotonic()
-    bus.emit("run_started", graph=graph_name, workspace=str(workspace), nodes=order)
+    extra = {"resume": str(resume)} if resume else {}
+    bus.emit("run_started", graph=graph_name, workspace=str(workspace), nodes=order, **extra)
 
     def finish(status: str, error: NodeFailure | None = None) -> RunResult:
         seconds = time.monotonic() - t_run
@@ -84,7 +87,7 @@ def execute(
         spec = rn.spec
         kwargs = {port: _gather(values, rn.inputs.get(port)) if port in rn.inputs else
                   ([] if decl.multi else None) for port, decl in spec.inputs.items()}
-        ctx = RunContext(node_id, spec.type_id, bus, cancel, inbox, workspace, graph_name)
+        ctx = RunContext(node_id, spec.type_id, bus, cancel, inbox, workspace, graph_name, resume)
         bus.emit("node_started", node=node_id, type=spec.type_id, index=index, total=len(order))
         t0 = time.monotonic()
         try:

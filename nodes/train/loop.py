@@ -13,7 +13,8 @@ import time
 from runtime import Choice, Input, Output, Param, Seed, node
 from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Objective, OptimizerSpec
 
-from .hooks import TrainRun, call
+from .backup import load_backup, report_save_errors, write_backup
+from .hooks import TrainRun, call, ordered
 from .state import TrainState
 
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
@@ -61,8 +62,9 @@ def autocast_for(device, precision: str):
 @node("train.loop", title="Train", category="Training")
 class TrainLoop:
     """Train the model on batches from the data graph: gradient accumulation, clipping, mixed precision,
-    gradient checkpointing, seeded noise. Emits progress each step and stops cleanly on request
-    (the current step finishes first)."""
+    gradient checkpointing, seeded noise, and hooks (samples, saves, backups, EMA, TensorBoard, validation).
+    Emits progress each step. A stop (Ctrl-C, SIGTERM, the stop command) finishes the current step and
+    writes a backup; ``nodetrainer run GRAPH --resume last`` continues from it to the same state."""
 
     model = Input(DiffusionModel, doc="the set-up model (e.g. from sd.lora_setup): its trainable weights train")
     batches = Input(BatchSource, doc="batches from the data graph")
@@ -109,11 +111,16 @@ class TrainLoop:
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
         state.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         state.generator = torch.Generator().manual_seed(self.seed)
-        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device)
+        hooks = ordered(hooks)
+        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, hooks)
+        call(hooks, "on_start", run)
+        if ctx.resume:
+            meta = load_backup(run, ctx.resume)
+            ctx.log(f"resumed from {ctx.resume} at step {state.step} (epoch {state.epoch + 1}, "
+                    f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}")
         n_params = sum(p.numel() for p in params)
         ctx.log(f"training {n_params:,} weights on {device} ({self.precision}) for {total} steps, "
                 f"{batches_per_epoch} batches per epoch")
-        call(hooks, "on_start", run)
 
         # -- loop -----------------------------------------------------------------
         autocast = autocast_for(device, self.precision)
@@ -127,6 +134,7 @@ class TrainLoop:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                        "training stopped and the backups in the run folder are left as they were; "
                         "lower the learning rate, or train in bf16/fp32 instead of fp16")
                 state.scaler.scale(loss / accum).backward()
                 update_loss += loss.item() / accum
@@ -135,9 +143,9 @@ class TrainLoop:
                     continue
 
                 # one optimizer update
-                if self.max_grad_norm > 0:
-                    state.scaler.unscale_(state.optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+                state.scaler.unscale_(state.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
                 state.scaler.step(state.optimizer)
                 state.scaler.update()
                 state.lr_scheduler.step()
@@ -153,9 +161,12 @@ class TrainLoop:
                 state.smoothed_loss = update_loss if state.smoothed_loss is None else (
                     beta * state.smoothed_loss + (1 - beta) * update_loss)
                 lr = state.lr_scheduler.get_last_lr()[0]
+                run.metrics.update(loss=update_loss, smoothed_loss=state.smoothed_loss, lr=lr,
+                                   grad_norm=float(grad_norm))
                 ctx.progress(state.step, total, epoch=state.epoch + 1, loss=round(update_loss, 6),
                              smoothed_loss=round(state.smoothed_loss, 6), lr=lr,
-                             it_s=round(len(window) / sum(window), 3), step_time=round(step_time, 5))
+                             grad_norm=round(float(grad_norm), 6), it_s=round(len(window) / sum(window), 3),
+                             step_time=round(step_time, 5))
                 call(hooks, "on_step_end", run, update_loss)
                 update_loss = 0.0
                 self._commands(ctx, hooks, run)
@@ -169,7 +180,9 @@ class TrainLoop:
                 if ctx.cancelled:
                     stopped = True
         if stopped:
-            ctx.log(f"stopped at step {state.step} of {total}")
+            ctx.log(f"stopped at step {state.step} of {total}; writing a backup to resume from")
+            with report_save_errors(ctx, f"backup at step {state.step}"):
+                write_backup(run, "stopped")
         model.progress = {"step": state.step, "epoch": state.epoch}
         call(hooks, "on_end", run, stopped)
         model.prepare_for_inference()
@@ -181,6 +194,9 @@ class TrainLoop:
             name = cmd.get("command")
             if name == "stop":
                 continue  # the inbox already raised the cancel flag
+            if name == "backup":
+                with report_save_errors(ctx, f"backup at step {run.state.step}"):
+                    write_backup(run, "command")
+                continue
             if not any(call(hooks, "on_command", run, cmd)):
                 ctx.warn(f"command {name!r} ignored: no hook connected to train.loop handles it")
-

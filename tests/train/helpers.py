@@ -79,11 +79,13 @@ class NodeRunner:
         self.cancel = CancelToken()
         self.inbox = CommandInbox(self.cancel)
         self.workspace = workspace
+        self.resume = None  # a backup folder handed to the context, like `nodetrainer run --resume`
 
     def ctx(self, node_id: str = "node", type_id: str = "test.node"):
         from runtime.context import RunContext
 
-        return RunContext(node_id, type_id, self.bus, self.cancel, self.inbox, self.workspace, "test graph")
+        return RunContext(node_id, type_id, self.bus, self.cancel, self.inbox, self.workspace, "test graph",
+                          self.resume)
 
     @staticmethod
     def make(cls, **params):

@@ -153,11 +153,14 @@ def test_stop_finishes_the_step_then_returns(runner, toy):
 def test_commands_go_to_hooks_and_unhandled_ones_warn(runner, toy):
     hook = Recorder()
     runner.inbox.put({"command": "sample"})
+    runner.inbox.put({"command": "save"})
     runner.inbox.put({"command": "backup"})
     runner.run(TrainLoop, "train", train_inputs(toy, ListBatches(), hooks=[hook]), max_steps=1, device="cpu")
-    assert ("command", "sample") in hook.calls and ("command", "backup") in hook.calls
+    assert ("command", "sample") in hook.calls and ("command", "save") in hook.calls
+    assert ("command", "backup") not in hook.calls, "the loop itself writes backups"
+    assert (runner.workspace / "backups" / "step-000001" / "meta.json").exists()
     warnings = [e["message"] for e in runner.events("log") if e["level"] == "warning"]
-    assert any("'backup'" in w for w in warnings) and not any("'sample'" in w for w in warnings)
+    assert any("'save'" in w for w in warnings) and not any("'sample'" in w for w in warnings)
 
 
 def test_loss_weight_field_scales_the_loss(runner):
