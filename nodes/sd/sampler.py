@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import Choice, File, Input, Output, Param, Seed, StrList, node
-from runtime.port_types import DiffusionModel, FileList
+from runtime.port_types import DiffusionModel, FileList, Sampler
+
+from nodes.train.artifacts import ModelSampler
 
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
 #: A1111's names for the PNG "parameters" text
@@ -56,31 +59,28 @@ def slug(text: str, n: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "sample"
 
 
-@node("sd.sample", title="Sample SD", category="Sample", sink=True)
-class Sample:
-    """Generate images with a model (optionally plus a LoRA file) and write PNGs whose metadata holds the
-    prompt and settings (A1111's ``parameters`` text). Emits a ``sample`` event per prompt."""
+@dataclass
+class SDSampler(ModelSampler):
+    """Sampling settings of ``sd.sample``; ``sample`` writes the PNGs (also used by train.sample_hook)."""
 
-    model = Input(DiffusionModel, doc="an SD 1.x/2.x model (trained or not)")
-    images = Output(FileList, doc="the PNG files written")
-    prompts = Param(StrList, ["a red circle on a blue background"], doc="one image set per prompt")
-    negative_prompt = Param(str, "", doc="what to steer away from (used when cfg > 1)")
-    seed = Param(Seed, 0, doc="seed of the first image; each further image adds 1")
-    steps = Param(int, 25, min=1, max=1000, doc="denoising steps")
-    cfg = Param(float, 7.0, min=0, doc="classifier-free guidance scale (1 = off)")
-    width = Param(int, 512, min=8, max=4096, doc="image width (multiple of 8)")
-    height = Param(int, 512, min=8, max=4096, doc="image height (multiple of 8)")
-    scheduler = Param(Choice(*SCHEDULERS), "dpmpp_2m", doc="sampling scheduler")
-    images_per_prompt = Param(int, 1, min=1, max=64, doc="images per prompt")
-    clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip (1 = A1111's clip skip 2)")
-    lora = Param(File("open", filter="*.safetensors"), optional=True, doc="a LoRA file to apply (either format)")
-    lora_scale = Param(float, 1.0, doc="strength of the LoRA file")
-    folder = Param(str, "samples", doc="folder inside the run folder")
-    device = Param(Choice("auto", "cpu", "cuda", "mps"), "auto", doc="where to sample")
+    prompts: list
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 25
+    cfg: float = 7.0
+    width: int = 512
+    height: int = 512
+    scheduler: str = "dpmpp_2m"
+    images_per_prompt: int = 1
+    clip_skip: int = 0
+    lora: str | None = None
+    lora_scale: float = 1.0
+    folder: str = "samples"
+    device: str = "auto"
 
-    def run(self, ctx, model):
-        import torch
-
+    def sample(self, ctx, model, step: int | None = None, tag: str = "") -> list[Path]:
+        """Write one PNG per prompt and image. During training (``step`` given) file names start with
+        the step, no progress events are sent and a stop request does not interrupt the sampling."""
         from nodes.train.loop import resolve_device
 
         from .build import quiet_libraries
@@ -91,32 +91,37 @@ class Sample:
             if getattr(self, side) % 8:
                 raise ValueError(f"{side} {getattr(self, side)} must be a multiple of 8")
         quiet_libraries()
-        device = resolve_device(self.device)
+        device = model.device if step is not None else resolve_device(self.device)
         pipe = self._pipeline(model, device)
+        prefix = f"step{step:06d}-" if step is not None else ""
+        suffix = f"-{tag}" if tag else ""
+        train_step = int(model.progress.get("step", 0)) if step is None else step
         written = []
         try:
             for p_index, prompt in enumerate(self.prompts):
                 paths = []
                 for i in range(self.images_per_prompt):
-                    ctx.check_cancelled()
+                    if step is None:
+                        ctx.check_cancelled()
                     seed = (self.seed + p_index * self.images_per_prompt + i) % (2**32)
                     image = self._generate(pipe, model, prompt, seed, device)
                     settings = {"prompt": prompt, "negative_prompt": self.negative_prompt, "seed": seed,
                                 "steps": self.steps, "cfg": self.cfg, "width": self.width, "height": self.height,
                                 "scheduler": self.scheduler, "clip_skip": self.clip_skip, "model": model.source,
                                 "lora": self.lora or "", "lora_scale": self.lora_scale,
-                                "train_step": int(model.progress.get("step", 0))}
-                    path = ctx.path(self.folder, f"{p_index:02d}-{slug(prompt)}-{seed}.png")
+                                "train_step": train_step, "weights": tag or "live"}
+                    path = ctx.path(self.folder, f"{prefix}{p_index:02d}-{slug(prompt)}-{seed}{suffix}.png")
                     self._write(image, path, settings)
                     paths.append(path)
                 written += paths
                 ctx.sample(paths, prompt, seed=self.seed, steps=self.steps, cfg=self.cfg,
-                           scheduler=self.scheduler, step=int(model.progress.get("step", 0)))
-                ctx.progress(p_index + 1, len(self.prompts))
+                           scheduler=self.scheduler, step=train_step, tag=tag)
+                if step is None:
+                    ctx.progress(p_index + 1, len(self.prompts))
         finally:
             if self.lora:
                 pipe.delete_adapters("sample_lora")
-        return {"images": [str(p) for p in written]}
+        return written
 
     def _pipeline(self, model, device):
         from diffusers import StableDiffusionPipeline
@@ -164,3 +169,34 @@ class Sample:
 
         with atomic_path(path) as tmp:
             image.save(tmp, format="PNG", pnginfo=png_info(settings))
+
+
+@node("sd.sample", title="Sample SD", category="Sample", sink=True)
+class Sample:
+    """Generate images with a model (optionally plus a LoRA file) and write PNGs whose metadata holds the
+    prompt and settings (A1111's ``parameters`` text). Emits a ``sample`` event per prompt. Leave ``model``
+    unconnected and wire ``sampler`` to train.sample_hook to sample with these settings during training."""
+
+    model = Input(DiffusionModel, optional=True, doc="an SD 1.x/2.x model (trained or not)")
+    images = Output(FileList, doc="the PNG files written")
+    sampler = Output(Sampler, doc="these settings, for train.sample_hook")
+    prompts = Param(StrList, ["a red circle on a blue background"], doc="one image set per prompt")
+    negative_prompt = Param(str, "", doc="what to steer away from (used when cfg > 1)")
+    seed = Param(Seed, 0, doc="seed of the first image; each further image adds 1")
+    steps = Param(int, 25, min=1, max=1000, doc="denoising steps")
+    cfg = Param(float, 7.0, min=0, doc="classifier-free guidance scale (1 = off)")
+    width = Param(int, 512, min=8, max=4096, doc="image width (multiple of 8)")
+    height = Param(int, 512, min=8, max=4096, doc="image height (multiple of 8)")
+    scheduler = Param(Choice(*SCHEDULERS), "dpmpp_2m", doc="sampling scheduler")
+    images_per_prompt = Param(int, 1, min=1, max=64, doc="images per prompt")
+    clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip (1 = A1111's clip skip 2)")
+    lora = Param(File("open", filter="*.safetensors"), optional=True, doc="a LoRA file to apply (either format)")
+    lora_scale = Param(float, 1.0, doc="strength of the LoRA file")
+    folder = Param(str, "samples", doc="folder inside the run folder")
+    device = Param(Choice("auto", "cpu", "cuda", "mps"), "auto",
+                   doc="where to sample (during training: where the model trains)")
+
+    def run(self, ctx, model):
+        sampler = SDSampler(**{name: getattr(self, name) for name in type(self).__node_spec__.params})
+        paths = sampler.sample(ctx, model) if model is not None else []
+        return {"images": [str(p) for p in paths], "sampler": sampler}
