@@ -66,6 +66,22 @@ class LoraInfo:
     adapter_name: str = "default"
 
 
+@dataclass
+class EmbeddingInfo:
+    """What ``sd.embedding_setup`` did: savers and samplers read it.
+
+    ``tokens`` are the placeholder's vectors as tokenizer entries (diffusers' multi-vector
+    naming: ``<tok>``, ``<tok>_1``, ...), ``token_ids`` their ids, ``base_vocab_size`` the
+    text encoder's rows before the setup added any.
+    """
+
+    placeholder: str
+    tokens: list[str]
+    token_ids: list[int]
+    initial_text: str
+    base_vocab_size: int
+
+
 @dataclass(eq=False)
 class SDModel(ModelBundle):
     """Stable Diffusion 1.x/2.x: UNet, VAE, CLIP text encoder, tokenizer and training noise scheduler."""
@@ -83,6 +99,9 @@ class SDModel(ModelBundle):
     clip_skip: int = 0
     train_text_encoder: bool = False
     lora: LoraInfo | None = None
+    embedding: EmbeddingInfo | None = None
+    #: part name -> learning rate of its optimizer group (sd.finetune_setup); missing or 0 = the optimizer's
+    learning_rates: dict = field(default_factory=dict)
     progress: dict = field(default_factory=dict)
 
     family = "sd"
@@ -102,6 +121,18 @@ class SDModel(ModelBundle):
         return TokenizerPart(self.tokenizer, fingerprint_of("tokenizer", self.fingerprint))
 
     # -- training ----------------------------------------------------------------
+    def param_groups(self) -> list[dict]:
+        """One optimizer group per trained part when parts have their own learning rate, else one group."""
+        if not any(self.learning_rates.values()):
+            return super().param_groups()
+        return self.param_groups_by_part(self.learning_rates)
+
+    def embedding_vectors(self):
+        """The trained vectors of the placeholder (n_vectors x dim), or None without sd.embedding_setup."""
+        if self.embedding is None:
+            return None
+        return self.text_encoder.get_input_embeddings().vectors
+
     def training_parts(self) -> tuple[str, ...]:
         return ("unet", "vae", "text_encoder")  # the VAE too: the data graph encodes on the training device
 

@@ -1,46 +1,240 @@
-"""Saver nodes of the SD family."""
+"""Saver nodes of the SD family: LoRA files, diffusers folders, single-file checkpoints, embeddings.
+
+Each node outputs a ``ModelSaver`` on its ``saver`` port (for periodic-save hooks)
+and, when its optional ``model`` input is connected, saves that model right away.
+Periodic saves (``step`` given) add ``-step000123`` to file and folder names.
+Every write is atomic; a full disk fails the save with a message naming the path.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any as _Any
 
-from runtime import Choice, Dir, Input, Param, node
-from runtime.port_types import DiffusionModel
+from nodes.train.artifacts import ModelSaver, step_path
+from runtime import Choice, Dir, Input, Output, Param, node
+from runtime.port_types import DiffusionModel, Saver
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+FULL_DTYPES = ("keep", "float16", "bfloat16", "float32")
 
 
-@node("sd.save_lora", title="Save LoRA", category="Save")
-class SaveLora:
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or "") or "/" in name or "\\" in name:
+        raise ValueError(f"name {name!r} must be a plain file name (letters, digits, . _ - space)")
+    return name
+
+
+def _steps(model) -> int:
+    return int(getattr(model, "progress", {}).get("step", 0))
+
+
+@dataclass
+class _SDSaver(ModelSaver):
+    """Shared by the SD savers: a file or folder name, and where it goes."""
+
+    name: str
+    folder: str | None = None
+    default_folder = "models"
+    node = "sd.save"
+
+    def __post_init__(self):
+        check_name(self.name)
+
+    def target(self, ctx, filename: str, step: int | None) -> Path:
+        base = Path(self.folder) if self.folder else ctx.workspace / self.default_folder
+        return step_path(base / filename, step)
+
+    def check(self, model):
+        from .model import check_sd_model
+
+        return check_sd_model(model, self.node)
+
+
+@dataclass
+class LoraSaver(_SDSaver):
+    """The model's LoRA as a kohya file (``<name>.safetensors``) and/or a diffusers/peft file
+    (``<name>.diffusers.safetensors``)."""
+
+    formats: str = "both"
+    dtype: str = "float16"
+    default_folder = "lora"
+    node = "sd.save_lora"
+    format = "lora"
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from .build import torch_dtype
+        from .lora_files import save_diffusers_lora, save_kohya_lora
+
+        model = self.check(model)
+        if model.lora is None:
+            raise ValueError("the model has no LoRA adapters: train it through sd.lora_setup first")
+        dtype = torch_dtype(self.dtype)
+        extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": _steps(model)}
+        paths = []
+        if self.formats in ("both", "kohya"):
+            path = save_kohya_lora(model, self.target(ctx, f"{self.name}.safetensors", step), dtype, ctx.graph_name)
+            ctx.saved(path, "kohya_lora", **extra)
+            paths.append(path)
+        if self.formats in ("both", "diffusers"):
+            path = save_diffusers_lora(model, self.target(ctx, f"{self.name}.diffusers.safetensors", step), dtype,
+                                       ctx.graph_name)
+            ctx.saved(path, "diffusers_lora", **extra)
+            paths.append(path)
+        return paths
+
+
+@dataclass
+class DiffusersSaver(_SDSaver):
+    """The whole model as a diffusers folder ``<name>`` (LoRA adapters fused in)."""
+
+    dtype: str = "keep"
+    node = "sd.save_diffusers"
+    format = "diffusers"
+
+    def target(self, ctx, filename: str, step: int | None) -> Path:
+        base = Path(self.folder) if self.folder else ctx.workspace / self.default_folder
+        # a folder: the step goes at the end even when the name has dots
+        return base / (filename if step is None else f"{filename}-step{step:06d}")
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from .export import dtype_label, part_state_dicts
+        from .full_model import write_diffusers_folder
+
+        model = self.check(model)
+        state_dicts = part_state_dicts(model, self.dtype)
+        path = write_diffusers_folder(model, self.target(ctx, self.name, step), state_dicts, ctx.graph_name)
+        ctx.saved(path, "diffusers", dtype=dtype_label(state_dicts), steps=_steps(model),
+                  lora_fused=model.lora is not None)
+        return [path]
+
+
+@dataclass
+class CheckpointSaver(_SDSaver):
+    """The whole model as one ``<name>.safetensors`` in the original (LDM) layout (LoRA fused in)."""
+
+    dtype: str = "float16"
+    node = "sd.save_checkpoint"
+    format = "checkpoint"
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from .export import dtype_label, part_state_dicts
+        from .full_model import write_checkpoint
+
+        model = self.check(model)
+        state_dicts = part_state_dicts(model, self.dtype)
+        path, warnings = write_checkpoint(model, self.target(ctx, f"{self.name}.safetensors", step), state_dicts,
+                                          ctx.graph_name)
+        for message in warnings:
+            ctx.warn(message)
+        ctx.saved(path, "checkpoint", dtype=dtype_label(state_dicts), steps=_steps(model),
+                  lora_fused=model.lora is not None)
+        return [path]
+
+
+@dataclass
+class EmbeddingSaver(_SDSaver):
+    """The trained placeholder vectors as an A1111 embedding ``<name>.safetensors`` (an empty name:
+    the placeholder without its brackets)."""
+
+    dtype: str = "float32"
+    default_folder = "embeddings"
+    node = "sd.save_embedding"
+    format = "a1111_embedding"
+
+    def __post_init__(self):
+        if self.name:
+            check_name(self.name)
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from .build import torch_dtype
+        from .embedding import default_name, save_embedding_file
+
+        model = self.check(model)
+        if model.embedding is None:
+            raise ValueError("the model has no trained embedding: train it through sd.embedding_setup first")
+        name = self.name or default_name(model.embedding.placeholder)
+        path = save_embedding_file(model, self.target(ctx, f"{name}.safetensors", step),
+                                   torch_dtype(self.dtype), ctx.graph_name)
+        info = model.embedding
+        ctx.saved(path, "a1111_embedding", placeholder=info.placeholder, vectors=len(info.tokens),
+                  steps=_steps(model))
+        return [path]
+
+
+class _SaverNode:
+    """Ports shared by the saver nodes; subclasses build their ``ModelSaver`` in ``make_saver``."""
+
+    model = Input(DiffusionModel, optional=True,
+                  doc="save this model when the graph reaches the node (e.g. train.trained); leave it "
+                      "unconnected to use the saver only in periodic-save hooks")
+    saver = Output(Saver, doc="this saver, for periodic-save hooks")
+
+    def make_saver(self) -> ModelSaver:
+        raise NotImplementedError
+
+    def run(self, ctx, model: _Any = None):
+        saver = self.make_saver()
+        if model is not None:
+            saver.save(ctx, model, step=None)
+        return {"saver": saver}
+
+
+@node("sd.save_lora", title="Save LoRA", category="Save", sink=True)
+class SaveLora(_SaverNode):
     """Write the model's LoRA as a diffusers/peft file and a kohya file (A1111, ComfyUI), with metadata
     (base model, rank, alpha, steps, graph). Files: ``<name>.safetensors`` (kohya) and
     ``<name>.diffusers.safetensors``, in the run folder's ``lora/`` unless ``folder`` is set."""
 
-    model = Input(DiffusionModel, doc="a model with LoRA adapters (e.g. from train.loop)")
     name = Param(str, "lora", doc="file name without extension")
     formats = Param(Choice("both", "kohya", "diffusers"), "both", doc="which files to write")
     dtype = Param(Choice("float16", "bfloat16", "float32"), "float16", doc="dtype of the saved weights")
     folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/lora)")
 
-    def run(self, ctx, model):
-        from .build import torch_dtype
-        from .lora_files import save_diffusers_lora, save_kohya_lora
-        from .model import check_sd_model
+    def make_saver(self):
+        return LoraSaver(self.name, self.folder, formats=self.formats, dtype=self.dtype)
 
-        model = check_sd_model(model, "sd.save_lora")
-        if model.lora is None:
-            raise ValueError("the model has no LoRA adapters: train it through sd.lora_setup first")
-        if not NAME_RE.match(self.name) or "/" in self.name or "\\" in self.name:
-            raise ValueError(f"name {self.name!r} must be a plain file name (letters, digits, . _ - space)")
-        folder = Path(self.folder) if self.folder else ctx.workspace / "lora"
-        dtype = torch_dtype(self.dtype)
-        steps = int(getattr(model, "progress", {}).get("step", 0))
-        extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": steps}
-        if self.formats in ("both", "kohya"):
-            path = save_kohya_lora(model, folder / f"{self.name}.safetensors", dtype, ctx.graph_name)
-            ctx.saved(path, "kohya_lora", **extra)
-        if self.formats in ("both", "diffusers"):
-            path = save_diffusers_lora(model, folder / f"{self.name}.diffusers.safetensors", dtype, ctx.graph_name)
-            ctx.saved(path, "diffusers_lora", **extra)
-        return {}
+
+@node("sd.save_diffusers", title="Save diffusers folder", category="Save", sink=True)
+class SaveDiffusers(_SaverNode):
+    """Write the whole model as a diffusers folder (``StableDiffusionPipeline.from_pretrained`` loads it):
+    ``<name>/`` with unet, vae, text_encoder, tokenizer, scheduler, in the run folder's ``models/`` unless
+    ``folder`` is set. LoRA adapters are fused into the weights (the live model keeps them separate); a
+    trained embedding's tokens are in the tokenizer and text encoder."""
+
+    name = Param(str, "model", doc="folder name")
+    dtype = Param(Choice(*FULL_DTYPES), "keep", doc="dtype of the saved weights (keep: each part's own)")
+    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/models)")
+
+    def make_saver(self):
+        return DiffusersSaver(self.name, self.folder, dtype=self.dtype)
+
+
+@node("sd.save_checkpoint", title="Save checkpoint", category="Save", sink=True)
+class SaveCheckpoint(_SaverNode):
+    """Write the whole model as one ``<name>.safetensors`` in the original Stable Diffusion layout (what
+    A1111, ComfyUI and diffusers' ``from_single_file`` load), in the run folder's ``models/`` unless
+    ``folder`` is set. LoRA adapters are fused in. SD 2.x's text encoder is written in OpenCLIP's layout."""
+
+    name = Param(str, "model", doc="file name without extension")
+    dtype = Param(Choice(*FULL_DTYPES), "float16", doc="dtype of the saved weights (keep: each part's own)")
+    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/models)")
+
+    def make_saver(self):
+        return CheckpointSaver(self.name, self.folder, dtype=self.dtype)
+
+
+@node("sd.save_embedding", title="Save embedding", category="Save", sink=True)
+class SaveEmbedding(_SaverNode):
+    """Write the vectors trained by sd.embedding_setup as an A1111 embedding (``emb_params``), which
+    diffusers' ``load_textual_inversion`` also reads. A1111 names the prompt word after the file:
+    ``<name>.safetensors``, in the run folder's ``embeddings/`` unless ``folder`` is set."""
+
+    name = Param(str, optional=True, doc="file name without extension (default: the placeholder without <>)")
+    dtype = Param(Choice("float32", "float16", "bfloat16"), "float32", doc="dtype of the saved vectors")
+    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/embeddings)")
+
+    def make_saver(self):
+        return EmbeddingSaver(self.name or "", self.folder, dtype=self.dtype)

@@ -52,6 +52,21 @@ class ModelBundle:
         gives parts their own learning rate returns several groups with an ``lr`` key each."""
         return [{"params": self.trainable_parameters()}]
 
+    def param_groups_by_part(self, learning_rates: dict) -> list[dict]:
+        """One group per trained part (``name`` key = the part), with ``lr`` where ``learning_rates``
+        gives the part a non-zero one (the others use the optimizer's learning rate)."""
+        groups, seen = [], set()
+        for name, part in self.trained_parts().items():
+            params = [p for p in part.parameters() if p.requires_grad and id(p) not in seen]
+            seen.update(id(p) for p in params)
+            if not params:
+                continue
+            group = {"params": params, "name": name}
+            if learning_rates.get(name):
+                group["lr"] = float(learning_rates[name])
+            groups.append(group)
+        return groups
+
     def named_trainable_parameters(self) -> Iterator[tuple[str, _Any]]:
         for name, part in self.trained_parts().items():
             for pname, p in part.named_parameters():
