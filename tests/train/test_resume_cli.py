@@ -1,0 +1,73 @@
+"""Through the CLI: SIGINT during training writes a backup and exits 130; --resume last continues."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from runtime.backups import list_backups
+from tests.conftest import ROOT, parse_events, run_cli, subprocess_env
+
+GRAPH = """
+name: toy lifecycle
+nodes:
+  model: {type: test.toy_model}
+  data: {type: test.toy_batches, params: {n: 8, delay: %s}}
+  optimizer: {type: train.optimizer, params: {lr: 0.01}}
+  objective: {type: train.diffusion_objective}
+  backups: {type: train.backup_hook, params: {every: 0, keep: 2}}
+  train:
+    type: train.loop
+    in: {model: model.model, batches: data.batches, optimizer: optimizer.optimizer, objective: objective.objective,
+         hooks: [backups.hook]}
+    params: {max_steps: %d, device: cpu}
+  summary: {type: test.model_summary, in: {model: train.trained}}
+"""
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for_step(runs, step, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for log in runs.glob("*/events.jsonl"):
+            if any(e.get("event") == "progress" and e["step"] >= step for e in parse_events(log.read_text())):
+                return log.parent
+        time.sleep(0.2)
+    raise AssertionError("no training progress")
+
+
+def test_sigint_backs_up_and_resume_last_finishes(write_graph, tmp_path):
+    graph = write_graph(GRAPH % (0.05, 200))
+    runs = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(graph), "--runs-dir", str(runs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
+    ws = _wait_for_step(runs, 3)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    (backup,) = list_backups(ws)
+    meta = json.loads((backup / "meta.json").read_text())
+    assert meta["reason"] == "stopped" and 3 <= meta["step"] < 200
+    assert not (ws / "summary.json").exists(), "a stopped run does not reach the nodes after training"
+
+    r = run_cli("run", graph, "--runs-dir", runs, "--resume", "last", "--events", "jsonl", input="", timeout=600)
+    assert r.returncode == 0, r.stderr
+    events = parse_events(r.stdout)
+    assert events[0]["event"] == "run_started" and events[0]["resume"] == str(backup)
+    steps = [e["step"] for e in events if e["event"] == "progress" and e.get("node") == "train"]
+    assert steps[0] == meta["step"] + 1 and steps[-1] == 200
+    assert json.loads((ws / "summary.json").read_text())["step"] == 200, "the run continued in its own folder"
+
+
+def test_resume_without_a_backup_is_a_clear_error(write_graph, tmp_path):
+    graph = write_graph(GRAPH % (0, 2))
+    r = run_cli("run", graph, "--runs-dir", tmp_path / "none", "--resume", "last")
+    assert r.returncode == 2 and "no backup of graph 'toy lifecycle'" in r.stderr
+    r = run_cli("run", graph, "--resume", tmp_path)
+    assert r.returncode == 2 and "is not a backup folder" in r.stderr
