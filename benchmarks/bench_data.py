@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         t, _ = timed(lambda: (folder / "img_0000.txt").exists() or make_images(folder, args.images))
         files = sorted(str(p) for p in folder.iterdir() if p.suffix != ".txt")[: args.images]
         print(f"{len(files)} images in {folder} (generated in {t:.1f}s); resolution {args.resolution}, "
-              f"batch {args.batch_size}, {os.cpu_count()} cpu(s), torch threads {args.threads}")
+              f"batch {args.batch_size}, {os.cpu_count()} cpu(s), torch threads {args.threads}", flush=True)
         for p in files:  # warm the page cache so the first timed run does not pay for the disk
             Path(p).read_bytes()
         import numpy  # noqa: F401  imports are not part of an epoch
@@ -236,6 +236,8 @@ def main(argv=None) -> int:
             pairs.append(a / b)
             t, _ = timed(lambda: run_graph(gw))
             worker_t.append(t)
+            print(f"round {r + 1}: loop {a:.2f}s, graph {b:.2f}s, graph with {args.workers} workers {t:.2f}s",
+                  flush=True)
 
         cache_dir = tmp / "cache"
         gc = build_graph(folder, args.resolution, q, bs, 0, 1, cache_dir=cache_dir)
@@ -245,6 +247,7 @@ def main(argv=None) -> int:
             t, (n, _) = timed(lambda: graph_epoch(gc, registry, r + 1, source=src))
             assert n == len(files), n
             cached_t.append(t)
+            print(f"cached epoch {r + 1}: {t:.2f}s (fill took {fill_t:.2f}s)", flush=True)
         t, (n, _) = timed(lambda: graph_epoch(gc, registry, 0))  # a new run: the cache is reused from disk
         rerun_t = t
 

@@ -122,6 +122,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_stop = self._action("S&top", self.run_panel.stop, "Shift+F5", "Stop after the current step")
         self.act_preview = self._action("&Preview Data\u2026", self.preview_selected, "Ctrl+P",
                                         "Show the first samples a data node produces")
+        self.act_runs_dir = self._action("Runs &Folder\u2026", self.choose_runs_dir,
+                                         tip="Where runs started from the editor write their workspaces")
 
     def _make_menus(self) -> None:
         mb = self.menuBar()
@@ -150,6 +152,8 @@ class MainWindow(QtWidgets.QMainWindow):
             view.addAction(dock.toggleViewAction())
         graph = mb.addMenu("&Graph")
         graph.addActions([self.act_validate, self.act_run, self.act_stop, self.act_preview])
+        graph.addSeparator()
+        graph.addAction(self.act_runs_dir)
 
         tb = self.addToolBar("Main")
         tb.setObjectName("main_toolbar")
@@ -424,6 +428,13 @@ class MainWindow(QtWidgets.QMainWindow):
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         return Path(name), [Path(name)]
+
+    def choose_runs_dir(self) -> None:
+        chosen = QtWidgets.QFileDialog.getExistingDirectory(self, "Runs folder", str(self.runs_dir))
+        if chosen:
+            self.runs_dir = Path(chosen)
+            self.settings.setValue("runs_dir", chosen)
+            self.statusBar().showMessage(f"runs go to {chosen}", 5000)
 
     def _on_run_states(self, states: dict) -> None:
         self.canvas.set_run_states(states)

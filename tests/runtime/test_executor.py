@@ -2,7 +2,6 @@
 
 import gc
 import json
-import threading
 import weakref
 
 import pytest
@@ -64,27 +63,34 @@ nodes:
     assert sink.of("run_finished")[0]["status"] == "failed"
 
 
+def at_step(step, action):
+    """An event sink that calls ``action`` once the running node reports progress ``step``."""
+    from runtime.events import CallbackSink
+
+    return CallbackSink(lambda e: action() if e["event"] == "progress" and e["step"] == step else None)
+
+
 def test_cancellation_is_polled_by_the_running_node(registry, tmp_path):
     cancel = CancelToken()
-    timer = threading.Timer(0.3, cancel.request, args=("test stop",))
-    timer.start()
-    result, sink = run("nodes: {w: {type: test.wait, params: {steps: 500, delay: 0.01}}}", registry, tmp_path,
-                       cancel=cancel)
+    g = loads_graph("nodes: {w: {type: test.wait, params: {steps: 500, delay: 0.01}}}", registry)
+    sink = ListSink()
+    bus = EventBus([sink, at_step(5, lambda: cancel.request("test stop"))])
+    result = execute(validate(g, registry, for_run=True), workspace=tmp_path, bus=bus, cancel=cancel)
     record = json.loads((tmp_path / "commands.json").read_text())
-    assert result.status == "cancelled" and record["cancelled"] and record["steps"] < 500
+    assert result.status == "cancelled" and record["cancelled"] and record["steps"] == 5
     assert sink.of("run_finished")[0]["reason"] == "test stop"
-    assert len(sink.of("progress")) == record["steps"]
+    assert len(sink.of("progress")) == 5
 
 
 def test_commands_reach_the_running_node_and_stop_cancels(registry, tmp_path):
     cancel = CancelToken()
     inbox = CommandInbox(cancel)
-    threading.Timer(0.1, inbox.put, args=({"command": "sample"},)).start()
-    threading.Timer(0.3, inbox.put, args=({"command": "stop"},)).start()
-    result, _ = run("nodes: {w: {type: test.wait, params: {steps: 500, delay: 0.01}}}", registry, tmp_path,
-                    cancel=cancel, inbox=inbox)
+    inbox.put({"command": "sample"})  # waits in the inbox until the node reads it
+    g = loads_graph("nodes: {w: {type: test.wait, params: {steps: 500, delay: 0.01}}}", registry)
+    bus = EventBus([at_step(3, lambda: inbox.put({"command": "stop"}))])
+    result = execute(validate(g, registry, for_run=True), workspace=tmp_path, bus=bus, cancel=cancel, inbox=inbox)
     record = json.loads((tmp_path / "commands.json").read_text())
-    assert record["commands"] == ["sample", "stop"]
+    assert record["commands"] == ["sample", "stop"] and record["steps"] == 3
     assert result.status == "cancelled"
 
 
