@@ -65,7 +65,7 @@ def _peak_rss_mb() -> float:
 
 
 def case_runtime(path: Path) -> dict:
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     from runtime.graph_file import load_graph
     from runtime.registry import default_registry
     from runtime.validate import validate

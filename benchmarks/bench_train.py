@@ -6,7 +6,12 @@ step time of each, their ratio (target <= 1.05) and peak RSS; with --quickstart
 also the peak RSS of a full ``python -m runtime run graphs/quickstart.yaml``
 (target <= 1.5 GB).
 
-    python benchmarks/bench_train.py [--steps 60] [--threads 2] [--quickstart]
+The lifecycle part runs the quickstart again with every hook attached (sample
+previews, periodic save, backups, TensorBoard, validation loss) but none due,
+alternating with plain runs: the step-time overhead of the hooks (target <= 2%),
+then the cost of a backup (the backup command) and of resuming from it.
+
+    python benchmarks/bench_train.py [--steps 60] [--threads 2] [--quickstart] [--no-lifecycle]
 """
 
 from __future__ import annotations
@@ -26,8 +31,31 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def graph_run(steps: int, workspace: Path):
-    """Run the quickstart graph up to train.loop; return (step times, batches per epoch as lists)."""
+NEVER = 10**6  # a schedule that is checked every step and never due
+
+
+def add_idle_hooks(graph, reg) -> None:
+    """Attach every kind of training hook to the quickstart's loop, each on a schedule that is never due."""
+    from runtime.graph import Link
+
+    def add(node_id, type_id, params, **inputs):
+        entry = graph.add_node(node_id, type_id, reg.get(type_id).version, params)
+        entry.inputs.update(inputs)
+
+    add("previews", "sd.sample", {"steps": 2, "width": 64, "height": 64})
+    add("sample_hook", "train.sample_hook", {"every": NEVER}, samplers=[Link("previews", "sampler")])
+    add("saver", "sd.save_lora", {"name": "periodic"})
+    add("save_hook", "train.save_hook", {"every": NEVER}, savers=[Link("saver", "saver")])
+    add("backups", "train.backup_hook", {"every": NEVER})
+    add("tensorboard", "train.tensorboard", {"every": NEVER, "images": False})
+    add("validation", "train.validation_hook", {"every": NEVER}, batches=Link("batches", "batches"))
+    graph.nodes["train"].inputs["hooks"] = [Link(n, "hook") for n in
+                                            ("sample_hook", "save_hook", "backups", "tensorboard", "validation")]
+
+
+def graph_run(steps: int, workspace: Path, hooks: bool = False, commands: tuple = (), resume: Path | None = None):
+    """Run the quickstart graph up to train.loop; return (step times, batches per epoch as lists, events)."""
+    from runtime.control import CancelToken, CommandInbox
     from runtime.events import EventBus, ListSink
     from runtime.executor import execute
     from runtime.graph_file import load_graph
@@ -36,16 +64,44 @@ def graph_run(steps: int, workspace: Path):
 
     reg = default_registry()
     graph = load_graph(ROOT / "graphs" / "quickstart.yaml", reg)
+    if hooks:
+        add_idle_hooks(graph, reg)
     v = validate(graph, reg, [f"steps={steps}"])
     assert v.ok, v.problems
-    sink = ListSink()
-    r = execute(v, workspace=workspace, bus=EventBus([sink]), targets=("train",), keep=("batches",))
+    sink, cancel = ListSink(), CancelToken()
+    inbox = CommandInbox(cancel)
+    for command in commands:
+        inbox.put({"command": command})
+    r = execute(v, workspace=workspace, bus=EventBus([sink]), targets=("train",), keep=("batches",),
+                cancel=cancel, inbox=inbox, resume=resume)
     assert r.ok, r.error
     times = [e["step_time"] for e in sink.of("progress") if e["node"] == "train"]
     source = r.outputs["batches"]["batches"]
     epochs = (steps + len(source) - 1) // len(source)
     data = [[dict(b) for b in source.epoch(e)] for e in range(epochs)]
-    return times, data
+    return times, data, sink.events
+
+
+def lifecycle(steps: int, rounds: int) -> None:
+    """Hooks attached but not due against none (alternating runs), then backup and resume cost."""
+    plain, hooked, backups = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            plain += graph_run(steps, Path(tmp) / f"plain{r}")[0]
+            times, _, events = graph_run(steps, Path(tmp) / f"hooks{r}", hooks=True, commands=("backup",))
+            hooked += times[1:]  # step 1 wrote the commanded backup
+            backups += [e for e in events if e["event"] == "saved" and e["format"] == "backup"]
+        folder = Path(backups[-1]["path"])
+        size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+        _, _, events = graph_run(backups[-1]["step"] + 2, Path(tmp) / "resumed", hooks=True, resume=folder)
+        (resumed,) = [e for e in events if e["event"] == "log" and "resumed_step" in e]
+    p, h = statistics.median(plain), statistics.median(hooked)
+    print(f"no hooks   median step {p * 1000:8.2f} ms   ({len(plain)} steps in {rounds} runs)")
+    print(f"idle hooks median step {h * 1000:8.2f} ms   ({len(hooked)} steps, 5 hooks attached, none due)")
+    print(f"hook overhead          {(h / p - 1) * 100:+8.2f} %   (target <= 2%)")
+    print(f"backup                 {statistics.median(e['seconds'] for e in backups) * 1000:8.1f} ms   "
+          f"({size:.1f} MiB: LoRA weights, optimizer, scheduler, RNGs, graph); {p * 1000:.0f} ms per step")
+    print(f"resume                 {resumed['seconds'] * 1000:8.1f} ms   (load the backup into the set-up model)")
 
 
 def plain_run(steps: int, data: list[list[dict]], seed: int = 42):
@@ -109,13 +165,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="training steps per run")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quickstart", action="store_true", help="also measure the quickstart's wall time and peak RSS")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating plain / hooked runs for the hook overhead")
+    ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures")
     args = ap.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        graph_times, data = graph_run(args.steps, Path(tmp))
+        graph_times, data, _ = graph_run(args.steps, Path(tmp))
     plain_times = plain_run(args.steps, data)
     g, p = statistics.median(graph_times), statistics.median(plain_times)
     print(f"steps per run          {args.steps} (torch threads: {torch.get_num_threads()})")
@@ -123,6 +181,8 @@ def main() -> None:
     print(f"plain   median step    {p * 1000:8.2f} ms   (mean {statistics.mean(plain_times) * 1000:.2f} ms)")
     print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05)")
     print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
+    if not args.no_lifecycle:
+        lifecycle(args.steps, args.rounds)
     if args.quickstart:
         wall, rss, code = quickstart_rss()
         print(f"quickstart             {wall:8.1f} s wall, peak RSS {rss:.0f} MB (target <= 1536 MB), exit {code}")

@@ -155,7 +155,7 @@ class RunPanel(QtWidgets.QWidget):
         if s.total:
             self.progress.setRange(0, int(s.total))
             self.progress.setValue(int(s.step or 0))
-            self.progress.setFormat(f"%v/%m  %p%")
+            self.progress.setFormat("%v/%m  %p%")
         self.label.setText(s.progress_text())
 
     def _on_finished(self, code: int) -> None:

@@ -25,12 +25,13 @@ def read_meta(folder: Path) -> dict | None:
 
 
 def list_backups(workspace: Path) -> list[Path]:
-    """Complete backups of one run folder, oldest first (by training step, then time)."""
+    """Complete backups of one run folder, oldest first (by time written, then step). Hidden folders
+    are writes in progress or ones a kill interrupted, never backups."""
     root = workspace / BACKUPS_DIR
     found = []
     for folder in root.iterdir() if root.is_dir() else []:
         meta = read_meta(folder)
-        if folder.is_dir() and meta is not None:
+        if folder.is_dir() and not folder.name.startswith(".") and meta is not None:
             found.append((meta.get("step", 0), meta.get("time", 0.0), folder))
     return [f for _, _, f in sorted(found, key=lambda t: (t[1], t[0]))]
 

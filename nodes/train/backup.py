@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import shutil
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from runtime import __version__
 from runtime.backups import BACKUPS_DIR, META_FILE, list_backups, read_meta
+from runtime.fileio import atomic_dir
 from runtime.workspace import GRAPH_FILE
 
 WEIGHTS_FILE = "trainable.safetensors"
@@ -41,12 +41,8 @@ def write_backup(run, reason: str) -> Path:
     ctx, state = run.ctx, run.state
     root = ctx.workspace / BACKUPS_DIR
     final = root / f"step-{state.step:06d}"
-    tmp = root / f".{final.name}.{os.getpid()}.partial"
     t0 = time.perf_counter()
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(final) as tmp:
         weights = {name: p.detach().to("cpu").contiguous().clone()
                    for name, p in run.model.named_trainable_parameters()}
         save_file(weights, str(tmp / WEIGHTS_FILE))
@@ -60,26 +56,12 @@ def write_backup(run, reason: str) -> Path:
                 "graph": ctx.graph_name, "node": ctx.node_id, "weights": len(weights),
                 "nodetrainer": __version__}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _swap_into_place(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_backups(ctx.workspace)[: -max(1, run.backup_keep)]:
         shutil.rmtree(old, ignore_errors=True)
+    for leftover in root.glob(".step-*"):  # half-written backups of a killed process
+        shutil.rmtree(leftover, ignore_errors=True)
     ctx.saved(final, "backup", step=state.step, reason=reason, seconds=round(time.perf_counter() - t0, 3))
     return final
-
-
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` (same step) is replaced only once the new one is there."""
-    if not final.exists():
-        os.replace(tmp, final)
-        return
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_backup(run, folder: Path) -> dict:

@@ -115,9 +115,11 @@ class TrainLoop:
         run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, hooks)
         call(hooks, "on_start", run)
         if ctx.resume:
+            t0 = time.perf_counter()
             meta = load_backup(run, ctx.resume)
             ctx.log(f"resumed from {ctx.resume} at step {state.step} (epoch {state.epoch + 1}, "
-                    f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}")
+                    f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}",
+                    resumed_step=state.step, seconds=round(time.perf_counter() - t0, 3))
         n_params = sum(p.numel() for p in params)
         ctx.log(f"training {n_params:,} weights on {device} ({self.precision}) for {total} steps, "
                 f"{batches_per_epoch} batches per epoch")

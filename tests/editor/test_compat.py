@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtWidgets
 
 from editor import compat
 
@@ -13,7 +13,7 @@ def test_apply_is_idempotent(qapp):
 
 
 def test_properties_bin_spin_boxes_build_and_take_ranges(qapp):
-    from NodeGraphQt.custom_widgets.properties_bin.prop_widgets_base import PropDoubleSpinBox, PropSpinBox
+    from NodeGraphQt.custom_widgets.properties_bin.prop_widgets_base import PropSpinBox
 
     compat.apply()
     spin = PropSpinBox()  # raised AttributeError: no attribute 'NoButtons'

@@ -1,8 +1,6 @@
 """The command line, run as a subprocess: run / validate / nodes, events, stdin commands, signals."""
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -4,7 +4,6 @@ import gc
 import json
 import weakref
 
-import pytest
 
 from runtime import Input, Output, Param, node
 from runtime.control import CancelToken, CommandInbox

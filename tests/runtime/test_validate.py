@@ -1,9 +1,6 @@
 """Validation: every problem at once, each with node id and field; overrides; references; paths."""
 
-import os
-from pathlib import Path
 
-import pytest
 
 from runtime.graph_file import loads_graph
 from runtime.validate import validate

@@ -23,11 +23,13 @@ def check_run(r, workspace, lora_name: str, prompts: int):
     assert r.returncode == 0, (errors, r.stderr[-3000:])
     progress = [e for e in events if e["event"] == "progress" and e["node"] == "train"]
     assert progress and all({"loss", "smoothed_loss", "lr", "epoch"} <= set(e) for e in progress)
-    saved = {e["format"]: e["path"] for e in events if e["event"] == "saved"}
+    # the graph's own saver and sampler nodes; hooks report as the training node
+    saved = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
     assert saved == {"kohya_lora": str(workspace / "lora" / f"{lora_name}.safetensors"),
                      "diffusers_lora": str(workspace / "lora" / f"{lora_name}.diffusers.safetensors")}
     samples = [e for e in events if e["event"] == "sample"]
-    assert len(samples) == prompts and all(p.endswith(".png") for e in samples for p in e["paths"])
+    assert len([e for e in samples if e["node"] != "train"]) == prompts
+    assert all(p.endswith(".png") for e in samples for p in e["paths"])
     assert sorted(p.name for p in (workspace / "samples").iterdir()) == sorted(
         p.split("/")[-1] for e in samples for p in e["paths"])
     assert events[-1]["event"] == "run_finished" and events[-1]["status"] == "ok"
@@ -59,8 +61,17 @@ def test_real_size_presets_run_with_the_tiny_model_substituted(tmp_path, preset,
                 "--set", f"base_model={folder}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
                 "--set", "resolution=64", "--set", "steps=2", "--set", "rank=2",
                 "--set", "bucket.quantization=16", "--set", f"cache.folder={tmp_path / 'cache'}",
-                "--set", "sample.steps=2", timeout=600)  # the presets' float16 weights + fp16 autocast run on CPU too
-    check_run(r, ws, "lora", prompts=1)
+                "--set", "sample.steps=2", "--set", "previews.steps=2", "--set", "sample_every=1",
+                "--set", "save_every=2", timeout=600)  # the presets' float16 weights + fp16 autocast run on CPU too
+    events = check_run(r, ws, "lora", prompts=1)
+    # the preset's hooks: previews each step, a periodic save and a backup at step 2, TensorBoard logs
+    previews = [e for e in events if e["event"] == "sample" and e["node"] == "train"]
+    assert [e["step"] for e in previews] == [1, 2]
+    periodic = sorted(e["path"] for e in events if e["event"] == "saved" and e["node"] == "train")
+    assert periodic == sorted([str(ws / "backups" / "step-000002"), str(ws / "lora" / "lora-step000002.safetensors"),
+                               str(ws / "lora" / "lora-step000002.diffusers.safetensors")])
+    assert (ws / "backups" / "step-000002" / "meta.json").is_file()
+    assert list((ws / "tensorboard").glob("events.out.tfevents.*"))
     with safe_open(str(ws / "lora" / "lora.safetensors"), "pt") as f:
         meta = f.metadata()
     assert meta["nodetrainer_model_version"] == version and meta["nodetrainer_prediction_type"] == prediction

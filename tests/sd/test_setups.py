@@ -202,15 +202,19 @@ def run_preset(tmp_path, name, *sets):
     errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
     assert r.returncode == 0, (errors, r.stderr[-3000:])
     assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
-    assert len([e for e in events if e["event"] == "sample"]) == 1
-    return ws, folder, {e["format"]: e["path"] for e in events if e["event"] == "saved"}
+    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
+    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
+    return ws, folder, own, events
 
 
 @pytest.mark.slow
 def test_finetune_preset_runs_with_the_tiny_model(tmp_path):
     from nodes.sd.build import load_sd
 
-    ws, base, saved = run_preset(tmp_path, "sd15-finetune.yaml", "finetune.train_text_encoder=true")
+    ws, base, saved, events = run_preset(tmp_path, "sd15-finetune.yaml", "finetune.train_text_encoder=true",
+                                         "sample_every=2", "previews.steps=2")
+    previews = [(e["step"], e["tag"]) for e in events if e["event"] == "sample" and e["node"] == "train"]
+    assert previews == [(2, ""), (2, "ema")], "the preset's EMA hook adds EMA previews next to the live ones"
     assert saved == {"diffusers": str(ws / "models" / "model"), "checkpoint": str(ws / "models" / "model.safetensors")}
     tuned, original = load_sd(saved["diffusers"]), load_sd(base)
     assert not same(snapshot(tuned.unet), snapshot(original.unet))  # the UNet trained ...
@@ -226,7 +230,11 @@ def test_finetune_preset_runs_with_the_tiny_model(tmp_path):
 def test_embedding_preset_runs_with_the_tiny_model(tmp_path):
     from safetensors import safe_open
 
-    ws, _, saved = run_preset(tmp_path, "sd15-embedding.yaml", "placeholder=<red-thing>", "vectors=3")
+    ws, _, saved, events = run_preset(tmp_path, "sd15-embedding.yaml", "placeholder=<red-thing>", "vectors=3",
+                                      "save_every=1")
+    periodic = [e["path"] for e in events if e["event"] == "saved" and e["node"] == "train"]
+    assert str(ws / "embeddings" / "red-thing-step000001.safetensors") in periodic
+    assert sorted(p.name for p in (ws / "backups").iterdir()) == ["step-000001", "step-000002"]
     assert saved == {"a1111_embedding": str(ws / "embeddings" / "red-thing.safetensors")}
     with safe_open(saved["a1111_embedding"], "pt") as f:
         assert list(f.keys()) == ["emb_params"] and f.get_tensor("emb_params").shape == (3, 32)
