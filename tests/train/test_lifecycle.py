@@ -99,6 +99,27 @@ def test_sample_and_save_hooks_fire_on_schedule_and_on_command(runner):
     assert [c[0] for c in saver.calls] == [1, 4, 8, None], "command, every 4, and the final save"
 
 
+def test_hooks_and_commands_act_only_at_accumulation_boundaries(runner):
+    """With 3 batches per update, side effects see finished updates only: no half-accumulated gradients."""
+    class CommandMidway(ListBatches):
+        def epoch(self, epoch, start=0):
+            for i, batch in enumerate(super().epoch(epoch, start)):
+                if epoch == 0 and i == 1:  # the second batch of the first update
+                    runner.inbox.put({"command": "sample"})
+                yield batch
+
+    class GradChecker(FakeSampler):
+        def sample(self, ctx, model, step=None, tag=""):
+            assert all(p.grad is None for p in model.net.parameters()), f"gradients pending at step {step}"
+            return super().sample(ctx, model, step, tag)
+
+    sampler = GradChecker()
+    samples = hook(runner, SamplePreviews, "samples", {"samplers": [sampler]}, every=2)
+    train(runner, make_toy(), [samples], batches=CommandMidway(n=12, batch_size=2), max_steps=4,
+          gradient_accumulation=3)
+    assert [c[0] for c in sampler.calls] == [1, 2, 4], "the command waits for the end of update 1"
+
+
 def test_hooks_do_not_change_the_training_trajectory(tmp_path):
     a, b = make_toy(), make_toy()
     ra, rb = NodeRunner(tmp_path / "a"), NodeRunner(tmp_path / "b")
