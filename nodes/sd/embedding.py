@@ -19,6 +19,7 @@ from pathlib import Path
 from runtime import Input, Output, Param, node
 from runtime.port_types import Tokenizer
 
+from .metadata import architecture, base_metadata
 from .types import SDModel
 
 EMBEDDING_KEY = "emb_params"
@@ -111,16 +112,11 @@ class EmbeddingSetup:
 def embedding_metadata(model, graph_name: str) -> dict[str, str]:
     info = model.embedding
     return {
-        "nodetrainer_format": "a1111_embedding",
+        **base_metadata(model, graph_name, "a1111_embedding"),
         "nodetrainer_placeholder": info.placeholder,
         "nodetrainer_tokens": " ".join(info.tokens),
         "nodetrainer_initial_text": info.initial_text,
-        "nodetrainer_base_model": model.source,
-        "nodetrainer_model_version": model.version,
-        "nodetrainer_steps": str(int(model.progress.get("step", 0))),
-        "nodetrainer_graph": graph_name,
-        "modelspec.architecture": ("stable-diffusion-v2" if model.version == "sd2" else "stable-diffusion-v1")
-                                  + "/textual-inversion",
+        "modelspec.architecture": f"{architecture(model)}/textual-inversion",
         "modelspec.title": info.placeholder,
     }
 

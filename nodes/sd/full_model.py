@@ -13,23 +13,16 @@ from pathlib import Path
 from runtime.fileio import atomic_dir, atomic_path
 
 from .checkpoint import ldm_state_dict
+from .metadata import architecture, base_metadata
 
 
 def model_metadata(model, graph_name: str, fmt: str, dtype: str) -> dict[str, str]:
     """Header metadata of a full-model file: what it is, where it came from, how long it trained."""
-    v2 = model.version == "sd2"
-    arch = "stable-diffusion-v2-768-v" if v2 and model.prediction_type == "v_prediction" else (
-        "stable-diffusion-v2-512" if v2 else "stable-diffusion-v1")
     meta = {
-        "nodetrainer_format": fmt,
-        "nodetrainer_base_model": model.source,
-        "nodetrainer_model_version": model.version,
-        "nodetrainer_prediction_type": model.prediction_type,
-        "nodetrainer_steps": str(int(model.progress.get("step", 0))),
-        "nodetrainer_graph": graph_name,
+        **base_metadata(model, graph_name, fmt),
         "nodetrainer_dtype": dtype,
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": arch,
+        "modelspec.architecture": architecture(model),
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.title": graph_name or "nodetrainer model",
         "modelspec.prediction_type": "v" if model.prediction_type == "v_prediction" else "epsilon",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.fileio import atomic_path
 
+from .metadata import architecture, base_metadata
 from .model import SDModel
 
 LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the adapter config
@@ -63,19 +64,12 @@ def file_metadata(model: SDModel, graph_name: str, fmt: str) -> dict[str, str]:
     lora = model.lora
     steps = int(getattr(model, "progress", {}).get("step", 0))
     v2 = model.version == "sd2"
-    arch = "stable-diffusion-v2-768-v" if v2 and model.prediction_type == "v_prediction" else (
-        "stable-diffusion-v2-512" if v2 else "stable-diffusion-v1")
     meta = {
-        "nodetrainer_format": fmt,
-        "nodetrainer_base_model": model.source,
-        "nodetrainer_model_version": model.version,
-        "nodetrainer_prediction_type": model.prediction_type,
+        **base_metadata(model, graph_name, fmt),
         "nodetrainer_rank": str(lora.rank),
         "nodetrainer_alpha": str(lora.alpha),
         "nodetrainer_targets": lora.targets,
         "nodetrainer_text_encoder": str(lora.text_encoder).lower(),
-        "nodetrainer_steps": str(steps),
-        "nodetrainer_graph": graph_name,
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(lora.rank),
         "ss_network_alpha": str(lora.alpha),
@@ -83,7 +77,7 @@ def file_metadata(model: SDModel, graph_name: str, fmt: str) -> dict[str, str]:
         "ss_v2": str(v2),
         "ss_steps": str(steps),
         "ss_sd_model_name": Path(model.source).name if model.source else "",
-        "modelspec.architecture": f"{arch}/lora",
+        "modelspec.architecture": f"{architecture(model)}/lora",
         "modelspec.title": graph_name or "nodetrainer LoRA",
     }
     return meta

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from tests.torch_fixtures import _one_thread, runner  # noqa: F401  (shared fixtures)
 from tests.train.helpers import NodeRunner
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    # 2 shared cores: one torch thread per test process avoids OpenMP oversubscription stalls
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture
-def runner(tmp_path):
-    return NodeRunner(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -65,12 +49,12 @@ def trained(tmp_path_factory):
     from nodes.train.loop import TrainLoop
     from tests.train.helpers import train_inputs
 
-    runner = NodeRunner(tmp_path_factory.mktemp("trained"))
+    nr = NodeRunner(tmp_path_factory.mktemp("trained"))
     model = build_tiny(seed=0)
-    adapted = runner.run(LoraSetup, "lora", {"model": model}, rank=4, alpha=2.0, train_text_encoder=True,
-                         init="gaussian")["adapted"]
-    trained = runner.run(TrainLoop, "train", train_inputs(adapted, TokenBatches(model), lr=0.05),
-                         max_steps=4, device="cpu")["trained"]
-    runner.run(SaveLora, "save", {"model": trained}, name="tiny")
-    files = {e["format"].split("_")[0]: e["path"] for e in runner.events("saved", "save")}
-    return trained, files, runner
+    adapted = nr.run(LoraSetup, "lora", {"model": model}, rank=4, alpha=2.0, train_text_encoder=True,
+                     init="gaussian")["adapted"]
+    trained = nr.run(TrainLoop, "train", train_inputs(adapted, TokenBatches(model), lr=0.05),
+                     max_steps=4, device="cpu")["trained"]
+    nr.run(SaveLora, "save", {"model": trained}, name="tiny")
+    files = {e["format"].split("_")[0]: e["path"] for e in nr.events("saved", "save")}
+    return trained, files, nr

@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.train.helpers import NodeRunner, make_toy
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread():
-    # 2 shared cores: one torch thread per test process avoids OpenMP oversubscription stalls
-    import torch
-
-    torch.set_num_threads(1)
-
-
-@pytest.fixture
-def runner(tmp_path):
-    return NodeRunner(tmp_path)
+from tests.torch_fixtures import _one_thread, runner  # noqa: F401  (shared fixtures)
+from tests.train.helpers import make_toy
 
 
 @pytest.fixture
