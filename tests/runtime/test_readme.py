@@ -24,3 +24,26 @@ def test_main_job_installs_and_runs_a_shipped_graph():
     assert main_job.startswith("pip install torch==2.13.0 && pip install -e . && nodetrainer run graphs/")
     graph = main_job.rsplit(" ", 1)[-1]
     assert (ROOT / graph).exists()
+
+
+def test_ci_installs_the_tested_versions_and_they_satisfy_the_project_ranges():
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'PIP_CONSTRAINT="$PWD/constraints.txt"' in ci
+    pinned = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pinned[canonicalize_name(name)] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    missing = [str(r) for r in wanted if canonicalize_name(r.name) not in pinned]
+    outside = [f"{r.name}=={pinned[canonicalize_name(r.name)]} (wants {r.specifier})" for r in wanted
+               if canonicalize_name(r.name) in pinned
+               and not r.specifier.contains(pinned[canonicalize_name(r.name)], prereleases=True)]
+    assert not missing and not outside, (missing, outside)
+    assert pinned["torch"] == "2.13.0", "CI installs the CPU wheel on disk"
