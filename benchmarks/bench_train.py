@@ -1,8 +1,9 @@
 """Training-step overhead of a graph run against a hand-written diffusers + peft loop.
 
 Same process, same tiny model, same batches (the quickstart's data graph, read
-from its RAM cache), same LoRA, optimizer, schedule and loss. Prints the median
-step time of each, their ratio (target <= 1.05) and peak RSS; with --quickstart
+from its RAM cache), same LoRA, optimizer, schedule and loss, in rounds that
+alternate which runs first, after a warm-up round. Prints the median step time of
+each, their ratio (target <= 1.05) and peak RSS; with --quickstart
 also the peak RSS of a full ``python -m runtime run graphs/quickstart.yaml``
 (target <= 1.5 GB).
 
@@ -150,6 +151,26 @@ def plain_run(steps: int, data: list[list[dict]], seed: int = 42):
     return times
 
 
+def compare(steps: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
+    """Step times of the graph run and of the plain loop, pooled over ``rounds`` rounds that alternate
+    which goes first (drift and cache warmth hit both alike), after one warm-up round that is not
+    counted (the first run of a process pays for allocator and kernel warm-up). Also each round's ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, data, _ = graph_run(steps, Path(tmp) / "warmup")
+        plain_run(steps, data)
+        graph_times, plain_times, pairs = [], [], []
+        for r in range(rounds):
+            order = ("graph", "plain") if r % 2 == 0 else ("plain", "graph")
+            got = {}
+            for which in order:
+                got[which] = (graph_run(steps, Path(tmp) / f"graph{r}")[0] if which == "graph"
+                              else plain_run(steps, data))
+            graph_times += got["graph"]
+            plain_times += got["plain"]
+            pairs.append(statistics.median(got["graph"]) / statistics.median(got["plain"]))
+    return graph_times, plain_times, pairs
+
+
 def quickstart_rss() -> tuple[float, float, int]:
     """Wall time, peak RSS (MB) and exit code of the quickstart as a user runs it."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,21 +186,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="training steps per run")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quickstart", action="store_true", help="also measure the quickstart's wall time and peak RSS")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating plain / hooked runs for the hook overhead")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds of alternating runs (graph / plain loop, and plain / hooked graph)")
     ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures")
     args = ap.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        graph_times, data, _ = graph_run(args.steps, Path(tmp))
-    plain_times = plain_run(args.steps, data)
+    graph_times, plain_times, pairs = compare(args.steps, args.rounds)
     g, p = statistics.median(graph_times), statistics.median(plain_times)
-    print(f"steps per run          {args.steps} (torch threads: {torch.get_num_threads()})")
+    print(f"steps per run          {args.steps} (torch threads: {torch.get_num_threads()}); "
+          f"{args.rounds} rounds after a warm-up round")
     print(f"graph   median step    {g * 1000:8.2f} ms   (mean {statistics.mean(graph_times) * 1000:.2f} ms)")
     print(f"plain   median step    {p * 1000:8.2f} ms   (mean {statistics.mean(plain_times) * 1000:.2f} ms)")
-    print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05)")
+    print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05; per round: "
+          + ", ".join(f"{r:.3f}" for r in pairs) + ")")
     print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
     if not args.no_lifecycle:
         lifecycle(args.steps, args.rounds)

@@ -136,9 +136,15 @@ class SDModel(ModelBundle):
     def training_parts(self) -> tuple[str, ...]:
         return ("unet", "vae", "text_encoder")  # the VAE too: the data graph encodes on the training device
 
+    def unet_input(self):
+        """The UNet's input weight: its device and dtype are where a batch goes. Read it, not
+        ``unet.device``/``unet.dtype``: diffusers walks every module for those (milliseconds per step)."""
+        return self.unet.conv_in.weight
+
     def latents(self, batch: dict):
         latent = require_field(batch, LATENT, "connect sd.encode_image's 'latent' output to the batches node")
-        return latent.to(self.unet.device, dtype=self.unet.dtype)
+        w = self.unet_input()
+        return latent.to(w.device, dtype=w.dtype)
 
     def conditioning(self, batch: dict):
         """The UNet's encoder hidden states for a batch."""
@@ -155,11 +161,11 @@ class SDModel(ModelBundle):
                 return encode_tokens(self.text_encoder, batch[TOKENS], self.clip_skip)
         embedding = require_field(batch, TEXT_EMBEDDING, "connect sd.encode_text's 'embedding' output (or "
                                                          "sd.tokenize's 'tokens') to the batches node")
-        return embedding.to(self.unet.device)
+        return embedding.to(self.unet_input().device)
 
     def predict(self, noisy, timesteps, batch: dict):
         cond = self.conditioning(batch)
-        dtype = self.unet.dtype
+        dtype = self.unet_input().dtype
         out = self.unet(noisy.to(dtype), timesteps, encoder_hidden_states=cond.to(dtype), return_dict=False)[0]
         return out
 
