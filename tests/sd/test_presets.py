@@ -8,13 +8,23 @@ from runtime.paths import ASSETS_DIR, GRAPHS_DIR
 from tests.conftest import parse_events, run_cli
 
 SD_PRESETS = ["sd15-lora.yaml", "sd2-lora.yaml"]
+ALL_GRAPHS = sorted(p.name for p in GRAPHS_DIR.glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", *SD_PRESETS])
+@pytest.mark.parametrize("name", ALL_GRAPHS)
 def test_presets_validate(name):
     r = run_cli("validate", GRAPHS_DIR / name)
     assert r.returncode == 0, r.stderr
     assert "valid" in r.stdout
+
+
+def test_every_shipped_graph_is_run_by_a_test():
+    from tests.sd.test_setups import PRESETS as SETUP_PRESETS
+
+    run_by_tests = {"quickstart.yaml", *SD_PRESETS,  # here
+                    *SETUP_PRESETS,  # tests/sd/test_setups.py
+                    "example-manifest.yaml"}  # tests/editor/test_run.py, from the editor
+    assert set(ALL_GRAPHS) == run_by_tests, "a graph in graphs/ that no test runs (or a test of a removed one)"
 
 
 def check_run(r, workspace, lora_name: str, prompts: int):
