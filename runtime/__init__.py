@@ -2,16 +2,17 @@
 
 Importing it never imports torch or Qt. Node authors need only::
 
-    from runtime import node, Input, Output, Param, Choice, File, Dir, StrList, Seed, Text
+    from runtime import node, Input, Output, Param, Choice, Device, File, Dir, RunPath, StrList, Seed, Text
 """
 
 __version__ = "0.1.0"
 
-from .params import Choice, Dir, File, Param, Seed, StrList, TextKind as Text  # noqa: E402
+from .params import Choice, Device, Dir, File, Param, RunPath, Seed, StrList, TextKind as Text  # noqa: E402
 from .port_types import PortType, is_compatible, sample_type, value_type  # noqa: E402
 from .spec import Input, NodeSpec, Output, node  # noqa: E402
 
 __all__ = [
-    "__version__", "node", "Input", "Output", "Param", "Choice", "File", "Dir", "StrList", "Seed", "Text",
+    "__version__", "node", "Input", "Output", "Param", "Choice", "Device", "File", "Dir", "RunPath", "StrList",
+    "Seed", "Text",
     "NodeSpec", "PortType", "is_compatible", "value_type", "sample_type",
 ]

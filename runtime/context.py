@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Any as _Any
+from typing import Any as _Any, Iterator
 
 from .control import CancelToken, CommandInbox
 from .errors import Cancelled
@@ -63,6 +64,32 @@ class RunContext:
     def saved(self, path: str | Path, format: str, **extra: _Any) -> None:
         self.bus.emit("saved", node=self.node_id, path=str(path), format=format, **extra)
 
+    # -- randomness ----------------------------------------------------------------
+    def seed_for(self, seed: int, *salt: int | str) -> int:
+        """A seed for this node from ``seed`` (a seed param, the run's seed) and the node id, plus
+        optional salt (a part name, a counter): two nodes with the same seed draw different numbers."""
+        from .data.item import mix_seed, stable_id
+
+        parts = [stable_id(s) if isinstance(s, str) else int(s) for s in salt]
+        return mix_seed(int(seed), stable_id(self.node_id), *parts)
+
+    def torch_generator(self, seed: int, *salt: int | str, device: str = "cpu"):
+        """A ``torch.Generator`` seeded with ``seed_for(seed, *salt)``."""
+        import torch
+
+        return torch.Generator(device).manual_seed(self.seed_for(seed, *salt))
+
+    @contextlib.contextmanager
+    def torch_seeded(self, seed: int, *salt: int | str) -> Iterator[None]:
+        """Run library code that draws from torch's global generator (peft's adapter init, dropout)
+        with it seeded by ``seed_for(seed, *salt)``; the global state is restored afterwards."""
+        import torch
+
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed_for(seed, *salt))
+            yield
+
     # -- control ---------------------------------------------------------------
     @property
     def cancelled(self) -> bool:
@@ -79,7 +106,12 @@ class RunContext:
 
     # -- files -----------------------------------------------------------------
     def path(self, *parts: str) -> Path:
-        """A path inside the run's workspace; its folder is created."""
+        """A path inside the run's workspace; its folder is created. A path that would leave the
+        workspace (absolute, ``..``, a link pointing out) is refused with ``ValueError``."""
         p = self.workspace.joinpath(*parts)
+        root = self.workspace.resolve()
+        target = p.resolve()
+        if target != root and root not in target.parents:
+            raise ValueError(f"{'/'.join(map(str, parts))!r} is outside the run folder {self.workspace}")
         p.parent.mkdir(parents=True, exist_ok=True)
         return p

@@ -143,6 +143,64 @@ class Choice(ParamKind):
         return f"Choice{self.options!r}"
 
 
+class Device(Choice):
+    """Where torch runs: ``auto`` (a GPU if there is one), ``cpu``, ``cuda`` or ``mps``.
+
+    A run refuses a device this machine does not have before any node runs
+    (``missing``); torch is imported for that only when a GPU is named.
+    """
+
+    OPTIONS = ("auto", "cpu", "cuda", "mps")
+
+    def __init__(self, *options: str):
+        super().__init__(*(options or self.OPTIONS))
+
+    @staticmethod
+    def missing(value: str) -> str | None:
+        """Why ``value`` cannot be used on this machine, or None when it can."""
+        if value not in ("cuda", "mps") and not value.startswith("cuda:"):
+            return None
+        import torch
+
+        if value == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            return None if mps is not None and mps.is_available() else \
+                "device 'mps' was chosen but Apple MPS is not available here (use auto or cpu)"
+        if not torch.cuda.is_available():
+            return f"device {value!r} was chosen but torch sees no CUDA GPU here (use auto or cpu)"
+        return None
+
+
+class RunPath(StrKind):
+    """A file or folder name inside the run folder (``samples``, ``lora/manifest.json``).
+
+    Relative only: an absolute path, a ``~`` or a ``..`` that leaves the run folder is
+    refused, so a graph from someone else cannot write elsewhere. Normalised to
+    forward slashes.
+    """
+
+    name = "str"
+    within_run = True
+
+    def coerce(self, value):
+        value = super().coerce(value)
+        text = value.strip().replace("\\", "/")
+        if not text:
+            raise ParamError("expected a name inside the run folder, got empty text")
+        if "\x00" in text:
+            raise ParamError("a path cannot contain a NUL character")
+        if text.startswith(("/", "~")) or (len(text) > 1 and text[1] == ":"):
+            raise ParamError(f"{_type_name(value)} is not inside the run folder: give a relative name "
+                             f"(use a saver's 'folder' to write elsewhere)")
+        parts = [p for p in text.split("/") if p not in ("", ".")]
+        if ".." in parts or not parts:
+            raise ParamError(f"{_type_name(value)} leaves the run folder: '..' is not allowed here")
+        return "/".join(parts)
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "within": "run folder"}
+
+
 class _PathKind(ParamKind):
     is_path = True
     accepts_inputs = frozenset({"path", "file", "dir", "str"})

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any as _Any, Iterable
 
+from .checks import NodeView, run_checks
 from .errors import ERROR, WARNING, Problem, did_you_mean, errors_of
 from .graph import Graph, Link
 from .overrides import Override, parse_overrides
-from .params import MISSING, ParamError, Seed
+from .params import MISSING, Device, ParamError, Seed
 from .port_types import is_compatible
 from .references import NAME_RE, is_full_ref, refs_in, substitute
 from .registry import Registry
@@ -129,9 +130,18 @@ class _Validator:
             self.problem("nothing to run: the graph has no sink (a node without outputs, such as a saver)",
                          code="no_sink", severity=self.severity_for_run)
         self.out.input_values = {k: v.value for k, v in inputs.items()}
+        self.node_checks(specs)
         if self.out.ok:
             self.out.order = plan(deps, sinks)
         return self.out
+
+    def node_checks(self, specs: dict[str, NodeSpec]) -> None:
+        """Each node's own ``check`` (runtime.checks), for nodes whose params and links all resolved."""
+        views = {n: NodeView(n, rn.spec, rn.params, rn.inputs) for n, rn in self.out.nodes.items()}
+        flawed = {p.node for p in self.out.errors}
+        ready = [n for n, rn in self.out.nodes.items() if n not in flawed and len(rn.params) == len(rn.spec.params)
+                 and set(rn.inputs) == set(self.g.nodes[n].inputs)]
+        self.out.problems.extend(run_checks(views, ready, self.for_run))
 
     def split_overrides(self, overrides: list[Override]):
         input_over: dict[str, Override] = {}
@@ -251,6 +261,11 @@ class _Validator:
                 self.check_exists(value, param.kind, entry.id, field)
             if isinstance(param.kind, Seed) and value == Seed.RANDOM and self.for_run:
                 value = secrets.randbelow(Seed.MAX + 1)
+            if isinstance(param.kind, Device) and self.for_run:
+                why = Device.missing(value)
+                if why:
+                    self.problem(why, entry.id, field, code="device")
+                    continue
             resolved[pname] = value
         return resolved
 

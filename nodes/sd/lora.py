@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from runtime import Choice, Input, Output, Param, node
+from runtime import Choice, Input, Output, Param, Seed, node
 
 from .types import SDModel
 
@@ -64,6 +64,7 @@ class LoraSetup:
     clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip when it is trained in the loop")
     init = Param(Choice("default", "gaussian"), "default",
                  doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
+    seed = Param(Seed, 0, doc="seed of the adapter initialisation (mixed with the node id)")
 
     def run(self, ctx, model):
         from peft import LoraConfig
@@ -93,7 +94,8 @@ class LoraSetup:
                                  + (f"target_regex {regex!r}" if regex else f"preset {self.targets!r}"))
             config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                                 init_lora_weights=init, target_modules=targets)
-            module.add_adapter(config)
+            with ctx.torch_seeded(self.seed, name):  # peft draws the initial weights from torch's generator
+                module.add_adapter(config)
             for p in module.parameters():  # adapters train in float32 even on a float16 base
                 if p.requires_grad:
                     p.data = p.data.float()

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime import Choice, File, Input, Output, Param, Seed, StrList, node
+from runtime import Choice, Device, File, Input, Output, Param, RunPath, Seed, StrList, node
 from runtime.port_types import DiffusionModel, FileList, Sampler
 
 from nodes.train.artifacts import ModelSampler
@@ -192,8 +192,8 @@ class Sample:
     clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip (1 = A1111's clip skip 2)")
     lora = Param(File("open", filter="*.safetensors"), optional=True, doc="a LoRA file to apply (either format)")
     lora_scale = Param(float, 1.0, doc="strength of the LoRA file")
-    folder = Param(str, "samples", doc="folder inside the run folder")
-    device = Param(Choice("auto", "cpu", "cuda", "mps"), "auto",
+    folder = Param(RunPath(), "samples", doc="folder inside the run folder")
+    device = Param(Device(), "auto",
                    doc="where to sample (during training: where the model trains)")
 
     def run(self, ctx, model):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from runtime import Choice, Input, Output, Param, Seed, node
+from runtime import Choice, Device, Input, Output, Param, Seed, node
 from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Objective, OptimizerSpec
 
 from .backup import load_backup, report_save_errors, write_backup
@@ -82,7 +82,7 @@ class TrainLoop:
                       doc="autocast dtype of the forward pass (fp16 adds a gradient scaler)")
     gradient_checkpointing = Param(bool, False, doc="recompute activations in backward: less memory, slower")
     seed = Param(Seed, 42, doc="seed of the training noise, timesteps and dropout")
-    device = Param(Choice("auto", "cpu", "cuda", "mps"), "auto", doc="where to train (auto: GPU if there is one)")
+    device = Param(Device(), "auto", doc="where to train (auto: GPU if there is one)")
     loss_smoothing = Param(float, 0.9, min=0, max=0.999, doc="weight of the past in the smoothed loss")
 
     def run(self, ctx, model, batches, optimizer, schedule, objective, hooks):
@@ -93,7 +93,7 @@ class TrainLoop:
         # -- setup ----------------------------------------------------------------
         device = resolve_device(self.device)
         check_precision(model, self.precision)
-        torch.manual_seed(self.seed)
+        torch.manual_seed(ctx.seed_for(self.seed))  # dropout draws from torch's global generator
         model.prepare_for_training(device, self.gradient_checkpointing)
         params = model.trainable_parameters()
         if not params:
@@ -110,7 +110,7 @@ class TrainLoop:
         state.optimizer = optimizer.build(model.param_groups())
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
         state.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
-        state.generator = torch.Generator().manual_seed(self.seed)
+        state.generator = ctx.torch_generator(self.seed)
         hooks = ordered(hooks)
         run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, hooks)
         call(hooks, "on_start", run)

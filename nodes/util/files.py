@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from runtime import Dir, Input, Output, Param, StrList, node
+from runtime import Dir, Input, Output, Param, RunPath, StrList, node
 from runtime.fileio import atomic_write_text
 from runtime.port_types import FileList
 
@@ -49,7 +49,7 @@ class WriteManifest:
     """
 
     files = Input(FileList, doc="files to describe")
-    filename = Param(str, "manifest.json", doc="name of the manifest inside the run folder")
+    filename = Param(RunPath(), "manifest.json", doc="name of the manifest inside the run folder")
     hash = Param(bool, True, doc="compute SHA-256 of each file")
 
     def run(self, ctx, files):

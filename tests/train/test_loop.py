@@ -80,14 +80,16 @@ def test_gradient_clipping_bounds_the_update(runner):
     assert norm(free) > 100 * norm(clipped)
 
 
-def test_same_seed_same_weights_other_seed_other_weights(runner):
+def test_same_seed_same_weights_other_seed_or_node_other_weights(runner):
     runs = {}
-    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+    for name, node_id, seed in (("a", "train", 1), ("b", "train", 1), ("c", "train", 2), ("d", "other", 1)):
         m = make_toy()
-        runner.run(TrainLoop, name, train_inputs(m, ListBatches()), max_steps=3, seed=seed, device="cpu")
+        runner.run(TrainLoop, node_id, train_inputs(m, ListBatches()), max_steps=3, seed=seed, device="cpu")
         runs[name] = weights(m)
     assert all(torch.equal(x, y) for x, y in zip(runs["a"], runs["b"]))
     assert not all(torch.equal(x, y) for x, y in zip(runs["a"], runs["c"]))
+    # the noise is seeded by the seed and the node id: two loops with one seed draw differently
+    assert not all(torch.equal(x, y) for x, y in zip(runs["a"], runs["d"]))
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -172,8 +174,8 @@ def test_loss_weight_field_scales_the_loss(runner):
     for w in (1.0, 3.0):
         m = make_toy()
         b = ListBatches(n=2, batch_size=2, extra={"loss_weight": torch.full((2,), w)})
-        runner.run(TrainLoop, f"w{w}", train_inputs(m, b, lr=0.0, objective=ZeroNoise()), max_steps=1, device="cpu")
-        losses[w] = runner.events("progress", f"w{w}")[0]["loss"]
+        runner.run(TrainLoop, "train", train_inputs(m, b, lr=0.0, objective=ZeroNoise()), max_steps=1, device="cpu")
+        losses[w] = runner.events("progress", "train")[-1]["loss"]  # same node id: the same noise
     assert losses[3.0] == pytest.approx(3 * losses[1.0], rel=1e-4)
 
 
