@@ -14,6 +14,8 @@ from typing import Iterator
 from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # what a process killed by SIGPIPE reports
+MAX_PROBLEMS_SHOWN = 50
 
 EPILOG = """\
 examples:
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     sets.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                       help="set a graph input (name=value) or a node param (node.param=value); repeatable. "
                            "Relative paths resolve against the current folder")
+    sets.add_argument("--debug", action="store_true",
+                      help="print tracebacks on the console (they are always in the run's events.jsonl)")
 
     run = sub.add_parser("run", parents=[sets], help="run a graph",
                          description="Validate a graph, then run the nodes its sinks need, in order.",
@@ -109,7 +113,30 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_INVALID
-    return args.func(args)
+    from .console import one_line
+    from .workspace import WorkspaceError
+
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # the reader of our output went away (`nodetrainer nodes --json | head`)
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except WorkspaceError as e:
+        _err(str(e))
+        return EXIT_INVALID
+    except Exception as e:  # a bug, not a user mistake: one line, the traceback on request
+        if getattr(args, "debug", False):
+            raise
+        _err(f"nodetrainer: internal error: {type(e).__name__}: {one_line(str(e), 500)} (run again with --debug "
+             f"for the traceback, and please report it)")
+        return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush does not fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _err(text: str) -> None:
@@ -131,8 +158,11 @@ def _load(path: Path, registry):
 
 
 def _print_problems(problems, stream=None) -> None:
-    for p in problems:
-        print(f"  - {p}", file=stream or sys.stderr)
+    stream = stream or sys.stderr
+    for p in problems[:MAX_PROBLEMS_SHOWN]:
+        print(f"  - {p}", file=stream)
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more (validate --json lists them all)", file=stream)
 
 
 # -- validate -----------------------------------------------------------------
@@ -279,6 +309,19 @@ def _event_stream() -> Iterator[io.TextIOBase]:
         stream.close()
 
 
+def _workspace(args, graph, resume) -> Path:
+    """The run folder: ``--workspace`` (checked, never another folder's files overwritten), the resumed
+    backup's run folder, or a new one under ``--runs-dir``."""
+    from .backups import workspace_of
+    from .workspace import create_workspace, prepare_workspace
+
+    if args.workspace:
+        return prepare_workspace(Path(os.path.abspath(args.workspace)))
+    if resume is not None:
+        return prepare_workspace(workspace_of(resume), "the resumed run folder")
+    return create_workspace(Path(os.path.abspath(args.runs_dir)), graph.name)
+
+
 def cmd_run(args) -> int:
     from .console import ConsoleSink
     from .control import CancelToken, CommandInbox, signal_handlers, start_command_reader
@@ -286,7 +329,7 @@ def cmd_run(args) -> int:
     from .executor import ABORTED, CANCELLED, OK, execute
     from .registry import default_registry
     from .validate import validate
-    from .workspace import EVENTS_FILE, EventLog, create_workspace, write_run_record
+    from .workspace import EVENTS_FILE, EventLog, RunLock, write_run_record
 
     registry = default_registry()
     graph = _load(args.graph, registry)
@@ -301,35 +344,29 @@ def cmd_run(args) -> int:
 
     resume = None
     if args.resume:
-        from .backups import resolve_resume, workspace_of
+        from .backups import resolve_resume
 
         try:
             resume = resolve_resume(args.resume, args.runs_dir.resolve(), graph.name,
                                     args.workspace.resolve() if args.workspace else None)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             _err(f"--resume: {e}")
             return EXIT_INVALID
         _err(f"resuming from {resume}")
-    if args.workspace:
-        workspace = args.workspace.resolve()
-        workspace.mkdir(parents=True, exist_ok=True)
-    elif resume is not None:
-        workspace = workspace_of(resume)
-    else:
-        workspace = create_workspace(args.runs_dir.resolve(), graph.name)
-    write_run_record(workspace, graph, result, sys.argv[1:] if sys.argv else [], registry)
-
-    cancel = CancelToken()
-    inbox = CommandInbox(cancel)
-    log = EventLog(workspace / EVENTS_FILE)
-    bus = EventBus([log])
-    with contextlib.ExitStack() as stack:
+    argv = sys.argv[1:] if sys.argv else []
+    workspace = _workspace(args, graph, resume)
+    with RunLock(workspace).acquire(argv), contextlib.ExitStack() as stack:
+        write_run_record(workspace, graph, result, argv, registry)
+        cancel = CancelToken()
+        inbox = CommandInbox(cancel)
+        log = stack.enter_context(contextlib.closing(EventLog(workspace / EVENTS_FILE)))
+        bus = EventBus([log])
         if args.events == "jsonl":
             stream = stack.enter_context(_event_stream())
             bus.add(JsonLinesSink(stream))
             start_command_reader(sys.stdin, inbox, bus)
         else:
-            bus.add(ConsoleSink())
+            bus.add(ConsoleSink(debug=args.debug))
         stack.enter_context(signal_handlers(cancel))
         try:
             outcome = execute(result, workspace=workspace, bus=bus, cancel=cancel, inbox=inbox,
@@ -337,8 +374,6 @@ def cmd_run(args) -> int:
         except KeyboardInterrupt:  # a second interrupt landing between nodes
             bus.emit("run_finished", status=ABORTED, seconds=0.0, workspace=str(workspace))
             return EXIT_CANCELLED
-        finally:
-            log.close()
     if outcome.status == OK:
         return EXIT_OK
     if outcome.status in (CANCELLED, ABORTED):

@@ -25,11 +25,14 @@ def _duration(seconds: float) -> str:
 class ConsoleSink:
     """Renders events for a terminal (to stderr by default)."""
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, debug: bool = False):
         self.stream = stream or sys.stderr
+        #: print tracebacks; without it an error is one line (the traceback is in the event log)
+        self.debug = debug
         self.bar = None
         self.bar_node: str | None = None
         self.total_nodes = 0
+        self.failed = False
 
     def _write(self, text: str) -> None:
         if self.bar is not None:
@@ -92,11 +95,20 @@ class ConsoleSink:
 
     def on_error(self, e: dict) -> None:
         self._close_bar()
-        self._write(f"ERROR {e['message']}")
-        if e.get("traceback"):
+        self._write(f"ERROR {one_line(e['message'])}")
+        if e.get("traceback") and self.debug:
             self._write(e["traceback"].rstrip())
+        self.failed = True
 
     def on_run_finished(self, e: dict) -> None:
         self._close_bar()
         reason = f" ({e['reason']})" if e.get("reason") else ""
         self._write(f"Run {e['status']}{reason} in {_duration(e['seconds'])}; outputs in {e['workspace']}")
+        if self.failed and not self.debug:
+            self._write("  (the traceback is in events.jsonl in that folder; --debug prints it here)")
+
+
+def one_line(text: str, limit: int = 1000) -> str:
+    """A message on one line, bounded: a library's multi-line or huge error text stays readable."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

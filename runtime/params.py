@@ -170,6 +170,19 @@ class Device(Choice):
             return f"device {value!r} was chosen but torch sees no CUDA GPU here (use auto or cpu)"
         return None
 
+    @staticmethod
+    def describe_on_machine(value: str) -> str:
+        """What ``value`` means here, for the run record: ``cpu``, ``cuda:0 (NVIDIA H200)``, ``mps``."""
+        import torch
+
+        if value == "auto":
+            mps = getattr(torch.backends, "mps", None)
+            value = "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"
+        if value.startswith("cuda") and torch.cuda.is_available():
+            index = int(value.partition(":")[2] or torch.cuda.current_device())
+            return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+        return value
+
 
 class RunPath(StrKind):
     """A file or folder name inside the run folder (``samples``, ``lora/manifest.json``).
