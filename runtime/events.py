@@ -31,17 +31,33 @@ class EventSink(Protocol):
     def __call__(self, event: dict) -> None: ...
 
 
+def safe_text(text: str) -> str:
+    """``text`` encodable as UTF-8: a file name's undecodable bytes (Python's surrogate escapes)
+    become ``\\xff``, any other lone surrogate ``\\udXXX``. Valid text comes back unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _clean(value: _Any) -> _Any:
-    """JSON-safe: non-finite floats become null, unknown objects their text."""
+    """JSON-safe: non-finite floats become null, text UTF-8-safe, unknown objects their text."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return safe_text(value)
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {safe_text(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
+    if value is None or isinstance(value, (int, bool)):
         return value
-    return str(value)
+    return safe_text(str(value))
 
 
 def to_json(event: dict) -> str:
@@ -61,7 +77,9 @@ class EventBus:
     def emit(self, kind: str, **data: _Any) -> dict:
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
-        event = {"event": kind, "t": round(time.time(), 3), **data}
+        # text fields made UTF-8-safe here, so no sink (a console, a log file) fails on a file name
+        event = {"event": kind, "t": round(time.time(), 3),
+                 **{k: safe_text(v) if isinstance(v, str) else v for k, v in data.items()}}
         with self._lock:
             for sink in self.sinks:
                 sink(event)

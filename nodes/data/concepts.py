@@ -12,6 +12,7 @@ from pathlib import Path
 from runtime import Choice, Dir, Input, Output, Param, StrList, Text, node
 from runtime.data import SkipItem, Skipped, SourceStage
 from runtime.data.item import mix_seed
+from runtime.events import safe_text
 from runtime.port_types import Caption, Concept, ImagePath, Resolution, Scalar, TextPath
 
 IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "webp", "bmp"]
@@ -74,7 +75,7 @@ class ConceptData:
         """The settings that define items (not the file list: files key per item)."""
         text = "|".join(map(repr, (self.name, self.folder, self.caption, self.text, self.missing_caption,
                                    self.balancing, self.balancing_strategy, self.loss_weight)))
-        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _stat(path: str) -> str:
@@ -116,9 +117,9 @@ class ConceptNode:
 
     The scan reads each image's header (size, EXIF orientation): files that are
     not readable images, and images without a caption when captions come from
-    sidecar files, are skipped with a warning naming the file. A concept with
-    no readable image is an error naming its folder. Connect one or more
-    concepts to a Concepts source.
+    sidecar files, and files whose names are not valid UTF-8, are skipped with
+    a warning naming the file. A concept with no readable image is an error
+    naming its folder. Connect one or more concepts to a Concepts source.
     """
 
     concept = Output(Concept, doc="the scanned concept")
@@ -139,6 +140,9 @@ class ConceptNode:
     masks = Param(bool, False, doc="use '<name>-masklabel.png' beside an image as its mask")
 
     def run(self, ctx):
+        if safe_text(self.folder) != self.folder:
+            raise ValueError(f"param 'folder': the folder name is not valid UTF-8: {safe_text(self.folder)} "
+                             f"(rename the folder)")
         name = self.name or Path(self.folder).name
         files = list_images(self.folder, self.recursive, self.extensions)
         data = ConceptData(name, self.folder, self.caption, self.text, self.missing_caption, self.balancing,
@@ -150,10 +154,12 @@ class ConceptNode:
         for i, path in enumerate(files):
             if i % 256 == 0:
                 ctx.check_cancelled()
-            rec, reason = self._scan(path)
+            shown = safe_text(path)
+            # names with undecodable bytes would break captions, cache keys and messages downstream
+            rec, reason = self._scan(path) if shown == path else (None, "file name is not valid UTF-8")
             if rec is None:
-                data.skipped.append(Skipped(None, path, reason, ctx.node_id))
-                ctx.warn(f"concept {name!r}: skipped {path}: {reason}", path=path)
+                data.skipped.append(Skipped(None, shown, reason, ctx.node_id))
+                ctx.warn(f"concept {name!r}: skipped {shown}: {reason}", path=shown)
             else:
                 data.records.append(rec)
         if not data.records:

@@ -22,7 +22,7 @@ def _splitmix(x: int) -> int:
 
 def stable_id(text: str) -> int:
     """A 64-bit number for a name (a node id), the same in every process."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def mix_seed(*parts: int) -> int:

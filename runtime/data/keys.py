@@ -17,7 +17,8 @@ from .engine import Field, Stage
 
 
 def _h(*parts: str) -> str:
-    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=20).hexdigest()
+    # surrogatepass: a path with undecodable bytes (surrogate escapes) still keys, distinctly
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=20).hexdigest()
 
 
 def node_params(node) -> list[tuple[str, _Any]]:

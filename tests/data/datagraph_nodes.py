@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runtime import Input, Output, Param, node
 from runtime.data import PerSampleStage, passthrough
-from runtime.port_types import Any, Image
+from runtime.port_types import Any, BatchSource as BatchSourceType, Image
 
 #: node id -> number of process() calls in this process
 CALLS: dict[str, int] = {}
@@ -54,3 +54,15 @@ class UseModel(PerSampleStage):
 
     def process(self, item, image, model):
         return {"image": image}
+
+
+@node("testdata.consume", title="Consume batches", category="Test")
+class ConsumeBatches:
+    """A sink: read every batch of epoch 0 and log how many items came (a stand-in for training)."""
+
+    batches = Input(BatchSourceType)
+
+    def run(self, ctx, batches):
+        items = sum(len(b["_index"]) for b in batches.epoch(0))
+        ctx.log(f"consumed {items} item(s)", items=items)
+        return {}
