@@ -7,6 +7,7 @@ import re
 
 from runtime import Choice, Input, Output, Param, Seed, node
 
+from .model import TOKENS
 from .types import SDModel
 
 #: module-name suffixes per target preset (diffusers UNet / transformers CLIP names)
@@ -65,6 +66,13 @@ class LoraSetup:
     init = Param(Choice("default", "gaussian"), "default",
                  doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
     seed = Param(Seed, 0, doc="seed of the adapter initialisation (mixed with the node id)")
+
+    def needed_batch_fields(self) -> dict[str, str]:
+        """What train.loop's check asks: a trained text encoder reads token ids from the batches."""
+        if not self.train_text_encoder:
+            return {}
+        return {TOKENS: "the text encoder trains (train_text_encoder), so its input must be in the batches: "
+                        "connect sd.tokenize's 'tokens' output to the batches node's fields"}
 
     def run(self, ctx, model):
         from peft import LoraConfig

@@ -190,6 +190,23 @@ class TrainLoop:
         model.prepare_for_inference()
         return {"trained": model}
 
+    def check(self, c) -> None:
+        """Before a run: the batches carry every field the model's nodes need. A node upstream of
+        ``model`` may declare ``needed_batch_fields() -> {field: how to provide it}``; a batch source
+        node may declare ``batch_fields(view) -> set of field names`` (runtime.data's batches do)."""
+        sources = c.linked("batches")
+        fields_of = getattr(sources[0].instance(), "batch_fields", None) if sources else None
+        if fields_of is None:
+            return
+        have = set(fields_of(sources[0]))
+        for view in c.ancestors("model"):
+            needs = getattr(view.instance(), "needed_batch_fields", None)
+            for name, fix in (needs() if needs else {}).items():
+                if name not in have:
+                    c.error(f"node {view.id!r} ({view.spec.type_id}) needs the batch field {name!r}, but the batches "
+                            f"from {sources[0].id!r} have only {', '.join(sorted(have)) or 'no fields'}: {fix}",
+                            input="batches")
+
     @staticmethod
     def _commands(ctx, hooks, run) -> None:
         for cmd in ctx.commands():

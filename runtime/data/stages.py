@@ -235,6 +235,10 @@ class BatchesStage(DataStage):
     def run(self, ctx, fields, bucket=None):
         return {"batches": self.make_source(ctx, fields, bucket)}
 
+    def batch_fields(self, view) -> set[str]:
+        """The batch keys this node will produce (for checks before a run): the connected port names."""
+        return {link.port for link in view.links("fields")}
+
     def make_source(self, ctx, fields, bucket):
         from .batches import BatchSource, named_fields
 
