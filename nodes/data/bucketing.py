@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import math
+import re
 
 from runtime import Choice, Input, Output, Param, StrList, node
 from runtime.data import AggregateStage, PerSampleStage, passthrough
 from runtime.port_types import Image, Mask, Offset, Resolution
 
+from .concepts import MAX_ITEMS
+
 DEFAULT_ASPECTS = ["1:1", "5:4", "4:3", "3:2", "16:9", "2:1", "3:1", "4:1"]
 RESAMPLE = ("lanczos", "bicubic", "bilinear", "box", "nearest")
+#: widest aspect ratio (and its inverse, the tallest) a bucket may have
+MAX_ASPECT = 16
+MAX_ASPECTS = 256
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_ASPECT = re.compile(rf"\s*{_NUMBER}\s*(?::\s*{_NUMBER}\s*)?", re.ASCII)
 
 
 def parse_aspect(text: str) -> float:
-    """'4:3' or '1.5' -> width / height."""
-    try:
-        if ":" in text:
-            w, h = text.split(":", 1)
-            value = float(w) / float(h)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"not an aspect ratio: {text!r} (use 'W:H' or a number)") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"not an aspect ratio: {text!r}")
+    """'4:3' or '1.5' -> width / height, from 1:MAX_ASPECT to MAX_ASPECT:1; plain decimals only."""
+    m = _ASPECT.fullmatch(text)
+    if m is None:
+        raise ValueError(f"not an aspect ratio: {text[:40]!r} (use 'W:H' or a number, like '4:3' or '1.5')")
+    w, h = float(m[1]), float(m[2]) if m[2] is not None else 1.0
+    if not (w > 0 and h > 0):
+        raise ValueError(f"not an aspect ratio: {text[:40]!r}: both sides must be above 0")
+    value = w / h
+    if not 1 / MAX_ASPECT <= value <= MAX_ASPECT:  # also refuses inf and nan from huge digit strings
+        raise ValueError(f"aspect ratio {text[:40]!r} is outside 1:{MAX_ASPECT} .. {MAX_ASPECT}:1")
     return value
+
+
+def parse_aspects(texts: list[str]) -> list[float]:
+    """Every ratio of a list (see ``parse_aspect``); ValueError names the first bad one."""
+    if not texts:
+        raise ValueError("give at least one aspect ratio")
+    if len(texts) > MAX_ASPECTS:
+        raise ValueError(f"{len(texts)} aspect ratios; at most {MAX_ASPECTS}")
+    return [parse_aspect(a) for a in texts]
 
 
 def bucket_list(resolution: int, quantization: int, aspects: list[float]) -> list[tuple[int, int]]:
@@ -60,19 +76,33 @@ class AspectBucket(AggregateStage):
 
     size = Input(Resolution, doc="original (width, height) of each item")
     bucket = Output(Resolution, doc="the item's bucket (width, height)")
-    resolution = Param(int, 512, min=8, max=16384, doc="side of the square bucket; others keep its area")
-    quantization = Param(int, 64, min=1, max=1024, doc="bucket sides are multiples of this (8 for SD 1.x latents)")
-    aspects = Param(StrList, DEFAULT_ASPECTS, doc="aspect ratios W:H; each is also used rotated")
-    min_items = Param(int, 1, min=1, doc="merge buckets with fewer items into the nearest larger one")
+    resolution = Param(int, 512, min=8, max=8192, doc="side of the square bucket; others keep its area")
+    quantization = Param(int, 64, min=1, max=1024,
+                         doc="bucket sides are multiples of this (8 for SD 1.x latents); at most 'resolution'")
+    aspects = Param(StrList, DEFAULT_ASPECTS,
+                    doc=f"aspect ratios W:H (or a number), from 1:{MAX_ASPECT} to {MAX_ASPECT}:1; each is also "
+                        f"used rotated")
+    min_items = Param(int, 1, min=1, max=MAX_ITEMS, doc="merge buckets with fewer items into the nearest larger one")
+
+    def check(self, c):
+        for param, why in self._problems():
+            c.error(why, param=param)
+
+    def _problems(self) -> list[tuple[str, str]]:
+        out = []
+        try:
+            parse_aspects(self.aspects)
+        except ValueError as e:
+            out.append(("aspects", str(e)))
+        if self.quantization > self.resolution:
+            out.append(("quantization", f"{self.quantization} is more than resolution {self.resolution}"))
+        return out
 
     def setup(self, ctx, **values):
-        try:
-            ratios = [parse_aspect(a) for a in self.aspects]
-        except ValueError as e:
-            raise ValueError(f"param 'aspects': {e}") from None
-        if not ratios:
-            raise ValueError("param 'aspects': give at least one aspect ratio")
-        self._buckets = bucket_list(self.resolution, self.quantization, ratios)
+        problems = self._problems()
+        if problems:
+            raise ValueError("; ".join(f"param {p!r}: {why}" for p, why in problems))
+        self._buckets = bucket_list(self.resolution, self.quantization, parse_aspects(self.aspects))
 
     def aggregate(self, item, size):
         buckets = self._buckets

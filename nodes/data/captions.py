@@ -21,7 +21,7 @@ def join_tags(tags: list[str], delimiter: str) -> str:
 class _TagStage(PerSampleStage):
     caption = Input(Caption, doc="caption made of tags")
     delimiter = Param(str, ",", doc="text between tags")
-    keep_first = Param(int, 0, min=0, doc="leading tags that stay in place (e.g. a trigger word)")
+    keep_first = Param(int, 0, min=0, max=1000, doc="leading tags that stay in place (e.g. a trigger word)")
 
     def setup(self, ctx, **values):
         if not self.delimiter:

@@ -19,6 +19,8 @@ IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "webp", "bmp"]
 MASK_SUFFIX = "-masklabel"
 IGNORED_SUFFIXES = (MASK_SUFFIX, "-condlabel")
 _ORIENTATION = 0x0112
+#: most items one epoch may hold (the batch plan keeps a list of them): a bound on 'balancing'
+MAX_ITEMS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,11 @@ class ConceptNode:
     missing_caption = Param(Choice("skip", "filename", "fixed", "empty"), "skip",
                             doc="when a sidecar .txt is missing: skip the image, or use the file name, "
                                 "the fixed text or an empty caption")
-    balancing = Param(float, 1.0, min=0, doc="repeats per epoch (fractions allowed), or a number of samples")
+    balancing = Param(float, 1.0, min=0, max=MAX_ITEMS,
+                      doc="repeats per epoch (fractions allowed), or a number of samples")
     balancing_strategy = Param(Choice("repeats", "samples"), "repeats",
                                doc="'repeats': items = images x balancing; 'samples': items = balancing")
-    loss_weight = Param(float, 1.0, min=0, doc="loss weight of this concept's items")
+    loss_weight = Param(float, 1.0, min=0, max=1000, doc="loss weight of this concept's items")
     masks = Param(bool, False, doc="use '<name>-masklabel.png' beside an image as its mask")
 
     def run(self, ctx):
@@ -165,6 +168,9 @@ class ConceptNode:
         if not data.records:
             raise ValueError(f"concept {name!r}: no readable images in {where} ({len(files)} file(s) skipped; "
                              f"first: {data.skipped[0]})")
+        if data.count > MAX_ITEMS:
+            raise ValueError(f"param 'balancing': {len(data.records)} image(s) with balancing {self.balancing:g} "
+                             f"({self.balancing_strategy}) make {data.count} items per epoch, more than {MAX_ITEMS}")
         ctx.log(f"concept {name!r}: {len(data.records)} image(s), {data.count} item(s) per epoch"
                 + (f", {len(data.skipped)} skipped" if data.skipped else ""), images=len(data.records),
                 skipped=len(data.skipped))
@@ -266,6 +272,9 @@ class ConceptsSource(SourceStage):
         total = self._offsets[-1]
         if total == 0:
             raise ValueError("no items: every concept has balancing 0")
+        if total > MAX_ITEMS:
+            raise ValueError(f"input 'concepts': {total} items per epoch, more than {MAX_ITEMS}; lower the "
+                             f"concepts' balancing")
         return total
 
     def _locate(self, epoch: int, index: int, seed: int) -> tuple[int, ImageRecord]:
