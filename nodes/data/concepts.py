@@ -11,7 +11,7 @@ from pathlib import Path
 
 from runtime import Choice, Dir, Input, Output, Param, StrList, Text, node
 from runtime.data import SkipItem, Skipped, SourceStage
-from runtime.data.item import mix_seed
+from runtime.data.item import mix_seed, stable_id
 from runtime.events import safe_text
 from runtime.port_types import Caption, Concept, ImagePath, Resolution, Scalar, TextPath
 
@@ -265,6 +265,7 @@ class ConceptsSource(SourceStage):
         if not concepts:
             raise ValueError("no concepts connected")
         self._concepts = list(concepts)
+        self._node_seed = stable_id(ctx.node_id) if ctx is not None else 0
         self._offsets = [0]
         for c in self._concepts:
             self._offsets.append(self._offsets[-1] + c.count)
@@ -289,7 +290,7 @@ class ConceptsSource(SourceStage):
         perm = self._tails.get(key)
         if perm is None:
             perm = list(range(n))
-            random.Random(mix_seed(seed, c, epoch, 0x7A11)).shuffle(perm)
+            random.Random(mix_seed(seed, self._node_seed, c, epoch, 0x7A11)).shuffle(perm)
             if len(self._tails) > 64:
                 self._tails.clear()
             self._tails[key] = perm

@@ -231,10 +231,14 @@ class BatchSource:
             for k in range(len(job)):
                 yield job[k]
             return
+        import torch
         from torch.utils.data import DataLoader
 
+        # without a generator of its own, DataLoader draws its workers' base seed from torch's global one
+        gen = torch.Generator()
+        gen.manual_seed(mix_seed(self.seed, stable_id(self.node_id), epoch, 0xD47A))
         loader = DataLoader(job, batch_size=None, shuffle=False, num_workers=self.workers,
-                            collate_fn=_identity, persistent_workers=False)
+                            collate_fn=_identity, persistent_workers=False, generator=gen)
         yield from loader
 
     def __repr__(self) -> str:
