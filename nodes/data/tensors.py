@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from runtime import Choice, Input, Param, node
 from runtime.data import PerSampleStage, SkipItem, passthrough
+from runtime.data.pixels import PixelError, to_grey, to_rgb
 from runtime.port_types import Image, ImageTensor, Mask
-
-from .loading import PixelError, to_grey, to_rgb
 
 DTYPES = ("float32", "float16", "bfloat16")
 

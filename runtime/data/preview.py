@@ -208,12 +208,14 @@ def _record(i: int, fields: dict[str, Field], values: dict[str, _Any], path: str
 def _thumb_from_file(path: str, limit: int = 512):
     from PIL import Image, ImageOps
 
+    from .pixels import to_rgb
+
     try:
         img = Image.open(path)
         img.draft("RGB", (limit, limit))
         img = ImageOps.exif_transpose(img)
         size = img.size
-        img = img.convert("RGB")
+        img = to_rgb(img, (255, 255, 255))  # 16-bit and float files shown as training sees them
         img.thumbnail((limit, limit))
         img.info["source_size"] = size
         return img
@@ -324,7 +326,9 @@ def cli_preview(args) -> int:
 
     from ..cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, _load, _print_problems
     from ..errors import GraphError, NodeFailure
+    from ..events import safe_text
     from ..registry import default_registry
+    from .item import DataStageError
 
     def err(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -342,8 +346,8 @@ def cli_preview(args) -> int:
         err(f"{args.graph}: {e.summary or 'invalid graph'}")
         _print_problems(e.problems)
         return EXIT_INVALID
-    except NodeFailure as e:
-        err(str(e))
+    except (NodeFailure, DataStageError) as e:
+        err(safe_text(str(e)))
         return EXIT_FAILED
     except ValueError as e:
         err(f"{args.graph}: {e}")
@@ -357,7 +361,7 @@ def cli_preview(args) -> int:
     for r in records:
         size = f"{r.size[0]}x{r.size[1]}" if r.size else "?"
         text = f"skipped: {r.error}" if r.error else (r.caption if r.caption is not None else "")
-        print(f"#{r.index:<4} {size:>11}  {text}" + (f"  [{r.path}]" if r.error and r.path else ""))
+        print(safe_text(f"#{r.index:<4} {size:>11}  {text}" + (f"  [{r.path}]" if r.error and r.path else "")))
     if args.out:
         print(f"contact sheet: {args.out}")
     return EXIT_OK

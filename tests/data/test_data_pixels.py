@@ -191,3 +191,14 @@ def test_to_tensor_maps_any_pil_mode_or_skips(tmp_path):
     assert out and node.process(Item(0, 0, 1), rgba, None)["image"].flatten().tolist() == [1.0, 1.0, 1.0]
     with pytest.raises(SkipItem, match="unsupported pixels: image mode 'La'"):
         node.process(Item(0, 0, 1), Image.new("La", (1, 1)), None)
+
+
+def test_preview_thumbnails_of_files_follow_the_same_rule(data_registry, tmp_path):
+    from runtime.data.preview import preview
+
+    folder = tmp_path / "p"
+    folder.mkdir()
+    save(folder, "half16.png", Image.frombytes("I;16", (4, 4), np.full(16, 32768, "<u2").tobytes()))
+    (record,) = preview(graph_of(pipeline(folder)), "source", 1, data_registry)
+    assert record.image is not None and record.image.mode == "RGB"
+    assert set(pixels(record.image)) == {128}, "the preview shows the 16-bit file as 50% grey, not white"

@@ -86,3 +86,22 @@ def test_cli_preview_writes_a_sheet(dataset, tmp_path, capsys):
     assert code == 0 and len(data["items"]) == 2 and data["items"][0]["size"]
     assert main(["preview", str(EXAMPLE_GRAPH), "nope"]) == 2
     assert "no node 'nope'" in capsys.readouterr().err
+
+
+def test_cli_preview_reports_a_failing_stage_in_one_line(clean_dataset, tmp_path, capsys):
+    from runtime.cli import main
+
+    graph = tmp_path / "bad.yaml"
+    graph.write_text(f"""format: nodetrainer.graph/1
+name: bad
+nodes:
+  concept: {{type: data.concept@1, params: {{folder: {json.dumps(str(clean_dataset.root))}}}}}
+  source: {{type: data.concepts@1, in: {{concepts: [concept.concept]}}}}
+  load: {{type: data.load_image@1, in: {{path: source.path}}}}
+  tensor: {{type: data.to_tensor@1, in: {{image: load.image}}}}
+  rot: {{type: data.random_rotate@1, in: {{image: tensor.image}}, params: {{probability: 1.0}}}}
+""")
+    assert main(["preview", str(graph), "rot", "--n", "2"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "node 'rot' (data.random_rotate) failed on item 0" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
