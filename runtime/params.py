@@ -43,6 +43,21 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _check_utf8(value: str) -> str:
+    """Text from a file system or a command line may hold bytes that are not UTF-8 (lone surrogates):
+    no graph file, event or run record can hold it, so it is refused here, shown with escapes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        try:  # bytes a file system name held, as \xNN
+            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise ParamError(f"text '{shown}' is not valid UTF-8 (rename it)") from None
+    return value
+
+
 class ParamKind:
     """Base of all kinds. ``name`` is also the type name used by graph inputs."""
 
@@ -110,7 +125,7 @@ class StrKind(ParamKind):
             return str(value)
         if not isinstance(value, str):
             raise ParamError(f"expected text, got {_type_name(value)}")
-        return value
+        return _check_utf8(value)
 
 
 class TextKind(StrKind):
@@ -230,7 +245,7 @@ class _PathKind(ParamKind):
             raise ParamError(f"expected a {self.target} path, got {_type_name(value)}")
         if "\x00" in value:
             raise ParamError("a path cannot contain a NUL character")
-        return value
+        return _check_utf8(value)
 
     def describe(self) -> dict:
         d = {"kind": self.name, "mode": self.mode}
@@ -264,14 +279,14 @@ class StrList(ParamKind):
 
     def coerce(self, value):
         if isinstance(value, str):
-            return [value]
+            return [_check_utf8(value)]
         if not isinstance(value, list):
             raise ParamError(f"expected a list of texts, got {_type_name(value)}")
         out = []
         for i, item in enumerate(value):
             if isinstance(item, bool) or not isinstance(item, (str, int, float)):
                 raise ParamError(f"item {i}: expected text, got {_type_name(item)}")
-            out.append(str(item))
+            out.append(_check_utf8(str(item)))
         return out
 
 

@@ -192,3 +192,12 @@ def test_ctx_path_refuses_to_leave_the_workspace(tmp_path):
     for parts in (("..", "x"), ("/etc/passwd",), ("link", "x")):
         with pytest.raises(ValueError, match="outside the run folder"):
             ctx.path(*parts)
+
+
+def test_a_param_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    bad = os.fsencode(str(tmp_path)) + b"/data\xfe"
+    os.mkdir(bad)
+    r = run_cli("run", ROOT / "graphs" / "quickstart.yaml", "--set", f"dataset={os.fsdecode(bad)}",
+                "--workspace", tmp_path / "ws")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert "input 'dataset'" in r.stderr and "not valid UTF-8" in r.stderr and "\\xfe" in r.stderr
