@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .errors import shown
+
 FORMAT_PREFIX = "nodetrainer.graph/"
 CURRENT_FORMAT = 1
 
@@ -36,9 +38,10 @@ def _from_0(data: dict) -> dict:
                 entry["params"] = item["params"]
             unknown = set(item) - {"id", "type", "version", "inputs", "params", "pos"}
             if unknown:
-                raise ValueError(f"format 0: node {node_id!r} has unknown key(s) {sorted(map(str, unknown))}")
+                keys = shown(sorted(map(str, unknown)))
+                raise ValueError(f"format 0: node {shown(node_id)} has unknown key(s) {keys}")
             if not isinstance(node_id, str) or node_id in nodes:
-                raise ValueError(f"format 0: node id {node_id!r} is invalid or repeated")
+                raise ValueError(f"format 0: node id {shown(node_id)} is invalid or repeated")
             nodes[node_id] = entry
             if "pos" in item:
                 layout[node_id] = item["pos"]

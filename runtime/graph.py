@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any as _Any
 
+from .errors import shown
 from .params import INPUT_KINDS, MISSING, Choice, ParamKind
 
-NODE_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-LINK_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
+# \Z, not $: "$" also matches before a final newline, so "scan\n" passed as a node id
+NODE_ID_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+LINK_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)\.([A-Za-z_][A-Za-z0-9_]*)\Z")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Link:
     def parse(cls, text: object) -> Link | None:
         if not isinstance(text, str):
             return None
-        m = LINK_RE.match(text.strip())
+        m = LINK_RE.fullmatch(text.strip())
         return cls(m.group(1), m.group(2)) if m else None
 
     def __str__(self) -> str:
@@ -113,10 +115,10 @@ class Graph:
     # -- editing helpers (used by the editor and by tests) ------------------
     def add_node(self, node_id: str, type_id: str, version: int | None = None, params: dict | None = None,
                  pos: tuple[float, float] | None = None) -> NodeEntry:
-        if not NODE_ID_RE.match(node_id):
-            raise ValueError(f"invalid node id {node_id!r}")
+        if not isinstance(node_id, str) or not NODE_ID_RE.fullmatch(node_id):
+            raise ValueError(f"invalid node id {shown(node_id)}")
         if node_id in self.nodes:
-            raise ValueError(f"node id {node_id!r} already exists")
+            raise ValueError(f"node id {shown(node_id)} already exists")
         entry = NodeEntry(node_id, type_id, version, dict(params or {}))
         self.nodes[node_id] = entry
         if pos is not None:

@@ -16,8 +16,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any as _Any
 
+import yaml
+
 from . import yaml_dialect
-from .errors import GraphFileError, Problem
+from .errors import GraphFileError, Problem, shown
 from .file_migrations import CURRENT_FORMAT, FORMAT_PREFIX, MIGRATIONS
 from .fileio import atomic_write_text
 from .graph import NODE_ID_RE, Graph, GraphInput, Link, NodeEntry, Note
@@ -27,12 +29,18 @@ from .yaml_dialect import FlowList, FlowMap
 if TYPE_CHECKING:
     from .registry import Registry
 
-TYPE_RE = re.compile(r"^([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)(?:@([0-9]+))?$")
-INPUT_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a final newline, and "scan\n" is not a name
+TYPE_RE = re.compile(r"([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)(?:@([0-9]+))?\Z")
+INPUT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+FORMAT_VERSION_RE = re.compile(r"[0-9]{1,9}\Z")
+#: node versions are small whole numbers; a longer one is a hostile or broken file
+MAX_VERSION_DIGITS = 9
 TOP_KEYS = ("format", "name", "description", "inputs", "nodes", "layout", "notes")
 NODE_KEYS = ("type", "in", "params")
 INPUT_KEYS = ("type", "default", "min", "max", "choices", "doc")
 MAX_FILE_BYTES = 16 * 1024 * 1024
+#: far more than any pipeline needs; validation's cost grows with the node count
+MAX_NODES = 1000
 
 
 # -- loading -----------------------------------------------------------------
@@ -80,6 +88,10 @@ def loads_graph(text: str, registry: Registry | None = None, path: Path | None =
 
 
 def _yaml_message(e: Exception) -> str:
+    mark = getattr(e, "problem_mark", None)
+    if isinstance(e, yaml.MarkedYAMLError) and mark is not None:
+        text = "; ".join(part for part in (e.context, e.problem) if part)
+        return f"YAML syntax, line {mark.line + 1}, column {mark.column + 1}: {text}"
     text = " ".join(str(e).replace('in "<unicode string>", ', "").split())
     return f"YAML syntax: {text}" if text else f"YAML syntax: {type(e).__name__}"
 
@@ -87,10 +99,11 @@ def _yaml_message(e: Exception) -> str:
 def _migrate_format(data: dict, where: str) -> dict:
     fmt = data.get("format", f"{FORMAT_PREFIX}{CURRENT_FORMAT}")
     version = None
-    if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX) and fmt[len(FORMAT_PREFIX):].isdigit():
-        version = int(fmt[len(FORMAT_PREFIX):])
+    if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX):
+        digits = fmt[len(FORMAT_PREFIX):]
+        version = int(digits) if FORMAT_VERSION_RE.fullmatch(digits) else None
     if version is None:
-        raise GraphFileError([Problem(f"unknown file format {fmt!r} (expected '{FORMAT_PREFIX}{CURRENT_FORMAT}')",
+        raise GraphFileError([Problem(f"unknown file format {shown(fmt)} (expected '{FORMAT_PREFIX}{CURRENT_FORMAT}')",
                                       field="format", code="format")], f"cannot read {where}")
     if version > CURRENT_FORMAT:
         raise GraphFileError([Problem(f"this file uses format {version}, written by a newer nodetrainer; "
@@ -116,7 +129,7 @@ def _build(data: dict, problems: list[Problem], path: Path | None) -> Graph:
 
     for key in data:
         if key not in TOP_KEYS:
-            bad(f"unknown top-level key {key!r} (expected one of {', '.join(TOP_KEYS)})")
+            bad(f"unknown top-level key {shown(key)} (expected one of {', '.join(TOP_KEYS)})")
 
     graph = Graph(path=path)
     name = data.get("name", path.stem if path else "untitled")
@@ -140,14 +153,18 @@ def _build(data: dict, problems: list[Problem], path: Path | None) -> Graph:
         gi = _build_input(name, decl, bad)
         if gi:
             graph.inputs[gi.name] = gi
-    for node_id, body in section("nodes", "node id -> {type, in, params}").items():
+    nodes = section("nodes", "node id -> {type, in, params}")
+    if len(nodes) > MAX_NODES:
+        bad(f"a graph holds at most {MAX_NODES} nodes, this one {len(nodes)}", field="nodes")
+        nodes = {}
+    for node_id, body in nodes.items():
         entry = _build_node(node_id, body, bad)
         if entry:
             graph.nodes[entry.id] = entry
     for node_id, pos in section("layout", "node id -> [x, y]").items():
         if (not isinstance(node_id, str) or not isinstance(pos, list) or len(pos) != 2
                 or not all(_is_number(v) for v in pos)):
-            bad(f"layout entry {node_id!r} must be [x, y] numbers", field="layout")
+            bad(f"layout entry {shown(node_id)} must be [x, y] numbers", field="layout")
             continue
         graph.layout[node_id] = (pos[0], pos[1])
 
@@ -169,19 +186,19 @@ def _is_number(v: object) -> bool:
 
 
 def _build_input(name: object, decl: object, bad) -> GraphInput | None:
-    field = f"input {name!r}"
-    if not isinstance(name, str) or not INPUT_NAME_RE.match(name):
-        bad(f"graph input name {name!r} must be an identifier", field=field)
+    field = f"input {shown(name)}"
+    if not isinstance(name, str) or not INPUT_NAME_RE.fullmatch(name):
+        bad(f"graph input name {shown(name)} must be an identifier", field=field)
         return None
     if not isinstance(decl, dict):
         bad("must be a mapping such as {type: path, doc: ...}", field=field)
         return None
     for key in decl:
         if key not in INPUT_KEYS:
-            bad(f"unknown key {key!r} (expected {', '.join(INPUT_KEYS)})", field=field)
+            bad(f"unknown key {shown(key)} (expected {', '.join(INPUT_KEYS)})", field=field)
     kind = decl.get("type")
     if not isinstance(kind, str) or kind not in INPUT_KINDS:
-        bad(f"type must be one of {', '.join(INPUT_KINDS)}, not {kind!r}", field=field)
+        bad(f"type must be one of {', '.join(INPUT_KINDS)}, not {shown(kind)}", field=field)
         return None
     gi = GraphInput(name, kind)
     if "default" in decl:
@@ -212,20 +229,24 @@ def _build_input(name: object, decl: object, bad) -> GraphInput | None:
 
 
 def _build_node(node_id: object, body: object, bad) -> NodeEntry | None:
-    if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
-        bad(f"node id {node_id!r} must start with a letter or _ and hold only letters, digits, _ and -",
-            node=str(node_id))
+    if not isinstance(node_id, str) or not NODE_ID_RE.fullmatch(node_id):
+        bad(f"node id {shown(node_id)} must start with a letter or _ and hold only letters, digits, _ and -",
+            node=node_id if isinstance(node_id, str) else shown(node_id))
         return None
     if not isinstance(body, dict):
         bad("a node must be a mapping {type, in, params}", node=node_id)
         return None
     for key in body:
         if key not in NODE_KEYS:
-            bad(f"unknown key {key!r} (expected {', '.join(NODE_KEYS)})", node=node_id)
+            bad(f"unknown key {shown(key)} (expected {', '.join(NODE_KEYS)})", node=node_id)
     type_text = body.get("type")
-    m = TYPE_RE.match(type_text) if isinstance(type_text, str) else None
+    m = TYPE_RE.fullmatch(type_text) if isinstance(type_text, str) else None
     if not m:
-        bad(f"type must look like 'family.name@1', not {type_text!r}", node=node_id, field="type")
+        bad(f"type must look like 'family.name@1', not {shown(type_text)}", node=node_id, field="type")
+        return None
+    if m.group(2) is not None and len(m.group(2)) > MAX_VERSION_DIGITS:
+        bad(f"node version of {len(m.group(2))} digits; a version is a small whole number such as @1",
+            node=node_id, field="type")
         return None
     version = int(m.group(2)) if m.group(2) is not None else None
     if version == 0:
@@ -239,21 +260,21 @@ def _build_node(node_id: object, body: object, bad) -> NodeEntry | None:
         params = {}
     for pname, value in params.items():
         if not isinstance(pname, str):
-            bad(f"param name {pname!r} must be text", node=node_id)
+            bad(f"param name {shown(pname)} must be text", node=node_id)
         elif _is_scalar(value) or (isinstance(value, list) and all(_is_scalar(v) for v in value)):
             entry.params[pname] = value
         else:
-            bad("value must be a plain value or a list of plain values", node=node_id, field=f"param {pname!r}")
+            bad("value must be a plain value or a list of plain values", node=node_id, field=f"param {shown(pname)}")
 
     ins = body.get("in") or {}
     if not isinstance(ins, dict):
         bad("'in' must be a mapping of input port -> node.port", node=node_id)
         ins = {}
     for port, value in ins.items():
-        field = f"input {port!r}"
-        if not isinstance(port, str) or not INPUT_NAME_RE.match(port):
-            bad(f"input port name {port!r} is invalid", node=node_id)
+        if not isinstance(port, str) or not INPUT_NAME_RE.fullmatch(port):
+            bad(f"input port name {shown(port)} is invalid", node=node_id)
             continue
+        field = f"input {port!r}"
         if isinstance(value, list):
             links = [Link.parse(v) for v in value]
             if not value or any(lk is None for lk in links):
@@ -263,7 +284,7 @@ def _build_node(node_id: object, body: object, bad) -> NodeEntry | None:
         else:
             link = Link.parse(value)
             if link is None:
-                bad(f"{value!r} is not a link of the form node.port", node=node_id, field=field)
+                bad(f"{shown(value)} is not a link of the form node.port", node=node_id, field=field)
                 continue
             entry.inputs[port] = link
     return entry
@@ -316,8 +337,8 @@ def upgrade_nodes(graph: Graph, registry: Registry) -> list[str]:
         for port, value in (state.get("in") or {}).items():
             links = [Link.parse(v) for v in value] if isinstance(value, list) else Link.parse(value)
             if links is None or (isinstance(links, list) and None in links):
-                problems.append(Problem(f"migration produced a bad link {value!r}", entry.id, f"input {port!r}",
-                                        code="migration"))
+                problems.append(Problem(f"migration produced a bad link {shown(value)}", entry.id,
+                                        f"input {shown(port)}", code="migration"))
                 continue
             entry.inputs[port] = links
         entry.version = spec.version

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any as _Any, Iterable
 
-from .errors import Problem
+from .errors import Problem, shown
 from .yaml_dialect import parse_scalar
 
 
@@ -29,7 +29,7 @@ def parse_overrides(items: Iterable[str]) -> tuple[list[Override], list[Problem]
         key, sep, raw = text.partition("=")
         key = key.strip()
         if not sep or not key:
-            problems.append(Problem(f"--set {text!r}: expected NAME=VALUE or NODE.PARAM=VALUE",
+            problems.append(Problem(f"--set {shown(text)}: expected NAME=VALUE or NODE.PARAM=VALUE",
                                     field="--set", code="bad_override"))
             continue
         node, dot, name = key.rpartition(".")

@@ -6,7 +6,8 @@ import re
 from typing import Any as _Any
 
 REF_RE = re.compile(r"\$\{([^}]*)\}")
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $: "$" also matches before a final newline; callers may use .match or .fullmatch
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def refs_in(value: _Any) -> list[str]:

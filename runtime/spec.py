@@ -30,8 +30,9 @@ from typing import Any as _Any, Callable
 from .params import MISSING, Param, ParamError
 from .port_types import SAMPLE, PortType
 
-TYPE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+# \Z, not $: "$" also matches before a final newline
+TYPE_ID_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
+NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
 RESERVED_NAMES = {"ctx", "self", "run", "type", "params", "in", "id"}
 
 
@@ -112,7 +113,7 @@ class NodeSpec:
     def problems(self) -> list[str]:
         """Inconsistencies in this spec, as messages (empty when the spec is sound)."""
         out: list[str] = []
-        if not isinstance(self.type_id, str) or not TYPE_ID_RE.match(self.type_id):
+        if not isinstance(self.type_id, str) or not TYPE_ID_RE.fullmatch(self.type_id):
             out.append(f"type id {self.type_id!r} must look like 'family.name' (lower case, dots between parts)")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             out.append(f"version must be a whole number >= 1, not {self.version!r}")
@@ -122,7 +123,8 @@ class NodeSpec:
             out.append("category must be a non-empty string")
         for group, items in (("input", self.inputs), ("output", self.outputs), ("param", self.params)):
             for name, item in items.items():
-                if not NAME_RE.match(name) or keyword.iskeyword(name) or name in RESERVED_NAMES:
+                bad_name = not isinstance(name, str) or not NAME_RE.fullmatch(name)
+                if bad_name or keyword.iskeyword(name) or name in RESERVED_NAMES:
                     out.append(f"{group} name {name!r} is not allowed (lower-case identifier, not reserved)")
                 if group != "param" and not isinstance(item.type, PortType):
                     out.append(f"{group} {name!r} has unknown type {item.type!r}")

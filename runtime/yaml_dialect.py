@@ -5,6 +5,11 @@ Loading uses libyaml's C parser when present with PyYAML's safe constructor
 ``true``/``false`` are booleans (a caption ``no`` stays text), ``1e-4`` is a
 float, ``010`` is ten, and dates stay strings. Duplicate keys are errors
 instead of silently keeping the last one.
+
+Hostile input is bounded: aliases (``*name``) are refused, since expanding
+them lets a few hundred bytes stand for gigabytes ("billion laughs") and a
+saved graph never contains them; whole numbers have at most
+``MAX_INT_DIGITS`` digits; libyaml refuses nesting deeper than 1000 levels.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ from __future__ import annotations
 import re
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.representer import SafeRepresenter
 from yaml.resolver import BaseResolver
+
+from .errors import shown
 
 # libyaml's C parser and emitter when present, the pure-Python ones otherwise.
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -26,24 +34,33 @@ class GraphResolver(BaseResolver):
 
 
 GraphResolver.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    "tag:yaml.org,2002:bool", re.compile(r"(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF")
 )
 GraphResolver.add_implicit_resolver(
-    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""]
+    "tag:yaml.org,2002:null", re.compile(r"(?:~|null|Null|NULL|)\Z"), ["~", "n", "N", ""]
 )
 GraphResolver.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?[0-9]+$"), list("-+0123456789")
+    "tag:yaml.org,2002:int", re.compile(r"[-+]?[0-9]+\Z"), list("-+0123456789")
 )
 GraphResolver.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    re.compile(r"(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z"),
     list("-+0123456789."),
 )
 
 
+#: more digits than any count, size or seed needs, and few enough to convert to a float
+MAX_INT_DIGITS = 100
+
+
 class GraphConstructor(SafeConstructor):
     def construct_yaml_int(self, node):
-        return int(self.construct_scalar(node), 10)
+        text = self.construct_scalar(node)
+        digits = sum(c.isdigit() for c in text)
+        if digits > MAX_INT_DIGITS:
+            raise ConstructorError(None, None, f"a whole number of {digits} digits is too long "
+                                               f"(at most {MAX_INT_DIGITS})", node.start_mark)
+        return int(text, 10)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -53,7 +70,7 @@ class GraphConstructor(SafeConstructor):
                 if key is not None and key in seen:
                     raise ConstructorError(
                         "while constructing a mapping", node.start_mark,
-                        f"found duplicate key {key!r}", key_node.start_mark,
+                        f"found duplicate key {shown(key)}", key_node.start_mark,
                     )
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -76,6 +93,9 @@ class FlowMap(dict):
 
 
 class GraphRepresenter(SafeRepresenter):
+    def ignore_aliases(self, data) -> bool:
+        return True  # the loader refuses aliases, so a saved file never writes one
+
     def represent_str(self, data: str):
         if "\n" in data:
             return self.represent_scalar("tag:yaml.org,2002:str", data, style="|")
@@ -98,8 +118,46 @@ class GraphDumper(GraphRepresenter, GraphResolver, _BaseDumper):
 
 
 def parse(text: str):
-    """Parse YAML text with the graph dialect (raises PyYAML errors)."""
-    return yaml.load(text, Loader=GraphLoader)  # noqa: S506 - GraphLoader is a safe loader
+    """Parse YAML text with the graph dialect (raises PyYAML errors; ``ComposerError`` for an alias)."""
+    loader = GraphLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        # an alias needs an anchor (&) and a star (*): most files skip the walk
+        if "&" in text and "*" in text and _reaches_a_node_twice(node):
+            raise _alias_error(text)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _reaches_a_node_twice(root: yaml.Node) -> bool:
+    """Whether the composed document holds an alias: the composer gives an alias the very node
+    object its anchor names. Each node is visited once, however often aliases would repeat it."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return True
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack += (key, value)
+    return False
+
+
+def _alias_error(text: str) -> ComposerError:
+    """The error naming the first alias and its line (found by a second, event-level pass)."""
+    for event in yaml.parse(text, Loader=GraphLoader):
+        if isinstance(event, yaml.AliasEvent):
+            return ComposerError(None, None, f"alias *{event.anchor} is not allowed in a graph file "
+                                             "(aliases can expand without bound); write the value out in full",
+                                 event.start_mark)
+    return ComposerError(None, None, "aliases are not allowed in a graph file", None)
 
 
 def parse_scalar(text: str):
