@@ -17,6 +17,7 @@ or a full disk never leaves a half backup where ``--resume`` would find it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import random
 import shutil
@@ -24,12 +25,10 @@ import time
 from pathlib import Path
 
 from runtime import __version__
-from runtime.backups import BACKUPS_DIR, META_FILE, list_backups, read_meta
-from runtime.fileio import atomic_dir
+from runtime.backups import (BACKUPS_DIR, META_FILE, STATE_FILE, WEIGHTS_FILE, DamagedBackup, check_backup,
+                             list_backups, load_state)
+from runtime.fileio import atomic_dir, write_target
 from runtime.workspace import GRAPH_FILE
-
-WEIGHTS_FILE = "trainable.safetensors"
-STATE_FILE = "state.pt"
 
 
 def write_backup(run, reason: str) -> Path:
@@ -66,15 +65,17 @@ def write_backup(run, reason: str) -> Path:
 
 def load_backup(run, folder: Path) -> dict:
     """Restore ``run`` (weights, optimizer, scheduler, scaler, RNGs, data position, hook states)
-    from a backup folder. Errors name what does not match the graph being run."""
+    from a backup folder. A damaged backup raises ``DamagedBackup``, one that does not fit the graph
+    ``ValueError``; both name the folder and what is wrong."""
     import torch
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    meta = read_meta(folder)
-    if meta is None:
-        raise FileNotFoundError(f"{folder} is not a complete backup (no {META_FILE})")
-    saved = load_file(str(folder / WEIGHTS_FILE))
+    meta = check_backup(folder)
+    try:
+        saved = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as e:
+        raise DamagedBackup(f"backup {folder} is damaged: {WEIGHTS_FILE} cannot be read ({one_line(e)})") from None
     params = dict(run.model.named_trainable_parameters())
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
     if missing or unexpected:
@@ -85,16 +86,20 @@ def load_backup(run, folder: Path) -> dict:
         if tuple(saved[name].shape) != tuple(p.shape):
             raise ValueError(f"backup {folder}: weight {name} has shape {tuple(saved[name].shape)}, "
                              f"the graph's has {tuple(p.shape)}")
+    data = load_state(folder)
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(saved[name].to(p.device, p.dtype))
-    data = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-    run.state.load_state_dict(data)
-    if data.get("python_rng") is not None:
-        random.setstate(_as_tuple(data["python_rng"]))
-    for hook in run.hooks:
-        if hook.key and hook.key in data.get("hooks", {}):
-            hook.load_state_dict(data["hooks"][hook.key])
+    try:
+        run.state.load_state_dict(data)
+        if data.get("python_rng") is not None:
+            random.setstate(_as_tuple(data["python_rng"]))
+        for hook in run.hooks:
+            if hook.key and hook.key in data.get("hooks", {}):
+                hook.load_state_dict(data["hooks"][hook.key])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise ValueError(f"backup {folder}: its {STATE_FILE} does not fit this graph's training state "
+                         f"({one_line(e)}); resume with the graph the backup was made from") from None
     return meta
 
 
@@ -102,15 +107,59 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an error's message, bounded."""
+    text = (str(error).strip().splitlines() or [""])[0] or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """A write that failed for want of space, whichever library raised it (safetensors raises its own
+    SafetensorError '... No space left on device (os error 28)')."""
+    text = str(error)
+    return (getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text
+            or "os error 28" in text)
+
+
+def _short_write(error: BaseException) -> bool:
+    # torch.save's zip writer reports a write that came up short as "unexpected pos N vs M"
+    return isinstance(error, RuntimeError) and "unexpected pos" in str(error)
+
+
+def describe_save_error(error: BaseException) -> str:
+    """Why a save failed, in one line, with the file when it is known."""
+    where = write_target(error) or getattr(error, "filename", None)
+    where = f" ({where})" if where else ""
+    if is_disk_full(error):
+        return f"the disk is full{where}"
+    if _short_write(error):
+        return f"torch could not write the whole file, is the disk full?{where}"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}{where}"
+    return f"{type(error).__name__}: {one_line(error)}{where}"
+
+
 @contextlib.contextmanager
-def report_save_errors(ctx, what: str):
-    """Turn a failed write (full disk, no permission) into an error event; training goes on."""
-    import errno
+def report_save_errors(ctx, what: str, failures: list | None = None):
+    """Turn a failed save (a full disk, no permission, any writer's or saver's error) into an error
+    log event naming ``what`` and why; the files written before stay as they were and training goes
+    on. Each failure is appended to ``failures`` as ``(what, why)``. A save that a stop interrupted
+    (``Cancelled``) counts as failed too; the loop then stops and writes its backup. A second
+    interrupt (``KeyboardInterrupt``) passes through."""
+    from runtime.errors import Cancelled
 
     try:
         yield
-    except OSError as e:
-        why = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-        ctx.log(f"{what} failed: {why}{where}; training goes on with its state in memory — free space, "
-                f"then send 'save' or 'backup'", level="error")
+    except Cancelled as e:
+        why = f"stopped before it finished ({e or 'stop requested'})"
+        ctx.log(f"{what} failed: {why}", level="error", failed=what)
+        if failures is not None:
+            failures.append((what, why))
+    except Exception as e:
+        why = describe_save_error(e)
+        hint = ("free space, then send 'save' or 'backup'" if is_disk_full(e) or _short_write(e)
+                else "the files written before are untouched")
+        ctx.log(f"{what} failed: {why}; training goes on with its state in memory ({hint})", level="error",
+                failed=what)
+        if failures is not None:
+            failures.append((what, why))

@@ -21,7 +21,7 @@ class BackupHook(TrainHook):
         run.backup_keep = self.keep
 
     def fire(self, run, reason: str) -> None:
-        with report_save_errors(run.ctx, f"backup at step {run.state.step}"):
+        with report_save_errors(run.ctx, f"backup at step {run.state.step}", run.save_failures):
             write_backup(run, reason)
 
 
@@ -49,7 +49,8 @@ class SaveHook(TrainHook):
         step = run.state.step if reason != "end" else None
         with run.averaged_weights():
             for saver in self.savers:
-                with report_save_errors(run.ctx, f"saving {saver.format or 'the model'} at step {run.state.step}"):
+                what = f"saving {saver.format or 'the model'} at step {run.state.step}"
+                with report_save_errors(run.ctx, what, run.save_failures):
                     saver.save(run.ctx, run.model, step=step)
 
     def on_end(self, run, stopped: bool) -> None:
@@ -61,7 +62,8 @@ class SaveHook(TrainHook):
 class PeriodicSave(ScheduleParams):
     """Save the model during training with the connected savers (any format): files get ``-step000123``
     in their names. Uses the EMA weights when an EMA hook is connected. The save command saves now.
-    A failed save (full disk) is reported and training goes on."""
+    A failed save (a full disk, any writer's error) is reported and training goes on; a failed save at
+    the end writes a backup to resume from and fails the run."""
 
     savers = Input(Saver, multi=True, doc="saver nodes' `saver` outputs (sd.save_lora, sd.save_checkpoint, ...)")
     hook = Output(Hook, doc="connect to train.loop's hooks")
@@ -89,15 +91,17 @@ class SampleHook(TrainHook):
             for tag, weights in variants:
                 with weights():
                     for sampler in self.samplers:
-                        paths = sampler.sample(run.ctx, run.model, step=step, tag=tag)
-                        run.samples.append((step, tag, [str(p) for p in paths]))
+                        what = f"sample previews{' (' + tag + ')' if tag else ''} at step {step}"
+                        with report_save_errors(run.ctx, what, run.save_failures):
+                            paths = sampler.sample(run.ctx, run.model, step=step, tag=tag)
+                            run.samples.append((step, tag, [str(p) for p in paths]))
 
 
 @node("train.sample_hook", title="Sample previews", category="Hooks")
 class SamplePreviews(ScheduleParams):
     """Make preview images during training with the connected samplers' settings (prompts, seed,
     steps, CFG, size). With an EMA hook connected, samples with the EMA weights too. The sample
-    command samples now."""
+    command samples now. A sampler that fails is reported and training goes on."""
 
     samplers = Input(Sampler, multi=True, doc="sampler nodes' `sampler` outputs (sd.sample)")
     hook = Output(Hook, doc="connect to train.loop's hooks")

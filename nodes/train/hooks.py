@@ -41,6 +41,8 @@ class TrainRun:
     metrics: dict = field(default_factory=dict)
     #: (step, tag, paths, prompt) of sample images made during the run
     samples: list = field(default_factory=list)
+    #: (what, why) of every save, sample or backup that failed (reported, training went on)
+    save_failures: list = field(default_factory=list)
 
     def averaged_weights(self):
         """Context in which the model holds its EMA weights, when an EMA hook is connected."""

@@ -18,6 +18,9 @@ from .hooks import TrainRun, call, ordered
 from .state import TrainState
 
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+# Measured for a small conv + linear net's training step on an x86 CPU without bf16/fp16 units
+# (21 ms fp32, 128 ms bf16 autocast, 152 ms fp16 autocast): half-precision math is emulated there.
+CPU_HALF = "CPUs run float16 math several times slower than float32 (7x for a small conv net's step)"
 
 
 def resolve_device(name: str):
@@ -50,6 +53,33 @@ def check_precision(model, precision: str) -> None:
                                  f"or {have}, or set precision to {'fp16' if have == 'float16' else 'bf16'}")
 
 
+def precision_on(ctx, model, device, precision: str) -> str:
+    """The precision to train in on ``device``, said in the log when it differs from the param.
+
+    On a CPU float16 is the slow choice: ``fp16`` trains in ``fp32`` there, and float16 weights of the
+    parts the loop runs are made float32 (a warning names them). bf16 stays as set (CPUs with bf16
+    units run it well). Then half-precision weights must match the precision (``check_precision``)."""
+    import torch
+
+    if device.type != "cpu":
+        check_precision(model, precision)
+        return precision
+    if precision == "fp16":
+        ctx.warn(f"precision fp16 on the CPU: training in fp32 instead ({CPU_HALF}); "
+                 "fp16 is for GPUs, set precision: fp32 to silence this")
+        precision = "fp32"
+    parts = model.parts()
+    half = [name for name in model.training_parts()
+            if name in parts and any(p.dtype == torch.float16 for p in parts[name].parameters())]
+    for name in half:
+        parts[name].to(torch.float32)
+    if half:
+        ctx.warn(f"the {', '.join(half)} weights are float16: made float32 to train on the CPU ({CPU_HALF}); "
+                 "they take twice the memory")
+    check_precision(model, precision)
+    return precision
+
+
 def autocast_for(device, precision: str):
     import torch
 
@@ -64,7 +94,9 @@ class TrainLoop:
     """Train the model on batches from the data graph: gradient accumulation, clipping, mixed precision,
     gradient checkpointing, seeded noise, and hooks (samples, saves, backups, EMA, TensorBoard, validation).
     Emits progress each step. A stop (Ctrl-C, SIGTERM, the stop command) finishes the current step and
-    writes a backup; ``nodetrainer run GRAPH --resume last`` continues from it to the same state."""
+    writes a backup; ``nodetrainer run GRAPH --resume last`` continues from it to the same state. A save
+    that fails during training is reported and training goes on; a stop whose backup cannot be written,
+    or a save at the end that fails, fails the run."""
 
     model = Input(DiffusionModel, doc="the set-up model (e.g. from sd.lora_setup): its trainable weights train")
     batches = Input(BatchSource, doc="batches from the data graph")
@@ -79,7 +111,8 @@ class TrainLoop:
     gradient_accumulation = Param(int, 1, min=1, doc="batches per optimizer update")
     max_grad_norm = Param(float, 1.0, min=0, doc="clip the gradient norm to this; 0 = no clipping")
     precision = Param(Choice("fp32", "bf16", "fp16"), "fp32",
-                      doc="autocast dtype of the forward pass (fp16 adds a gradient scaler)")
+                      doc="autocast dtype of the forward pass (fp16 adds a gradient scaler; on a CPU, "
+                          "fp16 trains in fp32 and float16 weights are made float32: much faster there)")
     gradient_checkpointing = Param(bool, False, doc="recompute activations in backward: less memory, slower")
     seed = Param(Seed, 42, doc="seed of the training noise, timesteps and dropout")
     device = Param(Device(), "auto", doc="where to train (auto: GPU if there is one)")
@@ -92,7 +125,7 @@ class TrainLoop:
 
         # -- setup ----------------------------------------------------------------
         device = resolve_device(self.device)
-        check_precision(model, self.precision)
+        precision = precision_on(ctx, model, device, self.precision)
         torch.manual_seed(ctx.seed_for(self.seed))  # dropout draws from torch's global generator
         model.prepare_for_training(device, self.gradient_checkpointing)
         params = model.trainable_parameters()
@@ -109,7 +142,7 @@ class TrainLoop:
         state = TrainState(seed=self.seed)
         state.optimizer = optimizer.build(model.param_groups())
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
-        state.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        state.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         state.generator = ctx.torch_generator(self.seed)
         hooks = ordered(hooks)
         run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, hooks)
@@ -121,11 +154,11 @@ class TrainLoop:
                     f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}",
                     resumed_step=state.step, seconds=round(time.perf_counter() - t0, 3))
         n_params = sum(p.numel() for p in params)
-        ctx.log(f"training {n_params:,} weights on {device} ({self.precision}) for {total} steps, "
+        ctx.log(f"training {n_params:,} weights on {device} ({precision}) for {total} steps, "
                 f"{batches_per_epoch} batches per epoch")
 
         # -- loop -----------------------------------------------------------------
-        autocast = autocast_for(device, self.precision)
+        autocast = autocast_for(device, precision)
         window, update_loss, t_step = [], 0.0, time.perf_counter()
         stopped = ctx.cancelled
         while state.step < total and not stopped:
@@ -181,13 +214,22 @@ class TrainLoop:
                 call(hooks, "on_epoch_end", run)
                 if ctx.cancelled:
                     stopped = True
+        backup_failed = None
         if stopped:
             ctx.log(f"stopped at step {state.step} of {total}; writing a backup to resume from")
-            with report_save_errors(ctx, f"backup at step {state.step}"):
+            n = len(run.save_failures)
+            with report_save_errors(ctx, f"backup at step {state.step}", run.save_failures):
                 write_backup(run, "stopped")
+            backup_failed = run.save_failures[n:]
         model.progress = {"step": state.step, "epoch": state.epoch}
+        n = len(run.save_failures)
         call(hooks, "on_end", run, stopped)
+        final_failed = run.save_failures[n:]
         model.prepare_for_inference()
+        if backup_failed:
+            raise RuntimeError(self._lost_stop(ctx, state.step, total, backup_failed[0][1]))
+        if final_failed:
+            raise RuntimeError(self._failed_final_save(run, final_failed))
         return {"trained": model}
 
     def check(self, c) -> None:
@@ -208,13 +250,38 @@ class TrainLoop:
                             input="batches")
 
     @staticmethod
+    def _lost_stop(ctx, step: int, total: int, why: str) -> str:
+        """The failure of a stop whose backup could not be written: nothing to resume from at ``step``."""
+        from runtime.backups import list_backups, read_meta
+
+        earlier = list_backups(ctx.workspace)
+        head = f"stopped at step {step} of {total}, but its backup could not be written ({why})"
+        if not earlier:
+            return f"{head} and there is no earlier backup: nothing to resume from"
+        last = (read_meta(earlier[-1]) or {}).get("step", "?")
+        return (f"{head}; --resume last continues from the previous backup, step {last} ({earlier[-1]}), "
+                f"the steps after it are lost")
+
+    @staticmethod
+    def _failed_final_save(run, failed: list) -> str:
+        """The failure of a run whose saves at the end failed; a backup keeps the trained state if it can."""
+        what, why = failed[0]
+        n = len(run.save_failures)
+        with report_save_errors(run.ctx, "backup after the failed final save", run.save_failures):
+            backup = write_backup(run, "final save failed")
+        keep = ("and no backup could be written either" if len(run.save_failures) > n else
+                f"the trained state is in the backup {backup}: fix the cause, then run again with --resume last "
+                "to save it")
+        return f"training finished, but {what} failed ({why}); {keep}"
+
+    @staticmethod
     def _commands(ctx, hooks, run) -> None:
         for cmd in ctx.commands():
             name = cmd.get("command")
             if name == "stop":
                 continue  # the inbox already raised the cancel flag
             if name == "backup":
-                with report_save_errors(ctx, f"backup at step {run.state.step}"):
+                with report_save_errors(ctx, f"backup at step {run.state.step}", run.save_failures):
                     write_backup(run, "command")
                 continue
             if not any(call(hooks, "on_command", run, cmd)):

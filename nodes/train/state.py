@@ -52,7 +52,8 @@ class TrainState:
             setattr(self, k, v)
         for name in ("optimizer", "lr_scheduler", "scaler"):
             obj = getattr(self, name)
-            if obj is not None and data.get(name) is not None:
+            # empty: saved from a disabled GradScaler (an fp32 run), nothing to restore
+            if obj is not None and data.get(name):
                 obj.load_state_dict(data[name])
         if self.generator is not None and data.get("generator") is not None:
             self.generator.set_state(data["generator"])

@@ -80,11 +80,12 @@ class NodeRunner:
         self.inbox = CommandInbox(self.cancel)
         self.workspace = workspace
         self.resume = None  # a backup folder handed to the context, like `nodetrainer run --resume`
+        self.graph_name = "test graph"
 
     def ctx(self, node_id: str = "node", type_id: str = "test.node"):
         from runtime.context import RunContext
 
-        return RunContext(node_id, type_id, self.bus, self.cancel, self.inbox, self.workspace, "test graph",
+        return RunContext(node_id, type_id, self.bus, self.cancel, self.inbox, self.workspace, self.graph_name,
                           self.resume)
 
     @staticmethod

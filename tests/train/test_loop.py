@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nodes.train.hooks import TrainHook
-from nodes.train.loop import TrainLoop
+from nodes.train.loop import TrainLoop, check_precision
 from nodes.train.lr_schedule import LRScheduleConfig
 from nodes.train.objective import DiffusionObjective
 from tests.train.helpers import ListBatches, make_toy, train_inputs
@@ -92,19 +92,39 @@ def test_same_seed_same_weights_other_seed_or_node_other_weights(runner):
     assert not all(torch.equal(x, y) for x, y in zip(runs["a"], runs["d"]))
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains(runner, toy, precision):
+@pytest.mark.parametrize("precision,device", [
+    ("bf16", "cpu"), ("fp16", "cpu"),
+    pytest.param("fp16", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
+    pytest.param("bf16", "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))])
+def test_mixed_precision_trains(runner, toy, precision, device):
     before = weights(toy)
-    runner.run(TrainLoop, "train", train_inputs(toy, ListBatches()), max_steps=2, precision=precision, device="cpu")
+    runner.run(TrainLoop, "train", train_inputs(toy, ListBatches()), max_steps=2, precision=precision, device=device)
     losses = [e["loss"] for e in runner.events("progress")]
     assert len(losses) == 2 and all(loss == loss for loss in losses)
-    assert any(not torch.equal(a, b) for a, b in zip(before, weights(toy)))
+    assert any(not torch.equal(a, b.cpu()) for a, b in zip(before, weights(toy)))
 
 
 def test_half_weights_must_match_the_precision(runner, toy):
+    toy.net.to(torch.bfloat16)
+    with pytest.raises(ValueError, match="the net weights are bfloat16 but precision is fp32"):
+        runner.run(TrainLoop, "train", train_inputs(toy, ListBatches()), max_steps=1, precision="fp32", device="cpu")
     toy.net.to(torch.float16)
     with pytest.raises(ValueError, match="the net weights are float16 but precision is bf16"):
-        runner.run(TrainLoop, "train", train_inputs(toy, ListBatches()), max_steps=1, precision="bf16", device="cpu")
+        check_precision(toy, "bf16")  # what a GPU run checks; on a CPU the loop makes float16 weights float32
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_on_a_cpu_float16_trains_in_float32_and_says_so(runner, toy, precision):
+    """fp16 autocast and float16 weights run several times slower than float32 on a CPU: the loop trains
+    in fp32 there, makes the float16 weights float32, and warns about each."""
+    toy.net.to(torch.float16)
+    runner.run(TrainLoop, "train", train_inputs(toy, ListBatches()), max_steps=2, precision=precision, device="cpu")
+    warnings = [e["message"] for e in runner.events("log") if e["level"] == "warning"]
+    assert any("the net weights are float16: made float32 to train on the CPU" in w for w in warnings)
+    assert any("precision fp16 on the CPU: training in fp32" in w for w in warnings) == (precision == "fp16")
+    assert {p.dtype for p in toy.net.parameters()} == {torch.float32}
+    assert any("weights on cpu (fp32)" in e["message"] for e in runner.events("log"))
+    assert all(e["loss"] == e["loss"] for e in runner.events("progress"))
 
 
 def test_lr_schedule_is_stepped_per_update(runner, toy):

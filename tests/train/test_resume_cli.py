@@ -71,3 +71,42 @@ def test_resume_without_a_backup_is_a_clear_error(write_graph, tmp_path):
     assert r.returncode == 2 and "no backup of graph 'toy lifecycle'" in r.stderr
     r = run_cli("run", graph, "--resume", tmp_path)
     assert r.returncode == 2 and "is not a backup folder" in r.stderr
+
+
+def test_resume_last_never_takes_another_graphs_backup(write_graph, tmp_path):
+    """Graph `advmini` must not resume `advmini-bk` (its run folder name starts with advmini-)."""
+    runs = tmp_path / "runs"
+    other = write_graph((GRAPH % (0, 2)).replace("toy lifecycle", "advmini-bk").replace("every: 0", "every: 1"),
+                        "bk.yaml")
+    mine = write_graph((GRAPH % (0, 2)).replace("toy lifecycle", "advmini"), "mini.yaml")
+    assert run_cli("run", other, "--runs-dir", runs).returncode == 0
+    (ws,) = runs.iterdir()
+    before = {p.name: p.read_bytes() for p in ws.iterdir() if p.is_file()}
+    r = run_cli("run", mine, "--runs-dir", runs, "--resume", "last")
+    assert r.returncode == 2 and "no backup of graph 'advmini'" in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in ws.iterdir() if p.is_file()} == before, "advmini-bk's folder untouched"
+
+    # a damaged backup: one line naming it and the damage, no traceback, nothing run
+    newest = list_backups(ws)[-1]
+    data = (newest / "state.pt").read_bytes()
+    (newest / "state.pt").write_bytes(data[: len(data) // 2])
+    r = run_cli("run", other, "--runs-dir", runs, "--resume", newest)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert any(f"backup {newest} is damaged: state.pt is truncated or not a torch file" in line for line in lines)
+    r = run_cli("run", other, "--runs-dir", runs, "--resume", "last")  # the older backup is intact
+    assert r.returncode == 0, r.stderr
+    assert f"skipping a damaged backup: backup {newest} is damaged" in r.stderr
+
+
+def test_a_stop_whose_backup_cannot_be_written_exits_1(write_graph, tmp_path):
+    graph = write_graph(GRAPH % (0.05, 200))
+    runs = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(graph), "--runs-dir", str(runs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
+    ws = _wait_for_step(runs, 3)
+    (ws / "backups").write_text("a file where the backups folder would go")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 1, err
+    assert "but its backup could not be written" in out + err and "there is no earlier backup" in out + err
