@@ -9,6 +9,8 @@ from pathlib import Path
 from runtime.paths import ASSETS_DIR
 
 from .model import SDModel, detect_version, fingerprint_of
+from .weights_check import (SINGLE_FILE_PARTS, check_loaded_part, describe_parts, first_line, folder_part_mismatch,
+                            listed, meta_tensors, safetensors_problem, single_file_mismatch)
 
 TINY_DIR = ASSETS_DIR / "tiny_model"
 DTYPES = ("float32", "float16", "bfloat16")
@@ -73,14 +75,12 @@ def build_tiny(seed: int = 0, version: str = "sd1", prediction_type: str = "epsi
 
 
 def save_diffusers(model: SDModel, folder: str | Path) -> Path:
-    """Write ``model`` as a diffusers folder (what ``sd.load_model`` reads back)."""
-    from diffusers import StableDiffusionPipeline
+    """Write ``model`` as a diffusers folder (what ``sd.load_model`` reads back), as sd.save_diffusers does."""
+    from .export import part_state_dicts
+    from .full_model import write_diffusers_folder
 
-    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-                                   unet=model.unet, scheduler=model.noise_scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(str(folder))
-    return Path(folder)
+    quiet_libraries()
+    return write_diffusers_folder(model, Path(folder), part_state_dicts(model, "keep"))
 
 
 # -- loading from disk -------------------------------------------------------------
@@ -128,23 +128,48 @@ def _training_scheduler(scheduler):
     return DDPMScheduler.from_config(scheduler.config)
 
 
-def _load_folder(path: Path):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+FOLDER_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
-    missing = [p for p in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / p).is_dir()]
+
+def missing_parts(path: Path) -> list[str]:
+    """The sub-folders of a diffusers SD folder that ``path`` lacks (no torch: validation uses it)."""
+    return [p for p in FOLDER_PARTS if not (path / p).is_dir()]
+
+
+def _load_folder(path: Path):
+    from diffusers import DDPMScheduler
+    from transformers import CLIPTokenizer
+
+    missing = missing_parts(path)
     if missing:
         raise ValueError(f"{path} is not a diffusers Stable Diffusion folder: it has no {', '.join(missing)} "
                          f"sub-folder(s). Give a diffusers folder or a single-file .safetensors checkpoint")
+    unet, vae, text_encoder = (_load_folder_part(path, part) for part in ("unet", "vae", "text_encoder"))
     try:
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", local_files_only=True)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", local_files_only=True)
         tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True)
         scheduler = DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as e:
-        raise ValueError(f"cannot load the diffusers folder {path}: {e}") from e
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load the diffusers folder {path}: {first_line(e)}") from e
     return unet, vae, text_encoder, tokenizer, scheduler
+
+
+def _load_folder_part(path: Path, part: str):
+    """One weighted part, checked: every weight its config expects is in the files, in its shape,
+    and nothing else is (a mismatch fails here, naming the keys, not steps later)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    cls = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}[part]
+    where = f"the {part} of {path} does not match {part}/config.json"
+    try:
+        module, info = cls.from_pretrained(path, subfolder=part, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        problem = folder_part_mismatch(path, part)
+        if problem:
+            raise ValueError(f"{where}: {problem.describe()}") from None
+        raise ValueError(f"cannot load the {part} of {path}: {first_line(e)}") from e
+    check_loaded_part(module, info, where)
+    return module
 
 
 def _load_single_file(path: Path, config: str | Path | None):
@@ -160,15 +185,30 @@ def _load_single_file(path: Path, config: str | Path | None):
     try:
         pipe = StableDiffusionPipeline.from_single_file(str(path), config=str(config), local_files_only=True,
                                                         safety_checker=None, requires_safety_checker=False)
-    except Exception as e:  # diffusers raises many kinds here; the cause is kept
+    except Exception as e:  # diffusers raises many kinds here
+        _raise_single_file_mismatch(path, config)
         raise ValueError(f"{path.name} is not a Stable Diffusion 1.x/2.x checkpoint matching the config "
-                         f"{config}: {type(e).__name__}: {e}") from e
+                         f"{config}: {type(e).__name__}: {first_line(e)}") from e
+    if any(meta_tensors(getattr(pipe, part)) for part in SINGLE_FILE_PARTS):
+        _raise_single_file_mismatch(path, config)
+        empty = {part: meta_tensors(getattr(pipe, part)) for part in SINGLE_FILE_PARTS}
+        raise ValueError(f"{path.name} does not match the config {config}: weights missing from the file: "
+                         + "; ".join(f"{part}: {listed(keys)}" for part, keys in empty.items() if keys))
     return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler
+
+
+def _raise_single_file_mismatch(path: Path, config) -> None:
+    problems = single_file_mismatch(path, Path(config))
+    if problems:
+        raise ValueError(f"{path.name} does not match the config {config}: {describe_parts(problems)}") from None
 
 
 def _check_safetensors(path: Path) -> None:
     from safetensors import safe_open
 
+    why = safetensors_problem(path)
+    if why:
+        raise ValueError(f"{path.name} is not a safetensors checkpoint: {why}")
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())

@@ -92,7 +92,9 @@ class EmbeddingSetup:
         te = model.text_encoder
         base_rows = te.get_input_embeddings().num_embeddings
         if max(ids) >= base_rows:
-            te.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
+            # transformers fills the new rows from torch's global generator (they are overwritten below)
+            with ctx.torch_seeded(0, "resize_token_embeddings"):
+                te.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
         for part in (model.unet, model.vae, te):
             part.requires_grad_(False)
         table = te.get_input_embeddings()

@@ -65,10 +65,18 @@ def write_diffusers_folder(model, folder: Path, state_dicts: dict[str, dict], gr
         te_config.vocab_size = state_dicts["text_encoder"][_token_key(state_dicts["text_encoder"])].shape[0]
         te_config.architectures = [type(model.text_encoder).__name__]
         te_config.save_pretrained(tmp / "text_encoder")
-        _save_weights(state_dicts["text_encoder"], tmp / "text_encoder" / SAFE_WEIGHTS_NAME, meta)
+        _save_weights(clip_file_keys(state_dicts["text_encoder"]), tmp / "text_encoder" / SAFE_WEIGHTS_NAME, meta)
         tokenizer.save_pretrained(tmp / "tokenizer")
         model.noise_scheduler.save_pretrained(tmp / "scheduler")
     return folder
+
+
+def clip_file_keys(te_sd: dict) -> dict:
+    """CLIP text-encoder weights under the names every loader expects in a ``text_encoder`` folder:
+    ``text_model.``-prefixed. transformers 5 names its modules without that level and would save them
+    so, which transformers 4.x and ComfyUI load as an untrained text encoder (with only a warning);
+    transformers 5 reads both."""
+    return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in te_sd.items()}
 
 
 def _token_key(te_sd: dict) -> str:

@@ -6,11 +6,21 @@
 - kohya: ``lora_unet_<module_path>`` / ``lora_te_text_model_<...>`` with
   ``.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (diffusers' own PEFT->kohya
   conversion, with SD 1.x/2.x's single-text-encoder prefix and the real alpha).
+
+Which layers a kohya file holds: those kohya's sd-scripts can place. Its LoRA network
+adapts the Linear and Conv2d layers inside the UNet's transformer blocks
+(``*.attentions.N``), resnet blocks (``*.resnets.N``, e.g. ``time_emb_proj``,
+``conv_shortcut``) and down/up-samplers, and inside the text encoder's attention and
+MLP (``encoder.layers.N.self_attn`` / ``.mlp``); its loader silently drops any other
+key, and older A1111 releases had no names for them. So layers outside those blocks (the
+UNet's ``time_embedding`` linears, which ``targets: all-linear`` adapts) are left out
+of the kohya file with a warning; the diffusers file keeps every layer.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from runtime.fileio import atomic_path
@@ -20,6 +30,10 @@ from .model import SDModel
 
 LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the adapter config
 TE_PREFIX = "text_encoder.text_model."
+#: the layers a kohya file can hold (diffusers names under ``unet.`` / ``text_encoder.``; see the module doc)
+KOHYA_LAYERS = re.compile(r"^(unet\.(down_blocks\.\d+\.|up_blocks\.\d+\.|mid_block\.)"
+                          r"(attentions|resnets|downsamplers|upsamplers)\.\d+\."
+                          r"|text_encoder\.text_model\.encoder\.layers\.\d+\.(self_attn|mlp)\.)")
 
 
 def peft_state_dict(model: SDModel) -> dict:
@@ -42,6 +56,17 @@ def adapter_configs(model: SDModel) -> dict:
         for k, v in cfg.items():
             out[f"{prefix}.{k}"] = sorted(v) if isinstance(v, set) else v
     return out
+
+
+def kohya_layers(peft_sd: dict) -> tuple[dict, list[str]]:
+    """The adapter weights a kohya file can hold, and the layers (diffusers names) it cannot."""
+    kept, left_out = {}, set()
+    for key, value in peft_sd.items():
+        if KOHYA_LAYERS.match(key):
+            kept[key] = value
+        else:
+            left_out.add(key.rsplit(".lora_", 1)[0])
+    return kept, sorted(left_out)
 
 
 def to_kohya(peft_sd: dict, alpha: float) -> dict:
@@ -99,6 +124,13 @@ def save_diffusers_lora(model: SDModel, path: Path, dtype, graph_name: str = "")
     return write_safetensors(path, peft_state_dict(model), meta, dtype)
 
 
-def save_kohya_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> Path:
+def save_kohya_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> tuple[Path, list[str]]:
+    """Write the kohya file; returns it and the adapted layers it leaves out (kohya cannot place them)."""
+    from .weights_check import listed
+
+    kept, left_out = kohya_layers(peft_state_dict(model))
+    if not kept:
+        raise ValueError(f"none of the LoRA's layers ({listed(left_out)}) has a place in a kohya file: save "
+                         f"with formats 'diffusers', or adapt layers in the UNet's blocks")
     meta = file_metadata(model, graph_name, "kohya")
-    return write_safetensors(path, to_kohya(peft_state_dict(model), model.lora.alpha), meta, dtype)
+    return write_safetensors(path, to_kohya(kept, model.lora.alpha), meta, dtype), left_out

@@ -84,26 +84,29 @@ class SDSampler(ModelSampler):
         from nodes.train.loop import resolve_device
 
         from .build import quiet_libraries
+        from .lora_check import check_lora_fits, check_model_weights, read_lora_file
         from .model import check_sd_model
 
         model = check_sd_model(model, "sd.sample")
         for side in ("width", "height"):
             if getattr(self, side) % 8:
                 raise ValueError(f"{side} {getattr(self, side)} must be a multiple of 8")
+        check_model_weights(model)
+        if self.lora:
+            check_lora_fits(read_lora_file(self.lora), model, Path(self.lora).name)
         quiet_libraries()
         device = model.device if step is not None else resolve_device(self.device)
-        pipe = self._pipeline(model, device)
+        pipe = self._pipeline(ctx, model, device)
         prefix = f"step{step:06d}-" if step is not None else ""
         suffix = f"-{tag}" if tag else ""
         train_step = int(model.progress.get("step", 0)) if step is None else step
         written = []
         try:
             for p_index, prompt in enumerate(self.prompts):
-                paths = []
-                for i in range(self.images_per_prompt):
+                paths, seeds = [], self.seeds_of(p_index)
+                for seed in seeds:
                     if step is None:
                         ctx.check_cancelled()
-                    seed = (self.seed + p_index * self.images_per_prompt + i) % (2**32)
                     image = self._generate(pipe, model, prompt, seed, device)
                     settings = {"prompt": prompt, "negative_prompt": self.negative_prompt, "seed": seed,
                                 "steps": self.steps, "cfg": self.cfg, "width": self.width, "height": self.height,
@@ -114,7 +117,7 @@ class SDSampler(ModelSampler):
                     self._write(image, path, settings)
                     paths.append(path)
                 written += paths
-                ctx.sample(paths, prompt, seed=self.seed, steps=self.steps, cfg=self.cfg,
+                ctx.sample(paths, prompt, seed=seeds[0], seeds=seeds, steps=self.steps, cfg=self.cfg,
                            scheduler=self.scheduler, step=train_step, tag=tag)
                 if step is None:
                     ctx.progress(p_index + 1, len(self.prompts))
@@ -123,7 +126,12 @@ class SDSampler(ModelSampler):
                 pipe.delete_adapters("sample_lora")
         return written
 
-    def _pipeline(self, model, device):
+    def seeds_of(self, p_index: int) -> list[int]:
+        """The seeds of prompt ``p_index``'s images: one per image, counting on from ``seed``."""
+        first = self.seed + p_index * self.images_per_prompt
+        return [(first + i) % (2**32) for i in range(self.images_per_prompt)]
+
+    def _pipeline(self, ctx, model, device):
         from diffusers import StableDiffusionPipeline
 
         pipe = StableDiffusionPipeline(
@@ -135,7 +143,8 @@ class SDSampler(ModelSampler):
         model.prepare_for_inference()
         if self.lora:
             active = list(pipe.get_active_adapters()) if getattr(model.unet, "peft_config", None) else []
-            pipe.load_lora_weights(self.lora, adapter_name="sample_lora")
+            with ctx.torch_seeded(self.seed, "lora"):  # peft initialises the layers it then loads into
+                pipe.load_lora_weights(self.lora, adapter_name="sample_lora", use_safetensors=True)
             pipe.set_adapters(active + ["sample_lora"], adapter_weights=[1.0] * len(active) + [self.lora_scale])
         return pipe
 
@@ -196,7 +205,21 @@ class Sample:
     device = Param(Device(), "auto",
                    doc="where to sample (during training: where the model trains)")
 
+    def check(self, c):
+        """Before the run: the LoRA file is a complete safetensors file (its keys need the model)."""
+        from .lora_check import not_safe_message
+        from .weights_check import safetensors_problem
+
+        if self.lora and Path(self.lora).is_file():
+            why = safetensors_problem(self.lora)
+            if why:
+                c.error(not_safe_message(Path(self.lora), why), param="lora")
+
     def run(self, ctx, model):
+        if self.lora and model is None:  # read now: a bad file fails before training, not at its first preview
+            from .lora_check import read_lora_file
+
+            read_lora_file(self.lora)
         sampler = SDSampler(**{name: getattr(self, name) for name in type(self).__node_spec__.params})
         paths = sampler.sample(ctx, model) if model is not None else []
         return {"images": [str(p) for p in paths], "sampler": sampler}

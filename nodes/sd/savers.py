@@ -9,7 +9,7 @@ Every write is atomic; a full disk fails the save with a message naming the path
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any as _Any
 
@@ -60,6 +60,7 @@ class LoraSaver(_SDSaver):
 
     formats: str = "both"
     dtype: str = "float16"
+    _warned: bool = field(default=False, init=False, repr=False, compare=False)
     default_folder = "lora"
     node = "sd.save_lora"
     format = "lora"
@@ -67,6 +68,7 @@ class LoraSaver(_SDSaver):
     def save(self, ctx, model, step=None) -> list[Path]:
         from .build import torch_dtype
         from .lora_files import save_diffusers_lora, save_kohya_lora
+        from .weights_check import listed
 
         model = self.check(model)
         if model.lora is None:
@@ -75,7 +77,13 @@ class LoraSaver(_SDSaver):
         extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": _steps(model)}
         paths = []
         if self.formats in ("both", "kohya"):
-            path = save_kohya_lora(model, self.target(ctx, f"{self.name}.safetensors", step), dtype, ctx.graph_name)
+            path, left_out = save_kohya_lora(model, self.target(ctx, f"{self.name}.safetensors", step), dtype,
+                                             ctx.graph_name)
+            if left_out and not self._warned:
+                self._warned = True  # once per saver, not at every periodic save
+                other = " (the diffusers file has them)" if self.formats == "both" else ""
+                ctx.warn(f"the kohya file leaves out {len(left_out)} adapted layer(s) that kohya's loader drops and "
+                         f"older A1111 cannot place: {listed(left_out, 8)}{other}", left_out=left_out[:100])
             ctx.saved(path, "kohya_lora", **extra)
             paths.append(path)
         if self.formats in ("both", "diffusers"):
@@ -186,7 +194,12 @@ class _SaverNode:
 class SaveLora(_SaverNode):
     """Write the model's LoRA as a diffusers/peft file and a kohya file (A1111, ComfyUI), with metadata
     (base model, rank, alpha, steps, graph). Files: ``<name>.safetensors`` (kohya) and
-    ``<name>.diffusers.safetensors``, in the run folder's ``lora/`` unless ``folder`` is set."""
+    ``<name>.diffusers.safetensors``, in the run folder's ``lora/`` unless ``folder`` is set.
+
+    The kohya file holds the layers every kohya-format loader (kohya's sd-scripts, A1111, ComfyUI) can
+    place: those in the UNet's attention (transformer) blocks, resnet blocks and down/up-samplers, and in
+    the text encoder's attention and MLP layers. Other adapted layers (the UNet's time_embedding, which
+    targets all-linear includes) are left out of it with a warning; the diffusers file holds every layer."""
 
     name = Param(str, "lora", doc="file name without extension")
     formats = Param(Choice("both", "kohya", "diffusers"), "both", doc="which files to write")

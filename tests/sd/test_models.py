@@ -91,28 +91,38 @@ nodes:
     return execute(v, workspace=tmp_path, targets=("base",))
 
 
-def test_loader_errors_name_the_node_and_the_cause(registry, tmp_path):
+def test_loader_errors_name_the_node_and_the_cause(registry, tmp_path, tiny_folder):
     from safetensors.torch import save_file
+
+    config = f", config: {tiny_folder}"  # single files need one, or validation stops them
 
     not_model = tmp_path / "notes.txt"
     not_model.write_text("hello")
-    r = run_loader_graph(registry, tmp_path, not_model)
+    r = run_loader_graph(registry, tmp_path, not_model, config)
     assert not r.ok and "node 'base' (sd.load_model)" in str(r.error) and "not a .safetensors file" in str(r.error)
 
     garbage = tmp_path / "broken.safetensors"
     garbage.write_bytes(b"\x00" * 64)
-    r = run_loader_graph(registry, tmp_path, garbage)
+    r = run_loader_graph(registry, tmp_path, garbage, config)
     assert "node 'base'" in str(r.error) and "is not a safetensors checkpoint" in str(r.error)
 
     lora_like = tmp_path / "lora.safetensors"
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(2, 2)}, str(lora_like))
-    r = run_loader_graph(registry, tmp_path, lora_like)
+    r = run_loader_graph(registry, tmp_path, lora_like, config)
     assert "not a Stable Diffusion checkpoint" in str(r.error) and "LoRA" in str(r.error)
 
     folder = tmp_path / "empty_model"
     folder.mkdir()
-    r = run_loader_graph(registry, tmp_path, folder)
-    assert "not a diffusers Stable Diffusion folder" in str(r.error) and "unet" in str(r.error)
+    with pytest.raises(ValueError, match="not a diffusers Stable Diffusion folder: it has no unet"):
+        load_sd(folder)
+    # and a graph does not get that far: validation names the param
+    from runtime.graph_file import loads_graph
+    from runtime.validate import validate
+
+    text = f"format: nodetrainer.graph/1\nname: x\nnodes:\n  base:\n    type: sd.load_model@1\n" \
+           f"    params: {{path: {folder}}}\n"
+    [problem] = [p for p in validate(loads_graph(text, registry), registry).problems if p.node == "base"]
+    assert problem.field == "param 'path'" and "not a diffusers Stable Diffusion folder" in problem.message
 
 
 def test_missing_path_is_caught_before_the_run(registry):

@@ -158,3 +158,82 @@ def test_sample_with_a_lora_file_on_any_model(trained, runner):
 def test_sample_size_must_be_a_multiple_of_8(trained, runner):
     with pytest.raises(ValueError, match="width 30 must be a multiple of 8"):
         sample(runner, trained[0], width=30)
+
+
+def test_sample_event_reports_the_seeds_each_prompts_images_used(trained, runner):
+    from PIL import Image
+
+    paths = sample(runner, trained[0], prompts=["a red circle", "a blue square"], seed=42, images_per_prompt=2)
+    events = runner.events("sample", "sample")
+    assert [(e["seed"], e["seeds"]) for e in events] == [(42, [42, 43]), (44, [44, 45])]
+    for event in events:  # the event, the file names and the PNG metadata agree
+        for seed, path in zip(event["seeds"], event["paths"]):
+            assert path.endswith(f"-{seed}.png")
+            assert json.loads(Image.open(path).text["nodetrainer"])["seed"] == seed
+            assert f"Seed: {seed}," in Image.open(path).text["parameters"]
+    assert sorted(paths) == sorted(p for e in events for p in e["paths"])
+
+
+def test_second_prompt_with_one_image_reports_seed_43(trained, runner):
+    sample(runner, trained[0], prompts=["a red circle", "a blue square"], seed=42)
+    second = runner.events("sample", "sample")[1]
+    assert second["prompt"] == "a blue square" and second["seed"] == 43 and second["seeds"] == [43]
+    assert second["paths"][0].endswith("-43.png")
+
+
+# -- kohya files hold what kohya-format loaders can place ------------------------------------------
+
+#: kohya sd-scripts' LoRA network adapts the Linear/Conv2d layers inside modules of these classes
+KOHYA_BLOCKS = {"unet": ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"),
+                "text_encoder": ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")}
+
+
+def kohya_placeable(model) -> set[str]:
+    """Kohya names of the adapted layers that sit inside one of kohya's target blocks (its own rule)."""
+    from nodes.sd.lora_check import KOHYA_PREFIX
+
+    names = set()
+    for part, classes in KOHYA_BLOCKS.items():
+        for block_name, block in getattr(model, part).named_modules():
+            if type(block).__name__ not in classes:
+                continue
+            for child, module in block.named_modules():
+                if hasattr(module, "lora_A") and "default" in module.lora_A:
+                    full = f"{block_name}.{child}"
+                    if part == "text_encoder" and not full.startswith("text_model."):
+                        full = "text_model." + full
+                    names.add(KOHYA_PREFIX[part] + full.replace(".", "_"))
+    return names
+
+
+def test_all_linear_kohya_file_leaves_out_what_kohya_cannot_place_with_one_warning(runner):
+    from nodes.sd.build import build_tiny
+    from nodes.sd.lora import LoraSetup
+
+    model = runner.run(LoraSetup, "lora", {"model": build_tiny(seed=0)}, rank=2, targets="all-linear",
+                       train_text_encoder=True)["adapted"]
+    saver = runner.run(SaveLora, "save", {"model": model}, name="all")["saver"]
+    kohya, _ = read(runner.workspace / "lora" / "all.safetensors")
+    diffusers, _ = read(runner.workspace / "lora" / "all.diffusers.safetensors")
+    modules = {k.split(".")[0] for k in kohya}
+    assert modules == kohya_placeable(model)  # exactly what kohya's network can hold
+    assert not any("time_embedding" in k for k in kohya)
+    assert "lora_unet_down_blocks_0_resnets_0_time_emb_proj" in modules  # resnet layers are kept
+    time_embedding = {"unet.time_embedding.linear_1.lora_A.weight", "unet.time_embedding.linear_2.lora_B.weight"}
+    assert time_embedding <= set(diffusers)
+    [warning] = [e for e in runner.events("log", "save") if e["level"] == "warning"]
+    assert "leaves out 2 adapted layer(s)" in warning["message"]
+    assert "unet.time_embedding.linear_1, unet.time_embedding.linear_2" in warning["message"]
+    saver.save(runner.ctx("save"), model, step=5)  # a periodic save does not repeat the warning
+    assert len([e for e in runner.events("log", "save") if e["level"] == "warning"]) == 1
+
+
+def test_a_lora_with_no_layer_kohya_can_hold_is_refused_for_the_kohya_format(runner):
+    from nodes.sd.build import build_tiny
+    from nodes.sd.lora import LoraSetup
+
+    model = runner.run(LoraSetup, "lora", {"model": build_tiny(seed=0)}, rank=2,
+                       target_regex=r"time_embedding\..*")["adapted"]
+    with pytest.raises(ValueError, match="has a place in a kohya file: save with formats 'diffusers'"):
+        runner.run(SaveLora, "save", {"model": model}, formats="kohya")
+    runner.run(SaveLora, "save2", {"model": model}, formats="diffusers")  # the diffusers file holds them

@@ -90,6 +90,23 @@ def test_diffusers_folder_has_the_lora_fused_and_the_live_model_keeps_its_adapte
     assert (unet_out(pipe.unet) - unet_out(build_tiny(seed=0).unet)).abs().max() > 1e-4
 
 
+def test_diffusers_folder_text_encoder_has_the_keys_every_loader_expects(trained, runner, tiny_folder):
+    """transformers 4.x and ComfyUI read CLIP weights under ``text_model.``; transformers 5 too."""
+    from transformers import CLIPTextModel
+
+    from nodes.sd.export import plain_state_dict
+
+    model, _, _ = trained
+    runner.run(SaveDiffusers, "full", {"model": model}, name="clip", dtype="float32")
+    for folder in (runner.workspace / "models" / "clip", tiny_folder):  # sd.save_diffusers and build's writer
+        tensors, _ = read(folder / "text_encoder" / "model.safetensors")
+        assert tensors and all(k.startswith("text_model.") for k in tensors), sorted(tensors)[:3]
+        loaded, info = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+        if folder.name == "clip":  # the trained (LoRA-fused) weights, under the installed names
+            assert same(snapshot(loaded), plain_state_dict(model.text_encoder))
+
+
 def test_diffusers_folder_in_half_precision(trained, runner):
     model, _, _ = trained
     runner.run(SaveDiffusers, "half", {"model": model}, name="half", dtype="float16")
