@@ -153,4 +153,5 @@ class ValidationLoss(ScheduleParams):
     seed = Param(int, 0, min=0, doc="seed of the validation noise and timesteps")
 
     def run(self, ctx, batches, objective):
-        return {"hook": ValidationHook(ctx.node_id, self.schedule(), batches, objective, self.max_batches, self.seed)}
+        return {"hook": ValidationHook(ctx.node_id, self.schedule(), batches, objective, self.max_batches,
+                                       ctx.seed_for(self.seed))}
