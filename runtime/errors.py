@@ -167,7 +167,10 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     pool = tuple(itertools.islice(candidates, MAX_HINT_CANDIDATES + 1))
     if len(pool) > MAX_HINT_CANDIDATES:
         return []
-    return list(_closest(name, pool, n))
+    try:
+        return list(_closest(name, pool, n))
+    except TypeError:  # an unhashable candidate: no cache
+        return list(_closest.__wrapped__(name, pool, n))
 
 
 @functools.lru_cache(maxsize=1024)
