@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from runtime.control import CancelToken, CommandInbox, parse_command, start_command_reader
-from runtime.errors import MAX_MESSAGE_CHARS, MAX_PROBLEMS_SHOWN, GraphError
+from runtime.errors import MAX_PROBLEMS_SHOWN, GraphError
 from runtime.events import EventBus, ListSink
 from runtime.graph_file import dumps_graph, loads_graph
 from runtime.validate import validate
