@@ -20,6 +20,7 @@ from runtime import Input, Output, Param, node
 from runtime.port_types import Tokenizer
 
 from .metadata import architecture, base_metadata
+from .model import TOKENS
 from .types import SDModel
 
 EMBEDDING_KEY = "emb_params"
@@ -63,6 +64,11 @@ class EmbeddingSetup:
     vectors = Param(int, 1, min=1, max=MAX_VECTORS, doc="token vectors of the placeholder (more = more capacity, "
                                                         "fewer words left in the 77-token prompt)")
     clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip in the training forward")
+
+    def needed_batch_fields(self) -> dict[str, str]:
+        """What train.loop's check asks: the text encoder runs in the training forward, on token ids."""
+        return {TOKENS: "connect this node's tokenizer to sd.tokenize, and its 'tokens' output to the batches "
+                        "node's fields (the placeholder's vectors train through the text encoder)"}
 
     def run(self, ctx, model):
         import torch

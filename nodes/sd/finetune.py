@@ -7,6 +7,7 @@ import dataclasses
 
 from runtime import Choice, Input, Output, Param, node
 
+from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
 from .types import SDModel
 
 PARTS = ("unet", "text_encoder")
@@ -33,6 +34,10 @@ class FinetuneSetup:
     weight_dtype = Param(Choice("float32", "bfloat16", "keep"), "float32",
                          doc="dtype of the trained weights: float32 (full-precision updates; pair with fp16 or "
                              "bf16 precision), bfloat16 (half the memory), or keep them as loaded")
+
+    def needed_batch_fields(self) -> dict[str, str]:
+        """What train.loop's check asks: a trained text encoder reads token ids from the batches."""
+        return {TOKENS: TOKENS_FOR_TEXT_ENCODER} if self.train_text_encoder else {}
 
     def run(self, ctx, model):
         import torch

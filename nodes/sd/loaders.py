@@ -5,6 +5,7 @@ from __future__ import annotations
 from runtime import Choice, Dir, File, Output, Param, Seed, node
 from runtime.port_types import VAE, TextEncoder, Tokenizer
 
+from .model import LATENT
 from .types import SDModel
 
 DTYPE = Choice("float32", "float16", "bfloat16")
@@ -22,6 +23,10 @@ class _ModelOutputs:
     def outputs(model) -> dict:
         return {"model": model, "vae": model.vae_part(), "text_encoder": model.text_encoder_part(),
                 "tokenizer": model.tokenizer_part()}
+
+    def needed_batch_fields(self) -> dict[str, str]:
+        """What train.loop's check asks: the UNet trains on latents."""
+        return {LATENT: "connect sd.encode_image's 'latent' output (or a cache of it) to the batches node's fields"}
 
 
 @node("sd.tiny_model", title="Tiny SD model", category="Model")

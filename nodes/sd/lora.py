@@ -7,7 +7,7 @@ import re
 
 from runtime import Choice, Input, Output, Param, Seed, node
 
-from .model import TOKENS
+from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
 from .types import SDModel
 
 #: module-name suffixes per target preset (diffusers UNet / transformers CLIP names)
@@ -69,10 +69,7 @@ class LoraSetup:
 
     def needed_batch_fields(self) -> dict[str, str]:
         """What train.loop's check asks: a trained text encoder reads token ids from the batches."""
-        if not self.train_text_encoder:
-            return {}
-        return {TOKENS: "the text encoder trains (train_text_encoder), so its input must be in the batches: "
-                        "connect sd.tokenize's 'tokens' output to the batches node's fields"}
+        return {TOKENS: TOKENS_FOR_TEXT_ENCODER} if self.train_text_encoder else {}
 
     def run(self, ctx, model):
         from peft import LoraConfig

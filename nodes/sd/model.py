@@ -16,6 +16,9 @@ from nodes.train.bundle import ModelBundle, require_field
 
 #: batch keys the SD model reads (the output port names of nodes/sd/encode.py)
 TEXT_EMBEDDING, TOKENS, LATENT = "embedding", "tokens", "latent"
+#: how to give the batches token ids when a setup trains the text encoder (train.loop's check says it)
+TOKENS_FOR_TEXT_ENCODER = ("the text encoder trains (train_text_encoder), so its input must be in the batches: "
+                           "connect sd.tokenize's 'tokens' output to the batches node's fields")
 
 
 def fingerprint_of(*parts: _Any) -> str:

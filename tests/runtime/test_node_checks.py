@@ -109,3 +109,18 @@ def test_quickstart_training_the_text_encoder_without_tokens_is_caught_with_the_
     assert (problem.node, problem.field) == ("train", "input 'batches'")
     assert "'tokens'" in problem.message and "sd.tokenize" in problem.message
     assert validate(graph, registry).ok
+
+
+@pytest.mark.parametrize("preset, dropped, needing", [
+    ("sd15-embedding.yaml", "tokens", "sd.embedding_setup"),
+    ("quickstart.yaml", "latent", "sd.tiny_model"),
+])
+def test_presets_missing_a_batch_field_their_model_needs_are_caught(registry, preset, dropped, needing):
+    from runtime.graph_file import load_graph
+    from runtime.paths import GRAPHS_DIR
+
+    graph = load_graph(GRAPHS_DIR / preset, registry)
+    batches = next(n for n in graph.nodes.values() if n.type == "data.batches")
+    batches.inputs["fields"] = [lk for lk in batches.inputs["fields"] if lk.port != dropped]
+    problems = [p for p in validate(graph, registry).errors if p.code == "check"]
+    assert len(problems) == 1 and f"({needing}) needs the batch field {dropped!r}" in problems[0].message
