@@ -15,7 +15,7 @@ from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_BROKEN_PIPE = 141  # what a process killed by SIGPIPE reports
-MAX_PROBLEMS_SHOWN = 50
+MAX_PROBLEMS_JSON = 1000
 
 EPILOG = """\
 examples:
@@ -158,11 +158,14 @@ def _load(path: Path, registry):
 
 
 def _print_problems(problems, stream=None) -> None:
+    from .errors import MAX_PROBLEMS_SHOWN
+
     stream = stream or sys.stderr
     for p in problems[:MAX_PROBLEMS_SHOWN]:
         print(f"  - {p}", file=stream)
     if len(problems) > MAX_PROBLEMS_SHOWN:
-        print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more (validate --json lists them all)", file=stream)
+        print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more (validate --json lists up to "
+              f"{MAX_PROBLEMS_JSON})", file=stream)
 
 
 # -- validate -----------------------------------------------------------------
@@ -177,8 +180,9 @@ def cmd_validate(args) -> int:
         return EXIT_INVALID
     result = validate(graph, registry, args.sets, for_run=args.for_run)
     if args.json:
-        print(json.dumps({"valid": result.ok, "problems": [p.to_dict() for p in result.problems],
-                          "plan": result.order}, indent=2))
+        shown = result.problems[:MAX_PROBLEMS_JSON]
+        print(json.dumps({"valid": result.ok, "problems": [p.to_dict() for p in shown],
+                          "more_problems": len(result.problems) - len(shown), "plan": result.order}, indent=2))
         return EXIT_OK if result.ok else EXIT_INVALID
     if result.ok:
         print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(result.order)} would run)")

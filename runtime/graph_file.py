@@ -40,7 +40,7 @@ NODE_KEYS = ("type", "in", "params")
 INPUT_KEYS = ("type", "default", "min", "max", "choices", "doc")
 MAX_FILE_BYTES = 16 * 1024 * 1024
 #: far more than any pipeline needs; validation's cost grows with the node count
-MAX_NODES = 1000
+MAX_NODES = 5000
 
 
 # -- loading -----------------------------------------------------------------

@@ -25,7 +25,7 @@ from .types import SDModel
 
 EMBEDDING_KEY = "emb_params"
 MAX_VECTORS = 75  # CLIP's 77 positions minus start and end
-PLACEHOLDER_RE = re.compile(r"^\S+$")
+PLACEHOLDER_RE = re.compile(r"\S+")
 
 
 def placeholder_tokens(placeholder: str, count: int) -> list[str]:
@@ -80,7 +80,7 @@ class EmbeddingSetup:
         if model.embedding is not None:
             raise ValueError(f"the model already has the embedding {model.embedding.placeholder!r} "
                              f"(two sd.embedding_setup nodes in a row?)")
-        if not PLACEHOLDER_RE.match(self.placeholder or ""):
+        if not PLACEHOLDER_RE.fullmatch(self.placeholder or ""):
             raise ValueError(f"param 'placeholder': {self.placeholder!r} must be one word without spaces")
         layers = model.text_encoder.config.num_hidden_layers
         if self.clip_skip >= layers:

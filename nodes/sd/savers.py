@@ -17,12 +17,12 @@ from nodes.train.artifacts import ModelSaver, step_path
 from runtime import Choice, Dir, Input, Output, Param, node
 from runtime.port_types import DiffusionModel, Saver
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]*")
 FULL_DTYPES = ("keep", "float16", "bfloat16", "float32")
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or "") or "/" in name or "\\" in name:
+    if not NAME_RE.fullmatch(name or "") or "/" in name or "\\" in name:
         raise ValueError(f"name {name!r} must be a plain file name (letters, digits, . _ - space)")
     return name
 

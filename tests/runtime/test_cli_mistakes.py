@@ -201,3 +201,23 @@ def test_a_param_that_is_not_utf8_is_refused_naming_it(tmp_path):
                 "--workspace", tmp_path / "ws")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "internal error" not in r.stderr
     assert "input 'dataset'" in r.stderr and "not valid UTF-8" in r.stderr and "\\xfe" in r.stderr
+
+
+def test_many_problems_print_a_bounded_list(write_graph):
+    params = ", ".join(f"p{i}: 1" for i in range(80))
+    graph = write_graph(f"name: many\nnodes:\n  a: {{type: test.const, params: {{{params}}}}}\n")
+    r = run_cli("validate", graph)
+    assert r.returncode == 2
+    j = json.loads(run_cli("validate", graph, "--json").stdout)
+    assert len(j["problems"]) > 80 and j["more_problems"] == 0
+    assert r.stderr.count("unknown param") == 50 and f"... and {len(j['problems']) - 50} more" in r.stderr
+
+
+def test_a_graph_has_a_bounded_number_of_nodes(registry):
+    from runtime.errors import GraphFileError
+    from runtime.graph_file import MAX_NODES, loads_graph
+
+    text = "nodes:\n" + "".join(f"  n{i}: {{type: test.const}}\n" for i in range(MAX_NODES + 1))
+    with pytest.raises(GraphFileError, match=f"at most {MAX_NODES} nodes"):
+        loads_graph(text, registry)
+    assert len(loads_graph(text.rsplit("\n  n", 1)[0] + "\n", registry).nodes) == MAX_NODES

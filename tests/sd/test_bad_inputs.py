@@ -310,3 +310,13 @@ def test_embedding_setup_leaves_the_global_generator_alone(runner):
     out = runner.run(EmbeddingSetup, "emb", {"model": model}, placeholder="<x>", vectors=2)["adapted"]
     assert out.text_encoder.get_input_embeddings().num_embeddings == len(model.tokenizer) + 2  # it resized
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_names_with_a_final_newline_are_refused(runner):
+    from nodes.sd.embedding import EmbeddingSetup
+    from nodes.sd.savers import check_name
+
+    with pytest.raises(ValueError, match="plain file name"):
+        check_name("model\n")
+    with pytest.raises(ValueError, match="one word"):
+        runner.run(EmbeddingSetup, "emb", {"model": build_tiny()}, placeholder="<tok>\n")
