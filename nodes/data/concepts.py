@@ -143,9 +143,6 @@ class ConceptNode:
     masks = Param(bool, False, doc="use '<name>-masklabel.png' beside an image as its mask")
 
     def run(self, ctx):
-        if safe_text(self.folder) != self.folder:
-            raise ValueError(f"param 'folder': the folder name is not valid UTF-8: {safe_text(self.folder)} "
-                             f"(rename the folder)")
         name = self.name or Path(self.folder).name
         files = list_images(self.folder, self.recursive, self.extensions)
         data = ConceptData(name, self.folder, self.caption, self.text, self.missing_caption, self.balancing,

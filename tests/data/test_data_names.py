@@ -92,13 +92,12 @@ def test_a_file_with_a_non_utf8_name_is_skipped_with_a_warning(data_registry, cl
 def test_a_non_utf8_dataset_folder_is_refused_naming_the_param(data_registry, clean_dataset, tmp_path):
     folder = bytes_name(tmp_path, b"imgs\xff")
     shutil.copytree(clean_dataset.root, folder)
-    workspace = tmp_path / "run"
-    workspace.mkdir()
-    result, events, jsonl, logfile = run_with_sinks(data_graph(folder), data_registry, workspace)
-    message = str(result.error)
-    assert "'concept'" in message and "param 'folder'" in message and "not valid UTF-8" in message
-    assert f"{tmp_path}/imgs\\xff" in message and "\n" not in message
-    assert json.loads(jsonl.splitlines()[-1])["status"] != "ok"
+    from runtime.validate import validate
+
+    [problem] = validate(data_graph(folder), data_registry, []).errors  # refused before anything runs
+    assert (problem.node, problem.field) == ("concept", "param 'folder'")
+    assert "not valid UTF-8" in problem.message and f"{tmp_path}/imgs\\xff" in problem.message
+    assert "\n" not in str(problem)
 
 
 def test_events_and_cache_keys_take_any_text():
