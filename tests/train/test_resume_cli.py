@@ -42,12 +42,17 @@ def _wait_for_step(runs, step, timeout=300):
     raise AssertionError("no training progress")
 
 
+def _start_and_wait(graph, runs, step: int):
+    """A run of ``graph`` under ``runs`` in the background, once it has done ``step`` steps."""
+    p = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(graph), "--runs-dir", str(runs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
+    return p, _wait_for_step(runs, step)
+
+
 def test_sigint_backs_up_and_resume_last_finishes(write_graph, tmp_path):
     graph = write_graph(GRAPH % (0.05, 200))
     runs = tmp_path / "runs"
-    p = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(graph), "--runs-dir", str(runs)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
-    ws = _wait_for_step(runs, 3)
+    p, ws = _start_and_wait(graph, runs, 3)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=300)
     assert p.returncode == 130, err
@@ -102,9 +107,7 @@ def test_resume_last_never_takes_another_graphs_backup(write_graph, tmp_path):
 def test_a_stop_whose_backup_cannot_be_written_exits_1(write_graph, tmp_path):
     graph = write_graph(GRAPH % (0.05, 200))
     runs = tmp_path / "runs"
-    p = subprocess.Popen([sys.executable, "-m", "runtime", "run", str(graph), "--runs-dir", str(runs)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT)
-    ws = _wait_for_step(runs, 3)
+    p, ws = _start_and_wait(graph, runs, 3)
     (ws / "backups").write_text("a file where the backups folder would go")
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=300)
