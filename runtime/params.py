@@ -46,15 +46,12 @@ def _type_name(value: object) -> str:
 def _check_utf8(value: str) -> str:
     """Text from a file system or a command line may hold bytes that are not UTF-8 (lone surrogates):
     no graph file, event or run record can hold it, so it is refused here, shown with escapes."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        try:  # bytes a file system name held, as \xNN
-            shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            shown = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    from .events import safe_text
+
+    shown = safe_text(value)
+    if shown != value:
         shown = shown if len(shown) <= 80 else shown[:77] + "..."
-        raise ParamError(f"text '{shown}' is not valid UTF-8 (rename it)") from None
+        raise ParamError(f"text '{shown}' is not valid UTF-8 (rename it)")
     return value
 
 
