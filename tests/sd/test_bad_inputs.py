@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from nodes.sd.build import build_tiny, load_sd, save_diffusers
+from nodes.sd.build import build_tiny, load_sd
 from nodes.sd.sampler import Sample
 
 VAE_FILE = "diffusion_pytorch_model.safetensors"
