@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .errors import first_line
 from .workspace import slug
 
 BACKUPS_DIR = "backups"
@@ -62,7 +63,7 @@ def check_meta(folder: Path) -> dict:
     except FileNotFoundError:
         raise DamagedBackup(f"{folder} is not a complete backup (no {META_FILE})") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise DamagedBackup(f"backup {folder} is damaged: {META_FILE} cannot be read ({_first_line(e)})") from None
+        raise DamagedBackup(f"backup {folder} is damaged: {META_FILE} cannot be read ({first_line(e, 200)})") from None
     except ValueError as e:
         raise DamagedBackup(f"backup {folder} is damaged: {META_FILE} is not a backup's meta file ({e})") from None
     try:
@@ -96,7 +97,7 @@ def check_backup(folder: Path) -> dict:
             pass
     except Exception as e:
         raise DamagedBackup(f"backup {folder} is damaged: {WEIGHTS_FILE} is truncated or not a safetensors "
-                            f"file ({_first_line(e)})") from None
+                            f"file ({first_line(e, 200)})") from None
     data = load_state(folder, mmap=True)
     if not isinstance(data.get("counters"), dict):
         raise DamagedBackup(f"backup {folder} is damaged: {STATE_FILE} has no training counters")
@@ -120,16 +121,12 @@ def load_state(folder: Path, mmap: bool = False) -> dict:
         raise DamagedBackup(f"backup {folder} is damaged: {STATE_FILE} is missing") from None
     except Exception as e:
         raise DamagedBackup(f"backup {folder} is damaged: {STATE_FILE} is truncated or not a torch file "
-                            f"({_first_line(e)})") from None
+                            f"({first_line(e, 200)})") from None
     if not isinstance(data, dict):
         raise DamagedBackup(f"backup {folder} is damaged: {STATE_FILE} holds a {type(data).__name__}, "
                             "not a mapping")
     return data
 
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def list_backups(workspace: Path) -> list[Path]:

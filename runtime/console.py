@@ -110,5 +110,6 @@ class ConsoleSink:
 
 def one_line(text: str, limit: int = 1000) -> str:
     """A message on one line, bounded: a library's multi-line or huge error text stays readable."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    from .errors import clip
+
+    return clip(" ".join(str(text).split()), limit)

@@ -31,6 +31,16 @@ def clip(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return text[:head] + ELLIPSIS + text[len(text) - (keep - head):]
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message as one bounded line: its first line, or its type when it has none
+    (libraries' messages run on over many lines)."""
+    try:
+        text = str(error).strip()
+    except Exception:
+        text = ""
+    return clip(text.splitlines()[0] if text else type(error).__name__, limit)
+
+
 class _BoundedRepr(reprlib.Repr):
     def __init__(self) -> None:
         super().__init__()

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime import errors
+
 #: keys listed per kind of problem; the rest are counted
 MAX_LISTED = 5
 
@@ -98,11 +100,10 @@ def on_meta(build):
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:
-    """A library error as one short line (diffusers' and transformers' messages run on)."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    cut = text.find(" If you want to")  # diffusers' advice to load random weights instead
-    text = text[:cut] if cut > 0 else text
-    return text if len(text) <= limit else text[:limit] + "..."
+    """A library error as one short line, without diffusers' advice to load random weights instead."""
+    text = errors.first_line(error, limit)
+    cut = text.find(" If you want to")
+    return text[:cut] if cut > 0 else text
 
 
 # -- diffusers folders ----------------------------------------------------------------

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from runtime import __version__
+from runtime.errors import first_line
 from runtime.backups import (BACKUPS_DIR, META_FILE, STATE_FILE, WEIGHTS_FILE, DamagedBackup, check_backup,
                              list_backups, load_state)
 from runtime.fileio import atomic_dir, write_target
@@ -75,7 +76,7 @@ def load_backup(run, folder: Path) -> dict:
     try:
         saved = load_file(str(folder / WEIGHTS_FILE))
     except Exception as e:
-        raise DamagedBackup(f"backup {folder} is damaged: {WEIGHTS_FILE} cannot be read ({one_line(e)})") from None
+        raise DamagedBackup(f"backup {folder} is damaged: {WEIGHTS_FILE} cannot be read ({first_line(e)})") from None
     params = dict(run.model.named_trainable_parameters())
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
     if missing or unexpected:
@@ -99,18 +100,13 @@ def load_backup(run, folder: Path) -> dict:
                 hook.load_state_dict(data["hooks"][hook.key])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         raise ValueError(f"backup {folder}: its {STATE_FILE} does not fit this graph's training state "
-                         f"({one_line(e)}); resume with the graph the backup was made from") from None
+                         f"({first_line(e)}); resume with the graph the backup was made from") from None
     return meta
 
 
 def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
-
-def one_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of an error's message, bounded."""
-    text = (str(error).strip().splitlines() or [""])[0] or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_disk_full(error: BaseException) -> bool:
@@ -136,7 +132,7 @@ def describe_save_error(error: BaseException) -> str:
         return f"torch could not write the whole file, is the disk full?{where}"
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror}{where}"
-    return f"{type(error).__name__}: {one_line(error)}{where}"
+    return f"{type(error).__name__}: {first_line(error)}{where}"
 
 
 @contextlib.contextmanager
