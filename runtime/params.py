@@ -183,14 +183,26 @@ class Device(Choice):
         return None
 
     @staticmethod
-    def describe_on_machine(value: str) -> str:
-        """What ``value`` means here, for the run record: ``cpu``, ``cuda:0 (NVIDIA H200)``, ``mps``."""
+    def resolve(value: str) -> str:
+        """The device ``value`` names here: ``auto`` is CUDA, else Apple MPS, else the CPU. A device
+        this machine lacks raises ``RuntimeError`` saying so."""
         import torch
 
         if value == "auto":
             mps = getattr(torch.backends, "mps", None)
-            value = "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"
-        if value.startswith("cuda") and torch.cuda.is_available():
+            return "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"
+        why = Device.missing(value)
+        if why:
+            raise RuntimeError(why)
+        return value
+
+    @staticmethod
+    def describe_on_machine(value: str) -> str:
+        """What ``value`` means here, for the run record: ``cpu``, ``cuda:0 (NVIDIA H200)``, ``mps``."""
+        import torch
+
+        value = Device.resolve(value)
+        if value.startswith("cuda"):
             index = int(value.partition(":")[2] or torch.cuda.current_device())
             return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
         return value

@@ -24,18 +24,11 @@ CPU_HALF = "CPUs run float16 math several times slower than float32 (7x for a sm
 
 
 def resolve_device(name: str):
-    """``auto``: CUDA, else Apple MPS, else CPU. An explicit device that is missing is an error."""
+    """The ``torch.device`` a Device param names (``auto``: CUDA, else Apple MPS, else CPU); a device
+    this machine lacks is an error."""
     import torch
 
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was chosen but torch sees no CUDA GPU (use auto or cpu)")
-    if name == "mps" and not has_mps:
-        raise RuntimeError("device 'mps' was chosen but Apple MPS is not available (use auto or cpu)")
-    return torch.device(name)
+    return torch.device(Device.resolve(name))
 
 
 def check_precision(model, precision: str) -> None:
