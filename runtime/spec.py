@@ -91,6 +91,8 @@ class NodeSpec:
     params: dict[str, Param] = field(default_factory=dict)
     migrations: dict[int, Migration] = field(default_factory=dict)
     sink: bool = False
+    #: run commands (``runtime.control.COMMANDS``) this node acts on while it runs, when it is in the run
+    commands: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -134,7 +136,15 @@ class NodeSpec:
             out.extend(f"param {name!r}: {m}" for m in _param_problems(p))
         out.extend(self._run_problems())
         out.extend(self._migration_problems())
+        out.extend(self._command_problems())
         return out
+
+    def _command_problems(self) -> list[str]:
+        from .control import COMMANDS
+
+        if not isinstance(self.commands, tuple):
+            return [f"commands must be a tuple of names, not {self.commands!r}"]
+        return [f"unknown command {c!r} (known: {', '.join(COMMANDS)})" for c in self.commands if c not in COMMANDS]
 
     def _run_problems(self) -> list[str]:
         run = getattr(self.cls, "run", None)
@@ -171,6 +181,7 @@ class NodeSpec:
             "category": self.category,
             "doc": self.doc.strip(),
             "sink": self.is_sink,
+            "commands": list(self.commands),
             "inputs": [i.describe() for i in self.inputs.values()],
             "outputs": [o.describe() for o in self.outputs.values()],
             "params": [p.describe() for p in self.params.values()],
@@ -196,8 +207,10 @@ def node(
     title: str | None = None,
     category: str = "Other",
     sink: bool = False,
+    commands: tuple[str, ...] = (),
 ) -> Callable[[type], type]:
-    """Class decorator that turns a declarative class into a node type."""
+    """Class decorator that turns a declarative class into a node type; ``commands`` names the run
+    commands the node acts on while it runs (the editor enables those buttons only then)."""
 
     def wrap(cls: type) -> type:
         inputs: dict[str, Input] = {}
@@ -229,6 +242,7 @@ def node(
             params=params,
             migrations=dict(getattr(cls, "migrations", {}) or {}),
             sink=sink,
+            commands=tuple(commands) if isinstance(commands, (list, tuple)) else commands,
         )
         return cls
 

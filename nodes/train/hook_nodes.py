@@ -58,7 +58,7 @@ class SaveHook(TrainHook):
             self.trigger(run, "end")
 
 
-@node("train.save_hook", title="Periodic save", category="Hooks")
+@node("train.save_hook", title="Periodic save", category="Hooks", commands=("save",))
 class PeriodicSave(ScheduleParams):
     """Save the model during training with the connected savers (any format): files get ``-step000123``
     in their names. Uses the EMA weights when an EMA hook is connected. The save command saves now.
@@ -97,7 +97,7 @@ class SampleHook(TrainHook):
                             run.samples.append((step, tag, [str(p) for p in paths]))
 
 
-@node("train.sample_hook", title="Sample previews", category="Hooks")
+@node("train.sample_hook", title="Sample previews", category="Hooks", commands=("sample",))
 class SamplePreviews(ScheduleParams):
     """Make preview images during training with the connected samplers' settings (prompts, seed,
     steps, CFG, size). With an EMA hook connected, samples with the EMA weights too. The sample

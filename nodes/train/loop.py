@@ -82,7 +82,7 @@ def autocast_for(device, precision: str):
     return torch.autocast(device.type, dtype=getattr(torch, dtype))
 
 
-@node("train.loop", title="Train", category="Training")
+@node("train.loop", title="Train", category="Training", commands=("stop", "backup"))
 class TrainLoop:
     """Train the model on batches from the data graph: gradient accumulation, clipping, mixed precision,
     gradient checkpointing, seeded noise, and hooks (samples, saves, backups, EMA, TensorBoard, validation).

@@ -220,3 +220,21 @@ def test_builtin_catalogue_registers_cleanly_with_docs_everywhere():
         for group in (spec.inputs, spec.outputs, spec.params):
             for name, item in group.items():
                 assert item.doc, f"{spec.type_id}.{name} has no doc"
+
+
+def test_nodes_declare_the_run_commands_they_act_on():
+    @node("t.cmd", title="Cmd", category="Test", commands=("sample",))
+    class Cmd:
+        def run(self, ctx):
+            return {}
+
+    spec = Registry().register(Cmd) or Cmd.__node_spec__
+    assert spec.commands == ("sample",) and spec.describe()["commands"] == ["sample"]
+
+    @node("t.badcmd", title="Bad", category="Test", commands=("explode",))
+    class Bad:
+        def run(self, ctx):
+            return {}
+
+    with pytest.raises(SpecError, match="unknown command 'explode'"):
+        Registry().register(Bad)
