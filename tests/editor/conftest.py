@@ -102,3 +102,18 @@ def window(qtbot, registry, settings, tmp_path, dialogs):
 def pytest_configure(config):
     # NodeGraphQt still calls Qt5-era QMouseEvent.pos(); PySide6 warns on each mouse event
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:NodeGraphQt.*")
+
+
+@pytest.fixture
+def no_exceptions(monkeypatch):
+    """Fails the test on any exception Qt reports from a Python override (a slot, ``stepEnabled``,
+    a paint or mouse handler): PySide prints those through ``sys.excepthook`` and carries on."""
+    caught: list[str] = []
+
+    def hook(kind, value, tb):
+        caught.append(f"{kind.__name__}: {value}")
+
+    monkeypatch.setattr(sys, "excepthook", hook)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: caught.append(f"unraisable: {u.exc_value!r}"))
+    yield caught
+    assert not caught, f"{len(caught)} exception(s) during normal use: {caught[:5]}"
