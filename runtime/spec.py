@@ -110,7 +110,8 @@ class NodeSpec:
 
     @property
     def summary(self) -> str:
-        return self.doc.strip().splitlines()[0] if self.doc.strip() else ""
+        """The doc's first sentence, whole (it may span lines), as plain text: ``code`` loses its backticks."""
+        return first_sentence(self.doc)
 
     def problems(self) -> list[str]:
         """Inconsistencies in this spec, as messages (empty when the spec is sound)."""
@@ -186,6 +187,17 @@ class NodeSpec:
             "outputs": [o.describe() for o in self.outputs.values()],
             "params": [p.describe() for p in self.params.values()],
         }
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(`'\"])")
+_INLINE_CODE = re.compile(r"``(.+?)``|`([^`]+)`")
+
+
+def first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line, without reST backticks."""
+    paragraph = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    sentence = _SENTENCE_END.split(paragraph, 1)[0]
+    return _INLINE_CODE.sub(lambda m: m.group(1) or m.group(2), sentence)
 
 
 def _param_problems(p: Param) -> list[str]:

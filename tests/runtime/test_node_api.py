@@ -238,3 +238,26 @@ def test_nodes_declare_the_run_commands_they_act_on():
 
     with pytest.raises(SpecError, match="unknown command 'explode'"):
         Registry().register(Bad)
+
+
+def test_summary_is_the_whole_first_sentence_without_backticks():
+    @node("t.sum", title="Sum", category="Test")
+    class Sum:
+        """Write a backup of the ``model`` on a schedule (e.g. every
+        500 steps) and keep the newest few. ``nodetrainer run --resume`` continues.
+
+        More detail."""
+
+        def run(self, ctx):
+            return {}
+
+    assert Sum.__node_spec__.summary == ("Write a backup of the model on a schedule (e.g. every 500 steps) "
+                                         "and keep the newest few.")
+
+
+def test_nodes_listing_shows_no_rest_markup_or_cut_sentences():
+    from runtime.registry import default_registry
+
+    for spec in default_registry().specs():
+        assert "`" not in spec.summary, spec.type_id
+        assert spec.summary.rstrip().endswith((".", ")", ":")) or "." not in spec.doc, (spec.type_id, spec.summary)
