@@ -49,3 +49,33 @@ def test_screenshot_script_renders_the_editor_with_a_graph(tmp_path):
         spread = ImageStat.Stat(im.convert("L")).stddev[0]
     assert spread > 10, "the picture is blank"
     assert not list(tmp_path.glob(".shot.png.*")), "written atomically"
+
+
+def test_edit_without_a_display_says_how_to_run_instead_of_aborting(tmp_path):
+    """Qt aborts (rc 134) when it finds no display; the command says what to do in one line."""
+    from tests.conftest import ROOT, subprocess_env
+
+    env = subprocess_env()
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        env.pop(var, None)
+    r = subprocess.run([sys.executable, "-m", "runtime", "edit", "graphs/quickstart.yaml"], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=120)
+    assert r.returncode in (1, 2), (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert "no display" in lines[0] and "xvfb-run nodetrainer edit" in lines[0]
+    assert "QT_QPA_PLATFORM=offscreen" in lines[0]
+
+
+def test_display_check_trusts_platforms_that_need_no_display():
+    from editor.app import display_problem
+
+    assert display_problem({}, "linux")
+    assert display_problem({"QT_QPA_PLATFORM": "xcb"}, "linux")
+    assert display_problem({"QT_QPA_PLATFORM": "wayland;xcb", "DISPLAY": ""}, "linux")
+    assert display_problem({"DISPLAY": ":99"}, "linux") is None
+    assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert display_problem({"QT_QPA_PLATFORM": "vnc:size=800x600"}, "linux") is None
+    assert display_problem({"QT_QPA_PLATFORM": "xcb;offscreen"}, "linux") is None
+    assert display_problem({}, "win32") is None and display_problem({}, "darwin") is None
