@@ -39,6 +39,7 @@ class NumberSpinBox(QtWidgets.QAbstractSpinBox):
     """A spin box for int or float params with exact text, bounds and Python ints."""
 
     committed = QtCore.Signal(object)
+    MAX_SHOWN = 80  # characters of a bad value shown
 
     def __init__(self, integer: bool, minimum: float | None = None, maximum: float | None = None,
                  parent: QtWidgets.QWidget | None = None):
@@ -46,7 +47,8 @@ class NumberSpinBox(QtWidgets.QAbstractSpinBox):
         self.integer = integer
         self.minimum = minimum
         self.maximum = maximum
-        self._value: int | float | None = None
+        self._value: _Any = None
+        self._good_tooltip = ""
         self.setKeyboardTracking(False)
         self.setCorrectionMode(QtWidgets.QAbstractSpinBox.CorrectionMode.CorrectToPreviousValue)
         self.editingFinished.connect(self._commit_text)
@@ -55,10 +57,51 @@ class NumberSpinBox(QtWidgets.QAbstractSpinBox):
     def value(self):
         return self._value
 
+    @property
+    def is_bad(self) -> bool:
+        """The value shown is not a number of this box (text, a list, nan, 2.5 in a whole-number box)."""
+        return self._value is not None and self.as_number(self._value) is None
+
+    def as_number(self, value):
+        """``value`` as a number this box can step, or None (validation reports the others)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if self.integer:
+            if isinstance(value, float):
+                return int(value) if value.is_integer() else None
+            return value
+        try:
+            number = float(value)
+        except OverflowError:  # a 400-digit int
+            return None
+        return value if math.isfinite(number) else None
+
     def setValue(self, value) -> None:
-        """Show a value without emitting ``committed``."""
+        """Show a value without emitting ``committed``; one that is not a number is shown as it is, marked."""
         self._value = value
-        self.lineEdit().setText(format_number(value))
+        self.lineEdit().setText(self._shown_text(value))
+        self._mark_bad()
+
+    def _shown_text(self, value) -> str:
+        if self.as_number(value) is not None or value is None:
+            return format_number(value)
+        text = value if isinstance(value, str) else repr(value)
+        text = text.replace("\n", " ")
+        return text if len(text) <= self.MAX_SHOWN else text[:self.MAX_SHOWN - 3] + "..."
+
+    def _mark_bad(self) -> None:
+        bad = self.is_bad
+        if bad == bool(self.lineEdit().styleSheet()):
+            return
+        if bad:
+            self._good_tooltip = self.toolTip()
+            self.lineEdit().setStyleSheet("color: #e53935;")
+            what = "a whole number" if self.integer else "a finite number"
+            self.setToolTip(f"{self._shown_text(self._value)!r} is not {what}: type a number "
+                            "(the Problems panel lists it)")
+        else:
+            self.lineEdit().setStyleSheet("")
+            self.setToolTip(self._good_tooltip)
 
     def parse(self, text: str):
         """The number in ``text`` or None."""
@@ -94,12 +137,12 @@ class NumberSpinBox(QtWidgets.QAbstractSpinBox):
         return QtGui.QValidator.State.Invalid
 
     def fixup(self, text: str) -> str:
-        return format_number(self._value)
+        return self._shown_text(self._value)
 
     def _commit_text(self) -> None:
         value = self.parse(self.lineEdit().text())
         if value is None or not self.in_bounds(value):
-            self.lineEdit().setText(format_number(self._value))
+            self.lineEdit().setText(self._shown_text(self._value))
             return
         self._set_and_emit(value)
 
@@ -113,12 +156,14 @@ class NumberSpinBox(QtWidgets.QAbstractSpinBox):
     def step_size(self) -> float:
         if self.integer:
             return 1
-        v = abs(self._value or 0.0)
+        v = abs(float(self.as_number(self._value) or 0.0))
         if v == 0.0:
             return 0.1
         return 10.0 ** math.floor(math.log10(v)) / 10.0
 
     def stepBy(self, steps: int) -> None:
+        if self.is_bad:  # arrows never replace what the file says; typing a number does
+            return
         current = self._value if self._value is not None else (self.minimum or 0)
         value = current + steps * self.step_size()
         if not self.integer:
@@ -131,6 +176,8 @@ class NumberSpinBox(QtWidgets.QAbstractSpinBox):
 
     def stepEnabled(self):
         flags = QtWidgets.QAbstractSpinBox.StepEnabledFlag.StepNone
+        if self.is_bad:
+            return flags
         v = self._value
         if v is None or self.maximum is None or v < self.maximum:
             flags |= QtWidgets.QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
