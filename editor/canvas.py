@@ -19,6 +19,7 @@ compat.apply()
 
 from NodeGraphQt import NodeGraph  # noqa: E402
 from NodeGraphQt.constants import PortTypeEnum  # noqa: E402
+from NodeGraphQt.qgraphics.node_abstract import AbstractNodeItem  # noqa: E402
 from NodeGraphQt.widgets.viewer import NodeViewer  # noqa: E402
 
 from runtime.graph import Link  # noqa: E402
@@ -433,7 +434,8 @@ class Canvas(QtCore.QObject):
         return out
 
     def selected_note_indexes(self) -> list[int]:
-        ids = {item.id for item in self.viewer.scene().selectedItems()}
+        # only node items have ids: a connection drag selects NodeGraphQt's live-pipe arrow
+        ids = {item.id for item in self.viewer.scene().selectedItems() if isinstance(item, AbstractNodeItem)}
         return [i for i, bd in enumerate(self.backdrops) if bd.id in ids]
 
     def select(self, node_ids: list[str], center: bool = True) -> None:
