@@ -313,15 +313,31 @@ class LineEditor(ValueEditor):
 
 
 class PathEditor(LineEditor):
-    """A file or folder path with a picker; picked paths under ``base_dir`` are stored relative to it."""
+    """A file or folder path with a picker; picked paths under ``base_dir`` are stored relative to it.
+
+    A param that takes either (``FileOrDir``) gets a menu on its button: "Choose file…", "Choose folder…".
+    """
+
+    WORDS = {"file": "file", "dir": "folder"}
 
     def __init__(self, param: Param, base_dir: Path, parent=None):
-        super().__init__(param, parent, placeholder="folder" if param.kind.name == "dir" else "file")
+        picks = tuple(getattr(param.kind, "picks", ())) or ("file",)
+        super().__init__(param, parent, placeholder=" or ".join(self.WORDS[p] for p in picks))
         self.base_dir = base_dir
+        self.picks = picks
         self.button = QtWidgets.QToolButton()
         self.button.setText("\u2026")
-        self.button.setToolTip("Choose " + ("a folder" if param.kind.name == "dir" else "a file"))
-        self.button.clicked.connect(self.pick)
+        self.button.setToolTip("Choose " + " or ".join("a " + self.WORDS[p] for p in picks))
+        if len(picks) > 1:
+            menu = QtWidgets.QMenu(self.button)
+            for what in picks:
+                action = menu.addAction(f"Choose {self.WORDS[what]}\u2026")
+                action.setData(what)
+                action.triggered.connect(lambda _=False, what=what: self.pick(what))
+            self.button.setMenu(menu)
+            self.button.setPopupMode(QtWidgets.QToolButton.ToolButtonPopupMode.InstantPopup)
+        else:
+            self.button.clicked.connect(lambda: self.pick())
         self._layout.addWidget(self.button)
 
     def start_dir(self) -> str:
@@ -332,15 +348,19 @@ class PathEditor(LineEditor):
             return str(p if p.is_dir() else p.parent)
         return str(self.base_dir)
 
-    def pick(self) -> None:
+    def pick(self, what: str | None = None) -> None:
+        """Open the dialog for ``what`` ("file" or "dir"; default: the kind's first) and store the choice."""
         kind = self.param.kind
+        what = what or self.picks[0]
         caption = self.param.label or self.param.name
-        if kind.name == "dir":
+        if what == "dir":
             chosen = QtWidgets.QFileDialog.getExistingDirectory(self, caption, self.start_dir())
         elif getattr(kind, "mode", "open") == "save":
-            chosen, _ = QtWidgets.QFileDialog.getSaveFileName(self, caption, self.start_dir(), kind.filter)
+            chosen, _ = QtWidgets.QFileDialog.getSaveFileName(self, caption, self.start_dir(),
+                                                              getattr(kind, "filter", ""))
         else:
-            chosen, _ = QtWidgets.QFileDialog.getOpenFileName(self, caption, self.start_dir(), kind.filter)
+            chosen, _ = QtWidgets.QFileDialog.getOpenFileName(self, caption, self.start_dir(),
+                                                              getattr(kind, "filter", ""))
         if chosen:
             self.set_picked(chosen)
 

@@ -66,7 +66,8 @@ class ParamRow(QtWidgets.QWidget):
 
     def show_value(self, value, explicit: bool) -> None:
         self.explicit = explicit
-        ref = is_reference(value) and self.param.kind.name not in ("str", "text", "file", "dir", "strlist")
+        kind = self.param.kind  # text-like kinds edit a reference in their own field
+        ref = is_reference(value) and not (kind.is_path or kind.name in ("str", "text", "strlist"))
         self.stack.setCurrentIndex(1 if ref else 0)
         self.stack.setFixedHeight(self.stack.currentWidget().sizeHint().height())
         (self.ref_editor if ref else self.editor).set_value(None if value is MISSING else value)

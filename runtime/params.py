@@ -242,6 +242,8 @@ class _PathKind(ParamKind):
     is_path = True
     accepts_inputs = frozenset({"path", "file", "dir", "str"})
     target = "path"
+    #: what a picker offers: "file", "dir" or both
+    picks: tuple[str, ...] = ()
 
     def __init__(self, mode: str = "open", filter: str = ""):
         if mode not in ("open", "save"):
@@ -257,7 +259,7 @@ class _PathKind(ParamKind):
         return _check_utf8(value)
 
     def describe(self) -> dict:
-        d = {"kind": self.name, "mode": self.mode}
+        d = {"kind": self.name, "mode": self.mode, "picks": list(self.picks)}
         if self.filter:
             d["filter"] = self.filter
         return d
@@ -271,6 +273,7 @@ class File(_PathKind):
 
     name = "file"
     target = "file"
+    picks = ("file",)
 
 
 class Dir(_PathKind):
@@ -278,6 +281,19 @@ class Dir(_PathKind):
 
     name = "dir"
     target = "folder"
+    picks = ("dir",)
+
+
+class FileOrDir(_PathKind):
+    """A path that names a file or a folder (a diffusers folder or a single ``.safetensors`` file).
+
+    Saved as plain text like any path; ``filter`` applies when a file is picked. Its name is
+    the graph-input type ``path``.
+    """
+
+    name = "path"
+    target = "file or folder"
+    picks = ("file", "dir")
 
 
 class StrList(ParamKind):
@@ -324,7 +340,7 @@ INPUT_KINDS: dict[str, type[ParamKind]] = {
     "str": StrKind,
     "text": TextKind,
     "choice": Choice,
-    "path": File,  # file or folder; resolved like any path
+    "path": FileOrDir,
     "file": File,
     "dir": Dir,
     "strlist": StrList,

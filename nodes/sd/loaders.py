@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runtime import Choice, Dir, File, Output, Param, Seed, node
+from runtime import Choice, Dir, Output, Param, Seed, node
+from runtime.params import FileOrDir
 from runtime.port_types import VAE, TextEncoder, Tokenizer
 
 from .model import LATENT
@@ -58,7 +59,7 @@ class LoadModel(_ModelOutputs):
     tokenizer; weights are not needed), so nothing is downloaded.
     """
 
-    path = Param(File("open", filter="*.safetensors"), doc="diffusers folder or .safetensors checkpoint")
+    path = Param(FileOrDir("open", filter="*.safetensors"), doc="diffusers folder or .safetensors checkpoint")
     config = Param(Dir("open"), optional=True, doc="local diffusers folder with the configs (single files only)")
     unet_dtype = Param(DTYPE, "float32", doc="weight dtype of the UNet")
     text_encoder_dtype = Param(DTYPE, "float32", doc="weight dtype of the text encoder")
