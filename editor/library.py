@@ -101,6 +101,11 @@ class NodeLibrary(QtWidgets.QWidget):
                     out.append(top.child(j).data(0, QtCore.Qt.ItemDataRole.UserRole))
         return out
 
+    def selected_type(self) -> str | None:
+        """The type id of the node type selected in the tree, if one is."""
+        items = self.tree.selectedItems()
+        return items[0].data(0, QtCore.Qt.ItemDataRole.UserRole) if items else None
+
     def _on_double_clicked(self, item: QtWidgets.QTreeWidgetItem) -> None:
         type_id = item.data(0, QtCore.Qt.ItemDataRole.UserRole)
         if type_id:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from html import escape
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from runtime.backups import list_backups, run_folders
 from runtime.errors import GraphFileError
-from runtime.paths import presets
+from runtime.paths import ROOT, presets
 from runtime.registry import Registry, default_registry
 from runtime.validate import validate
 
@@ -18,7 +20,9 @@ from .document import Document
 from .library import NodeLibrary, NodeSearch
 from .preview import PreviewDialog, can_preview
 from .properties import PropertiesPanel
+from . import tooltips
 from .run_panel import RunPanel
+from .run_state import BUTTON_COMMANDS, command_nodes
 from .validation_panel import LiveValidator, ProblemsPanel, problems_by_node
 
 MAX_RECENT = 10
@@ -47,6 +51,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.problem_count = QtWidgets.QLabel()
         self.statusBar().addPermanentWidget(self.problem_count)
         self._run_problems: dict[str, list[tuple[str, str]]] = {}
+        self._run_doc: Document | None = None  # the document whose run the run panel shows
+        self.help_dialog: HelpDialog | None = None
 
         self.library_dock = self._dock("Nodes", self.library, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self.properties_dock = self._dock("Properties", self.properties, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
@@ -105,6 +111,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_redo = self.undo_group.createRedoAction(self, "&Redo")
         self.act_redo.setShortcuts(K.Redo)
         self.addActions([self.act_undo, self.act_redo])
+        # the toolbar's own Undo/Redo keep fixed texts, so its buttons never move; what they undo is in
+        # their tooltips (and in the Edit menu, whose actions above carry it in their texts)
+        self.tb_undo = self._toolbar_twin("Undo", self.undo_group.undo, self.undo_group.canUndoChanged,
+                                          self.undo_group.undoTextChanged, self.act_undo)
+        self.tb_redo = self._toolbar_twin("Redo", self.undo_group.redo, self.undo_group.canRedoChanged,
+                                          self.undo_group.redoTextChanged, self.act_redo)
         self.act_cut = self._action("Cu&t", self.cut, K.Cut, canvas_only=True)
         self.act_copy = self._action("&Copy", self.copy, K.Copy, canvas_only=True)
         self.act_paste = self._action("&Paste", self.paste, K.Paste, canvas_only=True)
@@ -124,6 +136,32 @@ class MainWindow(QtWidgets.QMainWindow):
                                         "Show the first samples a data node produces")
         self.act_runs_dir = self._action("Runs &Folder\u2026", self.choose_runs_dir,
                                          tip="Where runs started from the editor write their workspaces")
+        self.act_resume = self._action("Resume &Last", self.resume_last, tip="Continue the newest stopped run "
+                                       "of this graph from its backup (nodetrainer run GRAPH --resume last)")
+        self.act_about = self._action("&About nodetrainer", self.show_about, tip="Versions of nodetrainer and "
+                                      "the libraries it runs on")
+        self.act_quick_ref = self._action("&Quick Reference", self.show_quick_reference, K.HelpContents,
+                                          "The editor and command-line sections of the README")
+        self.act_node_ref = self._action("&Node Reference", self.show_node_reference, "Shift+F1",
+                                         "What the selected node does: its ports and params "
+                                         "(nodetrainer nodes --describe TYPE)")
+
+    def _toolbar_twin(self, text: str, slot, enabled_signal, text_signal, menu_action) -> QtGui.QAction:
+        """A fixed-text copy of an undo-group action for the toolbar; its tooltip says what it does."""
+        action = QtGui.QAction(text, self)
+        action.triggered.connect(lambda _checked=False: slot())
+        enabled_signal.connect(action.setEnabled)
+        keys = menu_action.shortcut().toString(QtGui.QKeySequence.SequenceFormat.NativeText)
+
+        def retip(what: str) -> None:
+            tip = f"{text} {what}" if what else f"Nothing to {text.lower()}"
+            action.setToolTip(f"{tip} ({keys})" if keys else tip)
+            action.setStatusTip(tip)
+
+        text_signal.connect(retip)
+        action.setEnabled(False)
+        retip("")
+        return action
 
     def _make_menus(self) -> None:
         mb = self.menuBar()
@@ -152,14 +190,19 @@ class MainWindow(QtWidgets.QMainWindow):
             view.addAction(dock.toggleViewAction())
         graph = mb.addMenu("&Graph")
         graph.addActions([self.act_validate, self.act_run, self.act_stop, self.act_preview])
+        graph.insertAction(self.act_stop, self.act_resume)
         graph.addSeparator()
         graph.addAction(self.act_runs_dir)
+        help_menu = mb.addMenu("&Help")
+        help_menu.addActions([self.act_quick_ref, self.act_node_ref])
+        help_menu.addSeparator()
+        help_menu.addAction(self.act_about)
 
         tb = self.addToolBar("Main")
         tb.setObjectName("main_toolbar")
         tb.addActions([self.act_new, self.act_open, self.act_save])
         tb.addSeparator()
-        tb.addActions([self.act_undo, self.act_redo])
+        tb.addActions([self.tb_undo, self.tb_redo])
         tb.addSeparator()
         tb.addActions([self.act_search, self.act_note, self.act_layout])
         tb.addSeparator()
@@ -184,6 +227,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.problems.node_clicked.connect(lambda nid: self.canvas.select([nid], center=True))
         self.validator.validated.connect(self._on_validated)
         self.run_panel.run_requested.connect(self.run_graph)
+        self.run_panel.resume_requested.connect(self.resume_last)
+        self.run_panel.providers = self._command_providers()
         self.run_panel.node_states_changed.connect(self._on_run_states)
         self.run_panel.node_failed.connect(self._on_node_failed)
         self.run_panel.finished.connect(self._on_run_finished)
@@ -199,12 +244,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.undo_group.addStack(doc.undo)
         self.undo_group.setActiveStack(doc.undo)
         doc.undo.cleanChanged.connect(self._update_title)
+        doc.meta_changed.connect(self.update_resume)
         self._run_problems = {}
         self.canvas.set_document(doc)
         self.properties.set_document(doc)
         self.validator.set_document(doc)
         self.canvas.fit()
         self._update_title()
+        self.run_panel.show_graph(doc.display_name)
+        self.update_resume()
 
     def _update_title(self, *_args) -> None:
         mark = " *" if self.doc.modified else ""
@@ -396,7 +444,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.problem_count.setText(f"{errors} error(s), {warnings} warning(s)" if errors or warnings else "valid")
 
     # -- runs ----------------------------------------------------------------------------
-    def run_graph(self) -> bool:
+    def run_graph(self, resume: str | None = None) -> bool:
+        """Validate and run the graph (``resume``: a ``--resume`` value, e.g. ``last``)."""
         if self.run_panel.running:
             return False
         check = validate(self.doc.graph, self.registry, for_run=True)
@@ -407,10 +456,57 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         graph_file, cleanup = self._file_to_run()
         self._run_problems = {}
+        self._run_doc = self.doc
         self.run_dock.raise_()
         self.canvas.set_run_states({n: "pending" for n in check.order})
-        self.run_panel.start(graph_file, self.runs_dir, cleanup)
+        self.run_panel.start(graph_file, self.runs_dir, cleanup, commands=command_nodes(check.order, self.doc.spec),
+                             resume=resume, name=self.doc.display_name)
+        self.update_resume()
         return True
+
+    def resume_last(self) -> bool:
+        """Continue the newest stopped run of this graph from its backup, as ``--resume last`` does."""
+        if self.run_panel.running:
+            return False
+        if self.newest_backup() is None:
+            self.statusBar().showMessage(self._no_backup_text(), 10000)
+            self.update_resume()
+            return False
+        return self.run_graph(resume="last")
+
+    def newest_backup(self) -> Path | None:
+        """The newest backup of a run of this graph (by its ``name:``) in the runs folder, by its meta
+        only (the run itself checks that it is intact and says so if not)."""
+        name = self.doc.graph.name
+        for workspace in reversed(run_folders(self.runs_dir, name)):
+            backups = list_backups(workspace)
+            if backups:
+                return backups[-1]
+        return None
+
+    def _no_backup_text(self) -> str:
+        return (f"no backup of graph {self.doc.graph.name!r} in {self.runs_dir} yet: a run writes one when it "
+                "is stopped (or by Backup now, or a backup hook)")
+
+    def update_resume(self) -> None:
+        """Enable Resume last when the runs folder holds a backup of this graph."""
+        if self.doc is None:
+            return
+        backup = self.newest_backup()
+        tip = (f"Continue the newest stopped run of {self.doc.graph.name!r} from {backup}" if backup is not None
+               else "Disabled: " + self._no_backup_text())
+        self.run_panel.set_resume(backup is not None, tip)
+        self.act_resume.setEnabled(backup is not None and not self.run_panel.running)
+        self.act_resume.setToolTip(tip)
+
+    def _command_providers(self) -> dict[str, list[str]]:
+        """Command -> the installed node types that act on it (for the disabled buttons' hints)."""
+        out: dict[str, list[str]] = {c: [] for c in BUTTON_COMMANDS}
+        for spec in self.registry.specs():
+            for command in spec.commands:
+                if command in out:
+                    out[command].append(f"{spec.title} ({spec.type_id})")
+        return out
 
     def _file_to_run(self) -> tuple[Path, list[Path]]:
         """The saved file if it is up to date, else a snapshot beside it (so relative paths still work)."""
@@ -435,11 +531,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.runs_dir = Path(chosen)
             self.settings.setValue("runs_dir", chosen)
             self.statusBar().showMessage(f"runs go to {chosen}", 5000)
+            self.update_resume()
 
     def _on_run_states(self, states: dict) -> None:
-        self.canvas.set_run_states(states)
+        if self.doc is self._run_doc:  # not onto the nodes of a graph opened since
+            self.canvas.set_run_states(states)
 
     def _on_node_failed(self, node_id: str, message: str) -> None:
+        if self.doc is not self._run_doc:
+            return
         self._run_problems.setdefault(node_id, []).append(("error", message))
         if self.validator.last is not None:
             self._on_validated(self.validator.last)
@@ -448,6 +548,46 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_run_finished(self, status: str) -> None:
         self.statusBar().showMessage(f"run {status}", 10000)
+        self.update_resume()
+        if self.doc is not self._run_doc:
+            name = escape(self.run_panel.graph_name)
+            self.run_panel.title.setText(f"<b>{name}</b> (its graph is no longer open)")
+
+    # -- help ----------------------------------------------------------------------------
+    def _show_help(self, title: str, text: str, markdown: bool = False) -> HelpDialog:
+        if self.help_dialog is None:
+            self.help_dialog = HelpDialog(self)
+        self.help_dialog.show_text(title, text, markdown)
+        return self.help_dialog
+
+    def show_about(self) -> HelpDialog:
+        import NodeGraphQt
+        import PySide6
+
+        qt = {"PySide6": f"{PySide6.__version__} (Qt {QtCore.qVersion()})",
+              "NodeGraphQt": getattr(NodeGraphQt, "__version__", "") or "installed"}
+        rows = tooltips.about_versions(qt)
+        text = ("nodetrainer: diffusion-model training pipelines as node graphs.\n\n"
+                + "\n".join(f"{name:<12} {version}" for name, version in rows)
+                + f"\n\nInstalled at {ROOT}")
+        return self._show_help("About nodetrainer", text)
+
+    def show_quick_reference(self) -> HelpDialog:
+        return self._show_help("Quick Reference", tooltips.quick_reference(ROOT / "README.md"), markdown=True)
+
+    def show_node_reference(self) -> HelpDialog:
+        """``nodetrainer nodes --describe`` for the selected node (or the node type picked in the library)."""
+        ids = self.canvas.selected_node_ids()
+        if len(ids) == 1:
+            entry = self.doc.graph.nodes[ids[0]]
+            text = tooltips.node_reference(self.doc.spec(ids[0]), ids[0], entry.type)
+        elif self.library.selected_type() and self.registry.get(self.library.selected_type()):
+            text = tooltips.node_reference(self.registry.get(self.library.selected_type()))
+        elif ids:
+            text = f"{len(ids)} nodes are selected: select one to see its reference."
+        else:
+            text = tooltips.node_reference(None)
+        return self._show_help("Node Reference", text)
 
     # -- data preview ------------------------------------------------------------------------
     def preview_selected(self) -> None:
@@ -475,3 +615,33 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()
         event.accept()
+
+
+class HelpDialog(QtWidgets.QDialog):
+    """A non-modal window for Help texts (About, the quick reference, a node's reference)."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.resize(760, 560)
+        self.browser = QtWidgets.QTextBrowser()
+        self.browser.setOpenExternalLinks(True)
+        buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.close)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(self.browser, 1)
+        lay.addWidget(buttons)
+
+    def show_text(self, title: str, text: str, markdown: bool = False) -> None:
+        self.setWindowTitle(f"{title} \u2014 nodetrainer")
+        if markdown:
+            self.browser.setMarkdown(text)
+            self.browser.setFont(QtWidgets.QApplication.font())
+        else:
+            self.browser.setPlainText(text)
+            self.browser.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
+        self.text = text
+        self.show()
+        self.raise_()
+
+    def plain_text(self) -> str:
+        return self.browser.toPlainText()

@@ -1,14 +1,17 @@
-"""The run panel: start/stop and commands, progress with ETA, loss chart, samples, log."""
+"""The run panel: start/stop/resume and commands, progress with ETA, loss chart, samples, log."""
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from runtime.errors import clip
+
 from .run_process import RunProcess
-from .run_state import RunState, log_line
-from .run_widgets import LossChart, SampleGallery
+from .run_state import BUTTON_COMMANDS, RunState, command_tooltip, log_line
+from .run_widgets import LogView, LossChart, SampleGallery
 
 FINISHED_TEXT = {
     "ok": "finished",
@@ -17,12 +20,15 @@ FINISHED_TEXT = {
     "aborted": "aborted",
     "invalid": "not started: the graph is invalid (see the log)",
 }
+#: warnings named in the summary line under the status (all of them are in its tooltip)
+SHOWN_WARNINGS = 3
 
 
 class RunPanel(QtWidgets.QWidget):
     """Shows one run at a time; the window decides what file to run (``start``)."""
 
     run_requested = QtCore.Signal()
+    resume_requested = QtCore.Signal()
     node_states_changed = QtCore.Signal(dict)
     node_failed = QtCore.Signal(str, str)  # node id, message
     finished = QtCore.Signal(str)  # status
@@ -36,6 +42,11 @@ class RunPanel(QtWidgets.QWidget):
         self.process.finished.connect(self._on_finished)
         self.state = RunState()
         self.cleanup: list[Path] = []  # temporary files to delete when the run ends
+        #: command -> nodes of the current run that act on it (None: not known, all enabled)
+        self.commands: dict[str, list[str]] | None = None
+        #: command -> node types that could act on it, for the disabled buttons' hints
+        self.providers: dict[str, list[str]] = {}
+        self.graph_name = ""
 
         self.run_button = QtWidgets.QPushButton("Run")
         self.run_button.setToolTip("Save (or snapshot) the graph and run it as a separate process")
@@ -43,7 +54,12 @@ class RunPanel(QtWidgets.QWidget):
         self.sample_button = QtWidgets.QPushButton("Sample now")
         self.save_button = QtWidgets.QPushButton("Save now")
         self.backup_button = QtWidgets.QPushButton("Backup now")
+        self.resume_button = QtWidgets.QPushButton("Resume last")
+        self.resume_button.setEnabled(False)
+        self.resume_button.setToolTip("Continue a stopped run from its newest backup (no backup of this graph yet)")
+        self.command_buttons = {"sample": self.sample_button, "save": self.save_button, "backup": self.backup_button}
         self.run_button.clicked.connect(self.run_requested)
+        self.resume_button.clicked.connect(self.resume_requested)
         self.stop_button.clicked.connect(self.stop)
         self.sample_button.clicked.connect(lambda: self.send("sample"))
         self.save_button.clicked.connect(lambda: self.send("save"))
@@ -53,20 +69,28 @@ class RunPanel(QtWidgets.QWidget):
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
+        self.title = QtWidgets.QLabel("")  # the graph whose run this is
         self.label = QtWidgets.QLabel("")
         self.label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings_label = QtWidgets.QLabel("")
+        self.warnings_label.setStyleSheet("color: #f0a500")
+        self.warnings_label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.warnings_label.hide()
+        for label in (self.label, self.warnings_label):  # a long message must not widen the dock
+            label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
 
         bar = QtWidgets.QHBoxLayout()
-        for b in (self.run_button, self.stop_button, self.sample_button, self.save_button, self.backup_button):
+        for b in (self.run_button, self.resume_button, self.stop_button, self.sample_button, self.save_button,
+                  self.backup_button):
             bar.addWidget(b)
         bar.addWidget(self.progress, 1)
+        status = QtWidgets.QHBoxLayout()
+        status.addWidget(self.title)
+        status.addWidget(self.label, 1)
 
         self.chart = LossChart()
         self.gallery = SampleGallery()
-        self.log = QtWidgets.QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(5000)
-        self.log.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
+        self.log = LogView(max_lines=5000)
         font = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont)
         font.setPointSizeF(max(7.0, font.pointSizeF() - 1))
         self.log.setFont(font)
@@ -82,7 +106,8 @@ class RunPanel(QtWidgets.QWidget):
         main = QtWidgets.QVBoxLayout(self)
         main.setContentsMargins(4, 4, 4, 4)
         main.addLayout(bar)
-        main.addWidget(self.label)
+        main.addLayout(status)
+        main.addWidget(self.warnings_label)
         main.addWidget(split, 1)
         self._set_running(False)
 
@@ -97,21 +122,57 @@ class RunPanel(QtWidgets.QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
-        for b in (self.stop_button, self.sample_button, self.save_button, self.backup_button):
-            b.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        if running:
+            self.resume_button.setEnabled(False)
+        for command, button in self.command_buttons.items():
+            nodes = None if self.commands is None else self.commands.get(command, [])
+            button.setEnabled(running and (nodes is None or bool(nodes)))
+            button.setToolTip(command_tooltip(command, nodes if nodes is not None else ["the running graph"],
+                                              self.providers.get(command, []), running))
 
-    def start(self, graph_file: Path, runs_dir: Path, cleanup: list[Path] = ()) -> None:
+    def set_resume(self, available: bool, tip: str) -> None:
+        """Whether a backup of the shown graph exists to resume from (the window looks)."""
+        self.resume_button.setEnabled(available and not self.running)
+        self.resume_button.setToolTip(tip)
+
+    def show_graph(self, name: str) -> None:
+        """Another graph was opened: an idle panel forgets the last run; a running one says whose run it is."""
+        if self.running:
+            self.title.setText(f"<b>{escape(self.graph_name)}</b> (still running; now editing {escape(name)})")
+            return
+        self.graph_name = name
+        self._clear()
+        self.title.setText(f"<b>{escape(name)}</b>")
+        self.label.setText("no run yet")
+
+    def _clear(self) -> None:
         self.state = RunState()
-        self.cleanup = list(cleanup)
         self.chart.set_data([], [])
         self.gallery.clear()
         self.log.clear()
+        self.warnings_label.clear()
+        self.warnings_label.hide()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("idle")
+
+    def start(self, graph_file: Path, runs_dir: Path, cleanup: list[Path] = (),
+              commands: dict[str, list[str]] | None = None, resume: str | None = None, name: str = "") -> None:
+        """Run ``graph_file`` (``commands``: which nodes of the run act on each command button;
+        ``resume``: a ``--resume`` value; ``name``: the graph's name for the title)."""
+        self._clear()
+        self.cleanup = list(cleanup)
+        self.commands = {c: list(commands.get(c, [])) for c in BUTTON_COMMANDS} if commands is not None else None
+        self.graph_name = name or graph_file.stem
+        self.title.setText(f"<b>{escape(self.graph_name)}</b>")
         self.progress.setRange(0, 0)  # busy until the first progress event
         self.progress.setFormat("starting\u2026")
-        self.label.setText(f"running {graph_file.name}")
-        self._append(f"$ nodetrainer run {graph_file} --events jsonl --runs-dir {runs_dir}")
+        self.label.setText(("resuming " if resume else "running ") + graph_file.name)
+        self._append(f"$ nodetrainer run {graph_file} --events jsonl --runs-dir {runs_dir}"
+                     + (f" --resume {resume}" if resume else ""))
         self._set_running(True)
-        self.process.start(graph_file, runs_dir)
+        self.process.start(graph_file, runs_dir, resume=resume)
 
     def send(self, command: str) -> None:
         if self.process.send(command):
@@ -124,10 +185,14 @@ class RunPanel(QtWidgets.QWidget):
 
     # -- events --------------------------------------------------------------------
     def _append(self, text: str) -> None:
-        self.log.appendPlainText(text)
+        self.log.add_line(text)
 
     def _on_output(self, text: str) -> None:
         self._append(text)
+        plain = text.strip().removeprefix("- ")
+        if plain.lower().startswith("warning:"):  # the CLI's validation warnings, skipped backups
+            self.state.add_warning(plain[len("warning:"):].strip())
+            self._show_warnings()
 
     def _on_event(self, event: dict) -> None:
         changed = self.state.feed(event)
@@ -142,6 +207,8 @@ class RunPanel(QtWidgets.QWidget):
             self._chart_timer.start()
         if "samples" in changed:
             self.gallery.add_sample(self.state.samples[-1])
+        if "warnings" in changed:
+            self._show_warnings()
         if "error" in changed and self.state.error:
             err = self.state.error
             if err.get("traceback"):
@@ -158,6 +225,20 @@ class RunPanel(QtWidgets.QWidget):
             self.progress.setFormat("%v/%m  %p%")
         self.label.setText(s.progress_text())
 
+    def _show_warnings(self) -> None:
+        s = self.state
+        if not s.warning_count:
+            return
+        shown = s.warnings[-SHOWN_WARNINGS:]
+        more = s.warning_count - len(shown)
+        firsts = [clip(w.splitlines()[0], 160) for w in shown if w]
+        text = f"\u26a0 {s.warning_count} warning(s): " + "  \u00b7  ".join(firsts)
+        if more > 0:
+            text += f"  (+{more} more, in the tooltip and the log)"
+        self.warnings_label.setText(text)
+        self.warnings_label.setToolTip("\n".join(s.warnings))
+        self.warnings_label.show()
+
     def _on_finished(self, code: int) -> None:
         self.state.finish_process(code)
         self.chart.set_data(self.state.losses, self.state.smoothed)
@@ -170,6 +251,8 @@ class RunPanel(QtWidgets.QWidget):
             text += f" in {self.state.seconds:.1f} s"
         if self.state.error:
             text += f" \u2014 {self.state.error['message']}"
+        if self.state.warning_count:
+            text += f" \u00b7 {self.state.warning_count} warning(s)"
         if self.state.workspace:
             text += f"  \u00b7  {self.state.workspace}"
         self.label.setText(text)

@@ -19,11 +19,13 @@ from runtime.paths import ROOT
 COMMANDS = ("stop", "sample", "save", "backup")
 
 
-def run_command(graph_file: Path, runs_dir: Path, sets: list[str] = ()) -> list[str]:
-    """The argument list after the Python executable."""
+def run_command(graph_file: Path, runs_dir: Path, sets: list[str] = (), resume: str | None = None) -> list[str]:
+    """The argument list after the Python executable (``resume``: a ``--resume`` value, e.g. ``last``)."""
     args = ["-m", "runtime", "run", str(graph_file), "--events", "jsonl", "--runs-dir", str(runs_dir)]
     for s in sets:
         args += ["--set", s]
+    if resume:
+        args += ["--resume", resume]
     return args
 
 
@@ -46,7 +48,8 @@ class RunProcess(QtCore.QObject):
     def running(self) -> bool:
         return self.proc is not None and self.proc.state() != QtCore.QProcess.ProcessState.NotRunning
 
-    def start(self, graph_file: Path, runs_dir: Path, sets: list[str] = (), cwd: Path | None = None) -> None:
+    def start(self, graph_file: Path, runs_dir: Path, sets: list[str] = (), cwd: Path | None = None,
+              resume: str | None = None) -> None:
         if self.running:
             raise RuntimeError("a run is already going")
         self._buffer = self._err_buffer = b""
@@ -64,7 +67,7 @@ class RunProcess(QtCore.QObject):
         proc.finished.connect(self._on_finished)
         proc.errorOccurred.connect(self._on_error)
         self.proc = proc
-        proc.start(sys.executable, run_command(graph_file, runs_dir, list(sets)))
+        proc.start(sys.executable, run_command(graph_file, runs_dir, list(sets), resume))
 
     def send(self, command: str) -> bool:
         """Send a command (stop, sample, save, backup) to the running graph."""

@@ -4,17 +4,40 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from runtime.errors import clip
 
 #: keys a progress event may use for an already smoothed loss
 SMOOTHED_KEYS = ("smooth_loss", "loss_smooth", "smoothed_loss", "loss_ema", "avg_loss")
 
 
+#: warnings kept for the panel's summary (a run that warns on every step must not grow without limit)
+MAX_WARNINGS = 200
+#: what the editor can send a running graph besides ``stop`` (which every run obeys)
+BUTTON_COMMANDS = ("sample", "save", "backup")
+
+
 @dataclass
 class Sample:
+    """One ``sample`` event: a prompt's images at a training step (``step``: the training step)."""
+
     paths: list[str]
     prompt: str
     node: str
     step: int | None = None
+    seeds: list[int] = field(default_factory=list)
+    tag: str = ""
+
+    @classmethod
+    def from_event(cls, event: dict) -> Sample:
+        seeds = event.get("seeds")
+        if not isinstance(seeds, list):
+            seeds = [event["seed"]] if isinstance(event.get("seed"), int) else []
+        step = event.get("step")
+        return cls(list(event.get("paths") or []), str(event.get("prompt", "")), str(event.get("node", "")),
+                   step if isinstance(step, int) and not isinstance(step, bool) else None,
+                   [s for s in seeds if isinstance(s, int)], str(event.get("tag") or ""))
 
 
 @dataclass
@@ -37,6 +60,8 @@ class RunState:
     samples: list[Sample] = field(default_factory=list)
     saved: list[tuple[str, str]] = field(default_factory=list)
     error: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+    warning_count: int = 0
     seconds: float | None = None
     events: int = 0
     _ema: float = 0.0
@@ -67,9 +92,11 @@ class RunState:
             if isinstance(event.get("loss"), (int, float)):
                 changed.add("loss")
         elif kind == "sample":
-            self.samples.append(Sample(list(event.get("paths") or []), str(event.get("prompt", "")),
-                                       str(event.get("node", "")), event.get("step")))
+            self.samples.append(Sample.from_event(event))
             changed.add("samples")
+        elif kind == "log" and event.get("level") in ("warning", "error"):
+            self.add_warning(log_line(event, stamp=False) or "")
+            changed.add("warnings")
         elif kind == "saved":
             self.saved.append((str(event.get("path", "")), str(event.get("format", ""))))
             changed.add("saved")
@@ -84,6 +111,12 @@ class RunState:
             self.seconds = event.get("seconds")
             changed.add("status")
         return changed
+
+    def add_warning(self, text: str) -> None:
+        """Count a warning; the first ``MAX_WARNINGS`` are kept for the summary."""
+        self.warning_count += 1
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(clip(text, 500))
 
     def _progress(self, event: dict) -> None:
         self.progress_node = event.get("node")
@@ -140,27 +173,53 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def log_line(event: dict) -> str | None:
-    """A human line for the log view, or None for events shown elsewhere only."""
+def log_line(event: dict, stamp: bool = True) -> str | None:
+    """A human line for the log view (``stamp``: starting with the time), or None for events shown
+    elsewhere only."""
     kind = event.get("event")
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.get("t", time.time())))
+    stamp = time.strftime("%H:%M:%S ", time.localtime(event.get("t", time.time()))) if stamp else ""
     node = f"[{event['node']}] " if event.get("node") else ""
     if kind == "log":
         level = event.get("level", "info")
         tag = "" if level == "info" else f"{level.upper()}: "
-        return f"{stamp} {node}{tag}{event.get('message', '')}"
+        return f"{stamp}{node}{tag}{event.get('message', '')}"
     if kind == "run_started":
-        return f"{stamp} run started in {event.get('workspace', '')} ({len(event.get('nodes', []))} nodes)"
+        return f"{stamp}run started in {event.get('workspace', '')} ({len(event.get('nodes', []))} nodes)"
     if kind == "node_started":
-        return f"{stamp} {node}started ({event.get('type', '')})"
+        return f"{stamp}{node}started ({event.get('type', '')})"
     if kind == "node_finished":
-        return f"{stamp} {node}{event.get('status', 'ok')} in {event.get('seconds', 0)} s"
+        return f"{stamp}{node}{event.get('status', 'ok')} in {event.get('seconds', 0)} s"
     if kind == "saved":
-        return f"{stamp} {node}saved {event.get('format', '')}: {event.get('path', '')}"
+        return f"{stamp}{node}saved {event.get('format', '')}: {event.get('path', '')}"
     if kind == "sample":
-        return f"{stamp} {node}sample: {len(event.get('paths') or [])} image(s) {event.get('prompt', '')!r}"
+        return f"{stamp}{node}sample: {len(event.get('paths') or [])} image(s) {event.get('prompt', '')!r}"
     if kind == "error":
-        return f"{stamp} {node}ERROR: {event.get('message', '')}"
+        return f"{stamp}{node}ERROR: {event.get('message', '')}"
     if kind == "run_finished":
-        return f"{stamp} run finished: {event.get('status', '')} after {event.get('seconds', 0)} s"
+        return f"{stamp}run finished: {event.get('status', '')} after {event.get('seconds', 0)} s"
     return None
+
+
+def command_nodes(order: Iterable[str], spec_of: Callable[[str], object | None]) -> dict[str, list[str]]:
+    """Run command -> ids of the nodes of the run (``order``: the validated plan, so a hook whose output
+    goes nowhere is not counted) whose spec acts on it (``spec.commands``)."""
+    found: dict[str, list[str]] = {c: [] for c in BUTTON_COMMANDS}
+    for node_id in order:
+        spec = spec_of(node_id)
+        for command in getattr(spec, "commands", ()) or ():
+            if command in found:
+                found[command].append(node_id)
+    return found
+
+
+def command_tooltip(command: str, nodes: list[str], providers: list[str], running: bool) -> str:
+    """Why a command button is enabled or not. ``nodes``: the run's nodes that act on ``command``;
+    ``providers``: the node types that could (for the hint)."""
+    does = {"sample": "make preview images now", "save": "save the model now",
+            "backup": "write a backup now (resume it with Resume last)"}.get(command, command)
+    if not running:
+        return f"{command.capitalize()} now: {does}, while a run is going (no run is going)"
+    if nodes:
+        return f"{command.capitalize()} now: {does}, at the end of the current step ({', '.join(nodes)})"
+    hint = f" (add {' or '.join(providers)}, connected into the run)" if providers else ""
+    return f"Disabled: no node in this run acts on '{command}'{hint}"

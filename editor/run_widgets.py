@@ -1,4 +1,4 @@
-"""The loss chart (raw and smoothed) and the live sample gallery."""
+"""The loss chart (raw and smoothed), the live sample gallery and the run log."""
 
 from __future__ import annotations
 
@@ -86,8 +86,76 @@ class LossChart(QtWidgets.QWidget):
                    QtCore.Qt.AlignmentFlag.AlignRight, f"raw {self.raw[-1][1]:.4g}")
 
 
+class LogView(QtWidgets.QPlainTextEdit):
+    """A read-only, bounded log that keeps its newest line in view unless the user has scrolled up.
+
+    QPlainTextEdit follows appended text only while its last line lies inside the viewport. The
+    horizontal scroll bar that a long line brings (the log does not wrap) appears one event-loop turn
+    later and shrinks the viewport, so the last line ends up below it and the view stays there for good.
+    Here following is a state the user changes (scrolling up leaves it, scrolling to the end resumes it),
+    and any later change of the scroll range (new lines, that scroll bar, a resize) moves to the end."""
+
+    def __init__(self, max_lines: int = 5000, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(max_lines)
+        self.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
+        self.following = True
+        self._settle = QtCore.QTimer(self)  # after Qt's own scroll-bar updates of the same turn
+        self._settle.setSingleShot(True)
+        self._settle.setInterval(0)
+        self._settle.timeout.connect(self._to_end_if_following)
+        bar = self.verticalScrollBar()
+        bar.actionTriggered.connect(self._user_scrolled)
+        bar.rangeChanged.connect(lambda *_: self._settle.start() if self.following else None)
+
+    def add_line(self, text: str) -> None:
+        self.appendPlainText(text)
+        self._to_end_if_following()
+        self._settle.start()
+
+    def clear(self) -> None:
+        super().clear()
+        self.following = True
+
+    def at_end(self) -> bool:
+        bar = self.verticalScrollBar()
+        return bar.value() >= bar.maximum()
+
+    def _to_end_if_following(self) -> None:
+        if self.following:
+            bar = self.verticalScrollBar()
+            bar.setValue(bar.maximum())
+
+    def _user_scrolled(self, _action: int) -> None:
+        # emitted for wheel, keys, drags and clicks on the bar; the new position is not applied yet
+        bar = self.verticalScrollBar()
+        self.following = bar.sliderPosition() >= bar.maximum()
+
+
+def sample_label(sample: Sample, path: str, max_prompt: int = 40) -> str:
+    """The caption under a sample image: its training step, then its prompt (cut to ``max_prompt``)."""
+    prompt = " ".join(sample.prompt.split())
+    if len(prompt) > max_prompt:
+        prompt = prompt[:max_prompt - 1] + "\u2026"
+    step = f"step {sample.step}" if sample.step is not None else Path(path).stem
+    tag = f" ({sample.tag})" if sample.tag else ""
+    return f"{step}{tag}\n{prompt}" if prompt else f"{step}{tag}"
+
+
+def sample_tooltip(sample: Sample, path: str) -> str:
+    parts = [f"prompt: {sample.prompt}" if sample.prompt else "no prompt"]
+    if sample.step is not None:
+        parts.append(f"training step {sample.step}" + (f", {sample.tag} weights" if sample.tag else ""))
+    if sample.seeds:
+        parts.append("seed " + ", ".join(str(s) for s in sample.seeds))
+    parts.append(f"{sample.node}: {path}" if sample.node else path)
+    return "\n".join(parts)
+
+
 class SampleGallery(QtWidgets.QListWidget):
-    """Sample images as they arrive, newest first; double-click opens the file."""
+    """Sample images as they arrive, in order (newest last, so a step's prompts stay together), each
+    labelled with its step and prompt; double-click opens the file."""
 
     MAX_ITEMS = 300
 
@@ -95,14 +163,17 @@ class SampleGallery(QtWidgets.QListWidget):
         super().__init__(parent)
         self.setViewMode(QtWidgets.QListView.ViewMode.IconMode)
         self.setIconSize(QtCore.QSize(128, 128))
+        # room for the step and two lines of prompt under each image
+        self.setGridSize(QtCore.QSize(156, 128 + 3 * self.fontMetrics().lineSpacing() + 10))
         self.setResizeMode(QtWidgets.QListView.ResizeMode.Adjust)
         self.setMovement(QtWidgets.QListView.Movement.Static)
         self.setSpacing(4)
         self.setWordWrap(True)
+        self.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         self.itemDoubleClicked.connect(self._open)
 
     def add_sample(self, sample: Sample) -> int:
-        """Add a sample's images; returns how many could be read."""
+        """Add a sample's images at the end; returns how many could be read."""
         added = 0
         for path in sample.paths:
             pix = QtGui.QPixmap(path)
@@ -110,14 +181,15 @@ class SampleGallery(QtWidgets.QListWidget):
                 continue
             icon = QtGui.QIcon(pix.scaled(self.iconSize(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
                                           QtCore.Qt.TransformationMode.SmoothTransformation))
-            label = f"step {sample.step}" if sample.step is not None else Path(path).stem
-            item = QtWidgets.QListWidgetItem(icon, label)
-            item.setToolTip(f"{sample.prompt}\n{path}")
+            item = QtWidgets.QListWidgetItem(icon, sample_label(sample, path))
+            item.setToolTip(sample_tooltip(sample, path))
             item.setData(QtCore.Qt.ItemDataRole.UserRole, path)
-            self.insertItem(0, item)
+            self.addItem(item)
             added += 1
         while self.count() > self.MAX_ITEMS:
-            self.takeItem(self.count() - 1)
+            self.takeItem(0)  # the oldest
+        if added:
+            self.scrollToItem(self.item(self.count() - 1))
         return added
 
     def _open(self, item: QtWidgets.QListWidgetItem) -> None:

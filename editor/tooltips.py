@@ -1,8 +1,11 @@
-"""Rich-text tooltips for nodes, ports and params, generated from node specs."""
+"""Help texts: rich-text tooltips for nodes, ports and params (generated from node specs), the node
+reference, the README's quick reference and the About versions (no Qt here)."""
 
 from __future__ import annotations
 
+import re
 from html import escape
+from pathlib import Path
 
 from runtime.params import MISSING, Param
 from runtime.spec import Input, NodeSpec, Output
@@ -82,3 +85,85 @@ def problems_html(messages: list[tuple[str, str]]) -> str:
         f"<li style='color:{'#e53935' if sev == 'error' else '#f0a500'}'>{escape(msg)}</li>" for sev, msg in messages
     )
     return f"<hr><b>Problems</b><ul>{items}</ul>"
+
+
+#: README sections shown by Help > Quick Reference (a heading that starts with one of these)
+QUICK_REFERENCE_SECTIONS = ("Editor", "Command line", "Long runs")
+#: a README is read only this far (it is ours, but a file must never make us read without limit)
+MAX_README_CHARS = 400_000
+
+
+def markdown_sections(text: str, titles: tuple[str, ...]) -> list[str]:
+    """The ``## `` sections of a Markdown text whose titles start with one of ``titles``, in file order,
+    each with its heading; headings inside code fences do not count. Images are left out."""
+    sections: list[list[str]] = []
+    current: list[str] | None = None
+    fenced = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        heading = None if fenced else re.match(r"##\s+(.*\S)\s*$", line)
+        if heading:
+            current = [line] if heading.group(1).startswith(titles) else None
+            if current is not None:
+                sections.append(current)
+            continue
+        if not fenced and re.match(r"#\s", line):  # a top-level heading ends any section
+            current = None
+        if current is not None and not re.match(r"\s*!\[", line):
+            current.append(line)
+    return ["\n".join(lines).strip() for lines in sections]
+
+
+def quick_reference(readme: Path, titles: tuple[str, ...] = QUICK_REFERENCE_SECTIONS) -> str:
+    """Markdown of the README's quick-reference sections, or a line saying why there is none."""
+    try:
+        with open(readme, encoding="utf-8", errors="replace") as f:
+            text = f.read(MAX_README_CHARS)
+    except OSError as e:
+        return f"The quick reference comes from {readme}, which cannot be read ({e.strerror or e})."
+    found = markdown_sections(text, titles)
+    if not found:
+        return f"{readme} has no section {', '.join(repr(t) for t in titles)}."
+    return "\n\n".join(found)
+
+
+def node_reference(spec: NodeSpec | None, node_id: str | None = None, type_text: str = "") -> str:
+    """``nodetrainer nodes --describe TYPE`` text for a node (plain text), or why there is none."""
+    if spec is None:
+        if node_id is None:
+            return ("No node is selected. Select one node on the canvas (or a node type in the Nodes "
+                    "library), then choose Help > Node Reference again.")
+        return (f"Node '{node_id}' has the type {type_text or '(none)'}, which no installed node or pack "
+                "provides, so there is no reference for it.")
+    from runtime.cli import describe_text  # the CLI's own text, so both say the same
+
+    head = f"node '{node_id}'\n\n" if node_id else ""
+    return head + describe_text(spec)
+
+
+def package_version(*names: str) -> str | None:
+    """The installed version of the first distribution of ``names`` that is installed; nothing is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in names:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def about_versions(qt_versions: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, version) rows for Help > About; ``qt_versions``: what the running Qt stack reports.
+    torch is looked up in the installed metadata only: the editor never imports it."""
+    import platform
+
+    from runtime import __version__
+
+    rows = [("nodetrainer", __version__), ("Python", platform.python_version())]
+    rows += list(qt_versions.items())
+    for label, dists in (("torch", ("torch",)), ("diffusers", ("diffusers",)), ("NodeGraphQt", ("NodeGraphQt",))):
+        if label not in qt_versions:
+            rows.append((label, package_version(*dists) or "not installed"))
+    return rows
