@@ -18,12 +18,14 @@ from . import compat
 compat.apply()
 
 from NodeGraphQt import NodeGraph  # noqa: E402
-from NodeGraphQt.constants import PortTypeEnum  # noqa: E402
+from NodeGraphQt.constants import PipeEnum, PortTypeEnum  # noqa: E402
+from NodeGraphQt.qgraphics.port import PortItem  # noqa: E402
 from NodeGraphQt.qgraphics.node_abstract import AbstractNodeItem  # noqa: E402
 from NodeGraphQt.widgets.viewer import NodeViewer  # noqa: E402
 
 from runtime.graph import Link  # noqa: E402
 
+from . import style  # noqa: E402
 from .auto_layout import layered_positions  # noqa: E402
 from .document import Document, Refused  # noqa: E402
 from .node_items import NoteBackdrop, SpecNode, SpecNodeItem, make_view_node  # noqa: E402
@@ -33,29 +35,64 @@ NODE_MIME = "application/x-nodetrainer-node-type"
 
 
 class Viewer(NodeViewer):
-    """NodeViewer with typed hover feedback, Tab search and library drops."""
+    """NodeViewer with typed feedback while dragging a link, Tab search and library drops."""
 
     tab_pressed = QtCore.Signal(QtCore.QPointF)
     type_dropped = QtCore.Signal(str, QtCore.QPointF)
+    drag_hint = QtCore.Signal(str, QtCore.QPoint)  # feedback for the port a link is held over; '' when none
 
     def __init__(self, undo_stack=None, parent=None):
         super().__init__(parent, undo_stack=undo_stack)
-        self.type_check = None  # (from PortItem, to PortItem) -> bool, set by the canvas
-        self._hovering = False
+        # (start PortItem, target PortItem) -> (refused, message), set by the canvas
+        self.drag_check = None
+        self.drag_target = None  # the port the dragged link is held over
+        self.drag_refused = False
+        self._drag_message = ""
 
-    # Typed feedback while dragging: the live pipe turns red over an incompatible port.
-    # On drop NodeGraphQt's check passes and the canvas decides (so a refusal is reported).
-    def sceneMouseMoveEvent(self, event):
-        self._hovering = True
-        try:
-            super().sceneMouseMoveEvent(event)
-        finally:
-            self._hovering = False
-
+    # NodeGraphQt's own accept/reject constraints are not used: the canvas decides (on drop
+    # through the document, while dragging through drag_check).
     def _validate_accept_connection(self, from_port, to_port):
-        if self._hovering and self.type_check is not None:
-            return self.type_check(from_port, to_port)
         return True
+
+    def _validate_reject_connection(self, from_port, to_port):
+        return False
+
+    # -- feedback while dragging a link ----------------------------------------------------
+    def sceneMouseMoveEvent(self, event):
+        super().sceneMouseMoveEvent(event)
+        if self._LIVE_PIPE.isVisible() and self._start_port is not None:
+            self._drag_over(self._port_at(event.scenePos()), event.screenPos())
+
+    def sceneMouseReleaseEvent(self, event):
+        self._drag_over(None, event.screenPos())
+        super().sceneMouseReleaseEvent(event)
+
+    def _port_at(self, scene_pos):
+        """The port under the cursor, as NodeGraphQt finds it (not the port the drag started from)."""
+        for item in self.scene().items(scene_pos):
+            if isinstance(item, PortItem):
+                return None if item is self._start_port else item
+        return None
+
+    def _drag_over(self, target, screen_pos) -> None:
+        refused, message = False, ""
+        if target is not None and self.drag_check is not None and self._start_port is not None:
+            refused, message = self.drag_check(self._start_port, target)
+        marked = target if refused else None
+        if marked is not self.drag_target or refused != self.drag_refused:
+            if self.drag_target is not None:
+                self.drag_target.set_refused(False)
+            if marked is not None:
+                marked.set_refused(True)
+            self.drag_target, self.drag_refused = marked, refused
+            color = style.REFUSED if refused else PipeEnum.ACTIVE_COLOR.value
+            self._LIVE_PIPE.set_pipe_styling(color=color, width=3, style=PipeEnum.DRAW_TYPE_DASHED.value)
+        if refused:  # NodeGraphQt drew the arrow in its own colours; redraw it snapped to the port, red
+            center = target.sceneBoundingRect().center()
+            self._LIVE_PIPE.draw_path(self._start_port, cursor_pos=center, color=style.REFUSED)
+        if message != self._drag_message:
+            self._drag_message = message
+            self.drag_hint.emit(message, screen_pos)
 
     def _combined_rect(self, nodes):
         # NodeGraphQt groups the items to measure them: seconds for a few hundred nodes
@@ -139,6 +176,9 @@ class Canvas(QtCore.QObject):
     """Keeps a NodeGraphQt view equal to a Document and turns gestures into edits."""
 
     status = QtCore.Signal(str)
+    #: while a link is dragged: why the port under the cursor refuses it, or what the drop will
+    #: replace; '' when there is nothing to say (also shown as a tooltip at the cursor)
+    drag_message = QtCore.Signal(str)
     selection_changed = QtCore.Signal()
     node_activated = QtCore.Signal(str)
     tab_search = QtCore.Signal(QtCore.QPointF)
@@ -151,7 +191,8 @@ class Canvas(QtCore.QObject):
         self.graph.register_node(SpecNode)
         self.graph.register_node(NoteBackdrop)
         self.viewer: Viewer = self.graph.viewer()
-        self.viewer.type_check = self._hover_check
+        self.viewer.drag_check = self._drag_check
+        self.viewer.drag_hint.connect(self._on_drag_hint)
         self.viewer.tab_pressed.connect(self.tab_search)
         self.viewer.type_dropped.connect(self._on_type_dropped)
         self.viewer.node_double_clicked.connect(self._on_double_clicked)
@@ -336,13 +377,26 @@ class Canvas(QtCore.QObject):
         src, dst = self._by_view_id.get(a.node.id), self._by_view_id.get(b.node.id)
         return src, a.name, dst, b.name
 
-    def _hover_check(self, from_port, to_port) -> bool:
-        if from_port.port_type == to_port.port_type or self.doc is None:
-            return True  # NodeGraphQt shows these as disabled itself
-        src, out, dst, inp = self._as_link(from_port, to_port)
-        if src is None or dst is None:
-            return True
-        return self.doc.check_connection(src, out, dst, inp) is None
+    def _drag_check(self, start, target) -> tuple[bool, str]:
+        """(refused, message) for a link dragged from port item ``start`` and held over ``target``."""
+        if target.port_type == start.port_type:
+            kind = "inputs" if start.port_type == PortTypeEnum.IN.value else "outputs"
+            return True, f"cannot connect two {kind}: a link goes from an output to an input"
+        src, out, dst, inp = self._as_link(start, target)
+        if src is None or dst is None or self.doc is None:
+            return False, ""
+        why = self.doc.check_connection(src, out, dst, inp)
+        if why:
+            return True, why
+        old = self.doc.replaced_link(src, out, dst, inp)
+        return False, (f"dropping here replaces {old.node}.{old.port} \u2192 {dst}.{inp}" if old else "")
+
+    def _on_drag_hint(self, message: str, screen_pos: QtCore.QPoint) -> None:
+        if message:
+            QtWidgets.QToolTip.showText(screen_pos, message, self.viewer)
+        else:
+            QtWidgets.QToolTip.hideText()
+        self.drag_message.emit(message)
 
     def _on_gesture(self, disconnected, connected) -> None:
         removes, adds, touched = [], [], set()
@@ -356,8 +410,15 @@ class Canvas(QtCore.QObject):
             if src is not None and dst is not None:
                 adds.append((src, out, dst, inp))
                 touched.add(dst)
+        replaced = [(Link(src, out), dst, inp, old) for src, out, dst, inp in adds
+                    for rdst, rinp, old in removes if (rdst, rinp) == (dst, inp) and old != Link(src, out)]
         try:
-            if removes or adds:
+            if replaced:
+                new, dst, inp, old = replaced[0]
+                self.doc.apply_links(removes, adds, text=f"replace link into {dst}.{inp}")
+                self.status.emit(f"{dst}.{inp}: replaced {old.node}.{old.port} with {new.node}.{new.port} "
+                                 "(Undo restores it)")
+            elif removes or adds:
                 self.doc.apply_links(removes, adds)
         except Refused as e:
             self.status.emit(str(e))

@@ -24,7 +24,7 @@ from runtime.fileio import atomic_write_text
 from runtime.graph import Graph, GraphInput, Link, NodeEntry, Note
 from runtime.graph_file import dumps_graph, load_graph, loads_graph
 from runtime.params import MISSING
-from runtime.port_types import is_compatible
+from runtime.port_types import SAMPLE, VALUE, PortType, is_compatible
 from runtime.registry import Registry
 
 
@@ -342,13 +342,18 @@ class Document(QtCore.QObject):
             return f"{d_spec.type_id} has no input {in_port!r}"
         out_t, in_t = s_spec.outputs[out_port].type, d_spec.inputs[in_port].type
         if not is_compatible(out_t, in_t):
-            why = ("a per-sample field cannot feed a once-per-run value" if out_t.lifetime != in_t.lifetime
-                   else f"{out_t.name} is not a kind of {in_t.name}")
-            return (f"cannot connect {src}.{out_port} ({out_t.name}, {out_t.lifetime}) to {dst}.{in_port} "
-                    f"({in_t.name}, {in_t.lifetime}): {why}")
+            return f"{type_refusal(out_t, in_t)} ({src}.{out_port} \u2192 {dst}.{in_port})"
         if src in self.downstream(dst) or src == dst:
             return f"connecting {src}.{out_port} to {dst}.{in_port} would make a cycle"
         return None
+
+    def replaced_link(self, src: str, out_port: str, dst: str, in_port: str) -> Link | None:
+        """The link that connecting ``src.out_port -> dst.in_port`` would replace (single inputs only)."""
+        spec = self.spec(dst)
+        if spec is None or in_port not in spec.inputs or spec.inputs[in_port].multi:
+            return None
+        old = self.graph.nodes[dst].inputs.get(in_port)
+        return old if isinstance(old, Link) and old != Link(src, out_port) else None
 
     def downstream(self, node_id: str) -> set[str]:
         """Every node that (transitively) consumes an output of ``node_id``, itself included."""
@@ -397,9 +402,9 @@ class Document(QtCore.QObject):
         self.apply_links([(dst, in_port, link)], [])
 
     def apply_links(self, disconnects: list[tuple[str, str, Link | None]],
-                    connects: list[tuple[str, str, str, str]]) -> None:
-        """Remove then add links as one undo step; nothing changes if any connection is refused."""
-        what = "connect" if connects else "disconnect"
+                    connects: list[tuple[str, str, str, str]], text: str | None = None) -> None:
+        """Remove then add links as one undo step (named ``text``); nothing changes if any is refused."""
+        what = text or ("connect" if connects else "disconnect")
         with self.edit(what):
             for dst, in_port, link in disconnects:
                 if dst in self.graph.nodes:
@@ -524,6 +529,20 @@ class Document(QtCore.QObject):
                     x, y = sub.layout[nid]
                     self.graph.layout[new.id] = _round_pos((x + offset[0], y + offset[1]))
         return list(renamed.values())
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
+
+
+def type_refusal(out_t: PortType, in_t: PortType) -> str:
+    """Why an output of type ``out_t`` cannot feed an input of type ``in_t``, naming both types."""
+    head = f"{out_t.name} \u2192 {in_t.name}: "
+    if out_t.lifetime != in_t.lifetime:
+        kind = {SAMPLE: "per-sample", VALUE: "once-per-run"}
+        return (f"{head}{_article(kind[out_t.lifetime])} {out_t.name} output cannot feed "
+                f"{_article(kind[in_t.lifetime])} {in_t.name} input")
+    return f"{head}{_article(out_t.name)} output cannot feed {_article(in_t.name)} input"
 
 
 def _unique_id(base: str, taken: set[str]) -> str:

@@ -67,6 +67,29 @@ class SpecPortItem(CustomPortItem):
     def __init__(self, parent=None, paint_func=None):
         super().__init__(parent, paint_func)
         self.doc_tooltip = ""
+        self.refused = False  # the link being dragged may not connect here
+
+    def set_refused(self, refused: bool) -> None:
+        if refused != self.refused:
+            self.refused = refused
+            self.update()
+
+    def paint(self, painter, option, widget):
+        super().paint(painter, option, widget)
+        if self.refused:  # a red ring with a slash, like a "no entry" sign
+            rect = self.boundingRect()
+            side = min(rect.width(), rect.height()) - 1.0
+            ring = QtCore.QRectF(0, 0, side, side)
+            ring.moveCenter(rect.center())
+            painter.save()
+            painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+            painter.setPen(QtGui.QPen(QtGui.QColor(*style.REFUSED), 2.0))
+            painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+            painter.drawEllipse(ring)
+            inset = side * 0.15
+            painter.drawLine(ring.topRight() + QtCore.QPointF(-inset, inset),
+                             ring.bottomLeft() + QtCore.QPointF(inset, -inset))
+            painter.restore()
 
     @CustomPortItem.multi_connection.setter
     def multi_connection(self, mode=False):

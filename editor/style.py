@@ -40,6 +40,7 @@ STATE_COLORS = {
     "cancelled": "#ff9800",
 }
 ERROR_BADGE = "#e53935"
+REFUSED = (229, 57, 53)  # a port that refuses the link being dragged, and that link
 WARNING_BADGE = "#f0a500"
 
 
