@@ -32,6 +32,8 @@ from .node_items import NoteBackdrop, SpecNode, SpecNodeItem, make_view_node  # 
 
 #: drag-and-drop payload of the node library: a node type id
 NODE_MIME = "application/x-nodetrainer-node-type"
+#: screen pixels left around the nodes by Fit All (zoomed-out titles may reach past their node)
+FIT_MARGIN_PX = 12.0
 
 
 class Viewer(NodeViewer):
@@ -40,6 +42,8 @@ class Viewer(NodeViewer):
     tab_pressed = QtCore.Signal(QtCore.QPointF)
     type_dropped = QtCore.Signal(str, QtCore.QPointF)
     drag_hint = QtCore.Signal(str, QtCore.QPoint)  # feedback for the port a link is held over; '' when none
+    scale_changed = QtCore.Signal(float)  # screen pixels per scene unit, after a zoom
+    _last_scale = 1.0  # a class default: NodeViewer's __init__ already zooms
 
     def __init__(self, undo_stack=None, parent=None):
         super().__init__(parent, undo_stack=undo_stack)
@@ -93,6 +97,20 @@ class Viewer(NodeViewer):
         if message != self._drag_message:
             self._drag_message = message
             self.drag_hint.emit(message, screen_pos)
+
+    def _update_scene(self):  # every NodeGraphQt zoom, pan, fit and resize ends here
+        super()._update_scene()
+        scale = self.transform().m11()
+        if scale != self._last_scale:
+            self._last_scale = scale
+            self.scale_changed.emit(scale)
+
+    def zoom_to_nodes(self, nodes):
+        super().zoom_to_nodes(nodes)
+        if nodes and self.get_zoom() <= 0.1:  # fitted, not capped at 100 %: keep a margin for titles
+            margin = FIT_MARGIN_PX / self.transform().m11()
+            self._scene_range.adjust(-margin, -margin, margin, margin)
+            self._update_scene()
 
     def _combined_rect(self, nodes):
         # NodeGraphQt groups the items to measure them: seconds for a few hundred nodes
@@ -193,6 +211,7 @@ class Canvas(QtCore.QObject):
         self.viewer: Viewer = self.graph.viewer()
         self.viewer.drag_check = self._drag_check
         self.viewer.drag_hint.connect(self._on_drag_hint)
+        self.viewer.scale_changed.connect(self._on_scale_changed)
         self.viewer.tab_pressed.connect(self.tab_search)
         self.viewer.type_dropped.connect(self._on_type_dropped)
         self.viewer.node_double_clicked.connect(self._on_double_clicked)
@@ -269,6 +288,7 @@ class Canvas(QtCore.QObject):
         self.graph.add_node(node, pos=[float(pos[0]), float(pos[1])], selected=False, push_undo=False)
         self.views[node_id] = node
         self._by_view_id[node.id] = node_id
+        node.view.set_view_scale(self.view_scale())
         return node
 
     def _free_spot(self) -> tuple[float, float]:
@@ -453,6 +473,15 @@ class Canvas(QtCore.QObject):
         x, y = value["pos"]
         self.doc.update_note(idx, rect=(x, y, value["width"], value["height"]))
         self.sync_notes()
+
+    # -- level of detail -------------------------------------------------------------------
+    def view_scale(self) -> float:
+        """Screen pixels per scene unit (1.0 at 100 %)."""
+        return self.viewer.transform().m11()
+
+    def _on_scale_changed(self, scale: float) -> None:
+        for node in self.views.values():
+            node.view.set_view_scale(scale)
 
     def _on_type_dropped(self, type_id: str, pos: QtCore.QPointF) -> None:
         self.add_node(type_id, (pos.x(), pos.y()))

@@ -6,11 +6,18 @@ port type (value ports round, per-sample ports diamond-shaped), and rich
 tooltips from the spec's docs. A node whose type is not installed becomes a
 red placeholder that shows the ports its links use. ``SpecNodeItem`` paints
 the node and its overlays: the node id, a problem badge and the run state.
+
+Level of detail (``SpecNodeItem.set_view_scale``, called by the canvas on every
+zoom): zoomed out so far that the title would be smaller than
+OVERVIEW_TITLE_PX on screen, a node becomes a tile of its header colour with
+its title drawn at that size (``OverviewTitle``) and its port labels hidden.
 """
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtGui
+import functools
+
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from . import compat  # noqa: F401  (selects PySide6 for NodeGraphQt)
 from NodeGraphQt import BackdropNode, BaseNode  # noqa: E402
@@ -25,6 +32,12 @@ from runtime.spec import NodeSpec  # noqa: E402
 from . import style, tooltips  # noqa: E402
 
 FOOTER_H = 16.0
+
+#: the title's font size on screen when zoomed out (pixels): titles never get smaller than this
+OVERVIEW_TITLE_PX = 10
+#: how far (screen pixels) a zoomed-out title may reach past each side of its node
+OVERVIEW_OVERHANG_PX = 6.0
+OVERVIEW_MAX_LINES = 3
 
 
 def _draw_port(painter: QtGui.QPainter, rect: QtCore.QRectF, info: dict, sample: bool) -> None:
@@ -105,6 +118,93 @@ class SpecPortItem(CustomPortItem):
         super().hoverEnterEvent(event)
 
 
+@functools.lru_cache(maxsize=1)
+def overview_font() -> QtGui.QFont:
+    """The zoomed-out title font, sized in screen pixels."""
+    font = QtGui.QFont()
+    font.setPixelSize(OVERVIEW_TITLE_PX)
+    return font
+
+
+@functools.lru_cache(maxsize=4096)
+def wrap_title(title: str, width: int, max_lines: int) -> tuple[str, ...]:
+    """``title`` broken at spaces into lines of at most ``width`` screen pixels (the last one elided)."""
+    fm = QtGui.QFontMetricsF(overview_font())
+    lines: list[str] = []
+    words = title.split()
+    while words and len(lines) < max_lines:
+        line = words.pop(0)
+        while words and fm.horizontalAdvance(f"{line} {words[0]}") <= width:
+            line = f"{line} {words.pop(0)}"
+        lines.append(line)
+    if words:
+        lines[-1] = f"{lines[-1]} {' '.join(words)}"
+    elide = QtCore.Qt.TextElideMode.ElideRight
+    return tuple(fm.elidedText(line, elide, width) for line in lines)
+
+
+class OverviewTitle(QtWidgets.QGraphicsItem):
+    """A node's title when zoomed out: drawn at a fixed size on screen, wrapped to the node's width.
+
+    It is laid out in screen pixels for the view's scale (``layout``) and painted under a
+    1/scale transform, so the text keeps OVERVIEW_TITLE_PX whatever the zoom. Where the text
+    is larger than the node it sits on a plate of the header colour. It takes no mouse buttons
+    and has no tooltip, so clicks, drags and tooltips reach the node and its ports.
+    """
+
+    def __init__(self, node: SpecNodeItem):
+        super().__init__(node)
+        self.setAcceptedMouseButtons(QtCore.Qt.MouseButton.NoButton)
+        self.setAcceptHoverEvents(False)
+        self.setZValue(1)  # over the node's body, under its ports (z 2)
+        self.lines: tuple[str, ...] = ()
+        self.scale_ = 1.0
+        self._plate = QtCore.QRectF()  # in screen pixels, relative to the node's top-left
+        self._overflows = False
+
+    def layout(self, scale: float) -> None:
+        node: SpecNodeItem = self.parentItem()
+        w, h = node.width * scale, node.height * scale
+        line_h = QtGui.QFontMetricsF(overview_font()).height()
+        max_lines = max(1, min(OVERVIEW_MAX_LINES, int((h + OVERVIEW_OVERHANG_PX) // line_h)))
+        lines = wrap_title(node.name, max(1, int(w + 2 * OVERVIEW_OVERHANG_PX)), max_lines)
+        fm = QtGui.QFontMetricsF(overview_font())
+        text_w = max((fm.horizontalAdvance(line) for line in lines), default=0.0)
+        text = QtCore.QRectF(0, 0, text_w + 4.0, line_h * len(lines) + 2.0)
+        text.moveCenter(QtCore.QPointF(w / 2, h / 2))
+        node_rect = QtCore.QRectF(0, 0, w, h)
+        self.prepareGeometryChange()
+        self.lines, self.scale_ = lines, scale
+        self._overflows = not node_rect.contains(text)
+        self._plate = text
+
+    def screen_line_height(self) -> float:
+        """The height of one title line on screen, in pixels."""
+        return QtGui.QFontMetricsF(overview_font()).height()
+
+    def boundingRect(self) -> QtCore.QRectF:
+        r = self._plate
+        s = self.scale_ or 1.0
+        return QtCore.QRectF(r.x() / s, r.y() / s, r.width() / s, r.height() / s)
+
+    def paint(self, painter, option, widget=None):
+        node: SpecNodeItem = self.parentItem()
+        painter.save()
+        painter.scale(1.0 / self.scale_, 1.0 / self.scale_)
+        if self._overflows:
+            painter.setPen(QtCore.Qt.PenStyle.NoPen)
+            painter.setBrush(node.title_color())
+            painter.drawRoundedRect(self._plate, 3.0, 3.0)
+        painter.setFont(overview_font())
+        painter.setPen(QtGui.QColor(*style.TEXT))
+        line_h = self.screen_line_height()
+        top = self._plate.y() + 1.0
+        for i, line in enumerate(self.lines):
+            row = QtCore.QRectF(self._plate.x(), top + i * line_h, self._plate.width(), line_h)
+            painter.drawText(row, QtCore.Qt.AlignmentFlag.AlignCenter, line)
+        painter.restore()
+
+
 class SpecNodeItem(NodeItem):
     """The node's graphics: body, category header, id footer, problem badge, run state."""
 
@@ -121,11 +221,55 @@ class SpecNodeItem(NodeItem):
         self.setAcceptHoverEvents(True)
         self._icon_item.setVisible(False)
         self._text_item.set_locked(True)  # the title comes from the spec
-        self._proxy_mode_threshold = 40  # keep titles readable when zoomed out to a whole preset
+        self.overview = False  # zoomed out: big title, no port labels (set_view_scale)
+        self._overview_title: OverviewTitle | None = None
+
+    # -- level of detail ---------------------------------------------------------------
+    # NodeGraphQt's own level of detail (proxy mode) draws nodes as blank boxes below a
+    # width on screen; it is replaced by set_view_scale, which the canvas calls on zoom.
+    def auto_switch_mode(self):
+        pass
 
     def set_proxy_mode(self, mode):
-        super().set_proxy_mode(mode)
-        self._icon_item.setVisible(False)
+        pass
+
+    def set_view_scale(self, scale: float) -> None:
+        """Show the node for a view that draws one scene unit as ``scale`` screen pixels.
+
+        Zoomed out so far that the title would be smaller than OVERVIEW_TITLE_PX, the node shows
+        only its title, drawn at that size on screen over the whole node, and hides port labels.
+        """
+        normal = QtGui.QFontMetricsF(self._text_item.font()).height() * scale
+        overview = normal < QtGui.QFontMetricsF(overview_font()).height()
+        if overview != self.overview:
+            self.overview = overview
+            self._apply_detail()
+            self.update()
+        if overview:
+            if self._overview_title is None:
+                self._overview_title = OverviewTitle(self)
+            self._overview_title.layout(scale)
+
+    def _apply_detail(self) -> None:
+        labels = not self.overview
+        for items in (self._input_items, self._output_items):
+            for port, text in items.items():
+                text.setVisible(labels and port.display_name and port.isVisible())
+        self._text_item.setVisible(labels)
+        if self._overview_title is not None:
+            self._overview_title.setVisible(self.overview)
+
+    def draw_node(self):
+        super().draw_node()  # shows every port label again
+        self._apply_detail()
+        self._relayout_title()
+
+    def _relayout_title(self) -> None:
+        if self.overview and self._overview_title is not None:
+            self._overview_title.layout(self._overview_title.scale_)
+
+    def title_color(self) -> QtGui.QColor:
+        return QtGui.QColor(style.PLACEHOLDER) if self.placeholder else QtGui.QColor(self.header_color)
 
     # Lighter versions of NodeGraphQt setters that run for every node on load: the title
     # does not reset the tooltip, the (hidden) icon is not loaded from disk, and the node
@@ -137,6 +281,7 @@ class SpecNodeItem(NodeItem):
             self._text_item.setPlainText(name)
             if self.scene():
                 self.align_label()
+            self._relayout_title()
             self.update()
 
     @NodeItem.icon.setter
@@ -217,9 +362,9 @@ class SpecNodeItem(NodeItem):
 
         header_h = self._text_item.boundingRect().height() + 2.0
         painter.save()
-        painter.setClipRect(QtCore.QRectF(rect.x(), rect.y(), rect.width(), header_h))
-        header = QtGui.QColor(style.PLACEHOLDER) if self.placeholder else QtGui.QColor(self.header_color)
-        painter.setBrush(header)
+        if not self.overview:  # zoomed out, the whole node is its header (the title is over it)
+            painter.setClipRect(QtCore.QRectF(rect.x(), rect.y(), rect.width(), header_h))
+        painter.setBrush(self.title_color())
         painter.drawRoundedRect(rect, radius, radius)
         painter.restore()
 
@@ -228,7 +373,7 @@ class SpecNodeItem(NodeItem):
             painter.drawRoundedRect(rect, radius, radius)
 
         footer = QtCore.QRectF(rect.x() + 7, rect.bottom() - FOOTER_H, rect.width() - 14, FOOTER_H - 2)
-        if not self._proxy_mode:  # too small to read when zoomed far out
+        if not self.overview:  # too small to read when zoomed out
             painter.setFont(self._footer_font())
             painter.setPen(QtGui.QColor(*style.SUBTLE_TEXT))
             painter.drawText(footer, QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter,
