@@ -28,12 +28,15 @@ class OptimizerConfig:
         import torch
 
         name, lr, wd = self.name, self.lr, self.weight_decay
+        params = list(params)
         if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd)
+            return torch.optim.AdamW(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd,
+                                     **fused_kernel(params))
         if name == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd)
+            return torch.optim.Adam(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd,
+                                    **fused_kernel(params))
         if name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=wd)
+            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=wd, **fused_kernel(params))
         if name == "adafactor":
             from transformers.optimization import Adafactor
 
@@ -49,6 +52,18 @@ class OptimizerConfig:
 
             return Prodigy(params, lr=lr, betas=self.betas, weight_decay=wd, **self.extra)
         raise ValueError(f"unknown optimizer {name!r}")
+
+
+def fused_kernel(params: list) -> dict:
+    """``{"fused": True}`` when torch has a fused kernel for every weight (floating point, on a device it
+    supports), else ``{}`` (torch's own choice). On a CPU torch's default is one small op per weight and
+    state tensor: for a LoRA's hundreds of small tensors the fused AdamW step is several times faster."""
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    devices = set(_get_fused_kernels_supported_devices())
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    ok = tensors and all(t.is_floating_point() and t.device.type in devices for t in tensors)
+    return {"fused": True} if ok else {}
 
 
 def missing_package(name: str) -> str | None:

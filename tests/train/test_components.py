@@ -144,3 +144,27 @@ def test_objective_node_checks_the_timestep_range(runner):
         runner.run(DiffusionObjectiveNode, min_timestep=500, max_timestep=400)
     obj = runner.run(DiffusionObjectiveNode, min_snr_gamma=5.0, loss="huber")["objective"]
     assert (obj.min_snr_gamma, obj.loss_kind) == (5.0, "huber")
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam", "sgd"])
+def test_torch_optimizers_use_the_fused_kernel_and_train_like_the_default(runner, name):
+    from nodes.train.optimizer import fused_kernel
+
+    spec = runner.run(Optimizer, name=name, lr=0.05, momentum=0.5)["optimizer"]
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(8, 4, generator=gen), torch.randn(4, generator=gen)]
+    fused = [torch.nn.Parameter(t.clone()) for t in start]
+    plain = [torch.nn.Parameter(t.clone()) for t in start]
+    opt = spec.build([{"params": fused}])
+    assert opt.param_groups[0]["fused"] is True
+    reference = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[name]
+    extra = {"betas": spec.betas, "eps": spec.eps} if name != "sgd" else {"momentum": spec.momentum}
+    ref = reference(plain, lr=0.05, weight_decay=spec.weight_decay, foreach=False, **extra)
+    for _ in range(5):
+        for o, ws in ((opt, fused), (ref, plain)):
+            o.zero_grad()
+            sum((w ** 2).sum() for w in ws).backward()
+            o.step()
+    for a, b, s in zip(fused, plain, start):
+        assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a.detach(), s)
+    assert fused_kernel([torch.nn.Parameter(torch.zeros(2, device="meta"))]) == {}
