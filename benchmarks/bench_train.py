@@ -7,12 +7,16 @@ each, their ratio (target <= 1.05) and peak RSS; with --quickstart
 also the peak RSS of a full ``python -m runtime run graphs/quickstart.yaml``
 (target <= 1.5 GB).
 
+Then against the way diffusers' examples/text_to_image/train_text_to_image_lora.py trains (its own
+loop: images, VAE and text encoder every step), on the same images, 64 px, batch 4, rank-4 LoRA on
+the attention projections: nodetrainer with its caches, target <= 0.8x the example's step time.
+
 The lifecycle part runs the quickstart again with every hook attached (sample
 previews, periodic save, backups, TensorBoard, validation loss) but none due,
 alternating with plain runs: the step-time overhead of the hooks (target <= 2%),
 then the cost of a backup (the backup command) and of resuming from it.
 
-    python benchmarks/bench_train.py [--steps 60] [--threads 2] [--quickstart] [--no-lifecycle]
+    python benchmarks/bench_train.py [--steps 60] [--threads 1] [--quickstart] [--no-lifecycle] [--no-example]
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ def add_idle_hooks(graph, reg) -> None:
                                             ("sample_hook", "save_hook", "backups", "tensorboard", "validation")]
 
 
-def graph_run(steps: int, workspace: Path, hooks: bool = False, commands: tuple = (), resume: Path | None = None):
+def graph_run(steps: int, workspace: Path, hooks: bool = False, commands: tuple = (), resume: Path | None = None,
+              sets: tuple = ()):
     """Run the quickstart graph up to train.loop; return (step times, batches per epoch as lists, events)."""
     from runtime.control import CancelToken, CommandInbox
     from runtime.events import EventBus, ListSink
@@ -67,7 +72,7 @@ def graph_run(steps: int, workspace: Path, hooks: bool = False, commands: tuple 
     graph = load_graph(ROOT / "graphs" / "quickstart.yaml", reg)
     if hooks:
         add_idle_hooks(graph, reg)
-    v = validate(graph, reg, [f"steps={steps}"])
+    v = validate(graph, reg, [f"steps={steps}", *sets])
     assert v.ok, v.problems
     sink, cancel = ListSink(), CancelToken()
     inbox = CommandInbox(cancel)
@@ -151,6 +156,134 @@ def plain_run(steps: int, data: list[list[dict]], seed: int = 42):
     return times
 
 
+def example_images(folder: Path, count: int = 16, size: int = 256) -> Path:
+    """``count`` square JPEGs with .txt captions, the same every time (seeded): a dataset whose items all
+    fall in one bucket, so both trainers see full batches of the same images."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        coarse = (rng.random((size // 16, size // 16, 3)) * 255).astype("uint8")
+        Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC).save(folder / f"{i:02d}.jpg", quality=90)
+        (folder / f"{i:02d}.txt").write_text(f"a photo of pattern {i}, soft colours", encoding="utf-8")
+    return folder
+
+
+def example_run(steps: int, folder: Path, batch_size: int = 4, resolution: int = 64, rank: int = 4):
+    """The way diffusers' examples/text_to_image/train_text_to_image_lora.py trains, as its own loop:
+    every step loads and transforms the images (resize, center crop, normalise) and tokenizes the captions
+    in a DataLoader (0 workers), encodes the images with the VAE and the captions with the text encoder,
+    then the UNet step (rank-``rank`` gaussian LoRA on to_q/k/v/out, AdamW, clipping, constant LR)."""
+    import json
+
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers.optimization import get_scheduler
+    from peft import LoraConfig
+    from PIL import Image
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tiny = ROOT / "assets" / "tiny_model"
+
+    def config(part: str) -> dict:
+        name = "scheduler_config.json" if part == "scheduler" else "config.json"
+        return json.loads((tiny / part / name).read_text())
+
+    te_config = {k: v for k, v in config("text_encoder").items() if k not in ("architectures", "model_type")}
+    tokenizer = CLIPTokenizer.from_pretrained(str(tiny / "tokenizer"))
+    files = sorted(folder.glob("*.jpg"))
+
+    class Examples(torch.utils.data.Dataset):  # the example's preprocess_train, item by item
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            image = Image.open(files[i]).convert("RGB")
+            w, h = image.size
+            scale = resolution / min(w, h)
+            image = image.resize((round(w * scale), round(h * scale)), Image.Resampling.BILINEAR)
+            left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+            image = image.crop((left, top, left + resolution, top + resolution))
+            pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+            ids = tokenizer(files[i].with_suffix(".txt").read_text(), max_length=tokenizer.model_max_length,
+                            padding="max_length", truncation=True, return_tensors="pt").input_ids[0]
+            return {"pixel_values": (pixels - 0.5) / 0.5, "input_ids": ids}
+
+    def collate(examples):
+        pixels = torch.stack([e["pixel_values"] for e in examples]).to(memory_format=torch.contiguous_format)
+        return {"pixel_values": pixels.float(), "input_ids": torch.stack([e["input_ids"] for e in examples])}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the example's set_seed
+        unet = UNet2DConditionModel.from_config(config("unet"))
+        vae = AutoencoderKL.from_config(config("vae"))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**te_config))
+        noise_scheduler = DDPMScheduler.from_config(config("scheduler"))
+        for module in (unet, vae, text_encoder):
+            module.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+        lora_layers = [p for p in unet.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(lora_layers, lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        loader = torch.utils.data.DataLoader(Examples(), shuffle=True, collate_fn=collate, batch_size=batch_size,
+                                             num_workers=0, drop_last=True)
+        lr_scheduler = get_scheduler("constant", optimizer, num_warmup_steps=0, num_training_steps=steps)
+        times, step = [], 0
+        t = time.perf_counter()
+        while step < steps:
+            unet.train()
+            for batch in loader:
+                latents = vae.encode(batch["pixel_values"]).latent_dist.sample() * vae.config.scaling_factor
+                noise = torch.randn_like(latents)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
+                noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                encoder_hidden_states = text_encoder(batch["input_ids"], return_dict=False)[0]
+                model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
+                loss = torch.nn.functional.mse_loss(model_pred.float(), noise.float(), reduction="mean")
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(lora_layers, 1.0)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+                loss.item()  # the example logs the loss every step
+                step += 1
+                now = time.perf_counter()
+                times.append(now - t)
+                t = now
+                if step >= steps:
+                    break
+    return times
+
+
+def against_example(steps: int, rounds: int, batch_size: int = 4) -> None:
+    """nodetrainer (the quickstart graph: latents and text embeddings from its RAM cache) against the diffusers
+    example's way (data, VAE and text encoder every step), on the same 16 square images, 64 px, batch 4, in
+    rounds that alternate which runs first, after a warm-up round of each."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = example_images(Path(tmp) / "images")
+        sets = (f"dataset={folder}", f"batches.batch_size={batch_size}")
+        graph_run(8, Path(tmp) / "warmup", sets=sets)
+        example_run(8, folder, batch_size)
+        graph, example, pairs = [], [], []
+        for r in range(rounds):
+            got = {}
+            for which in (("graph", "example") if r % 2 == 0 else ("example", "graph")):
+                got[which] = (graph_run(steps, Path(tmp) / f"graph{r}", sets=sets)[0] if which == "graph"
+                              else example_run(steps, folder, batch_size))
+            graph += got["graph"]
+            example += got["example"]
+            pairs.append(statistics.median(got["graph"]) / statistics.median(got["example"]))
+    g, e = statistics.median(graph), statistics.median(example)
+    print(f"diffusers example way  median step {e * 1000:8.2f} ms   (mean {statistics.mean(example) * 1000:.2f} ms; "
+          f"images, VAE and text encoder every step; batch {batch_size}, 64 px)")
+    print(f"graph with caches      median step {g * 1000:8.2f} ms   (mean {statistics.mean(graph) * 1000:.2f} ms; "
+          "the first epoch fills the cache)")
+    print(f"ratio graph / example  {g / e:8.3f}   (target <= 0.8; per round: " + ", ".join(f"{p:.3f}" for p in pairs) + ")")
+
+
 def compare(steps: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
     """Step times of the graph run and of the plain loop, pooled over ``rounds`` rounds that alternate
     which goes first (drift and cache warmth hit both alike), after one warm-up round that is not
@@ -189,6 +322,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4,
                     help="rounds of alternating runs (graph / plain loop, and plain / hooked graph)")
     ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures")
+    ap.add_argument("--no-example", action="store_true",
+                    help="skip the comparison with the diffusers example's way of training")
     args = ap.parse_args()
     import torch
 
@@ -203,6 +338,8 @@ def main() -> None:
     print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05; per round: "
           + ", ".join(f"{r:.3f}" for r in pairs) + ")")
     print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
+    if not args.no_example:
+        against_example(args.steps, args.rounds)
     if not args.no_lifecycle:
         lifecycle(args.steps, args.rounds)
     if args.quickstart:
