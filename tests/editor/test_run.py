@@ -173,14 +173,18 @@ def test_quickstart_runs_from_the_editor_to_completion(window, qtbot, tmp_path):
 
 @pytest.mark.slow
 @needs_quickstart
-def test_commands_and_stop_while_training(window, qtbot, tmp_path):
+def test_commands_and_stop_while_training_then_resume_last(window, qtbot, tmp_path):
     open_quickstart(window, tmp_path, steps=100000)
     panel = window.run_panel
+    assert not panel.resume_button.isEnabled()  # no backup of this graph yet
     assert window.run_graph()
     qtbot.waitUntil(lambda: panel.state.progress_node == "train", timeout=600000)
-    assert panel.sample_button.isEnabled() and panel.backup_button.isEnabled()
-    panel.sample_button.click()
-    qtbot.waitUntil(lambda: "command received: sample" in panel.log.toPlainText(), timeout=60000)
+    # the quickstart has no sample or save hook: only the loop's own commands are offered
+    assert panel.backup_button.isEnabled()
+    assert not panel.sample_button.isEnabled() and not panel.save_button.isEnabled()
+    assert "no node in this run acts on 'sample'" in panel.sample_button.toolTip()
+    panel.backup_button.click()
+    qtbot.waitUntil(lambda: "command received: backup" in panel.log.toPlainText(), timeout=60000)
     panel.stop_button.click()
     assert wait_for_run(qtbot, window, timeout=120000) == "cancelled"
     # the loop ends its step and returns; what comes after it never runs
@@ -188,3 +192,16 @@ def test_commands_and_stop_while_training(window, qtbot, tmp_path):
     assert window.canvas.views["save"].view.run_state is None
     assert panel.progress.format() == "stopped"
     assert panel.run_button.isEnabled() and not panel.stop_button.isEnabled()
+    stopped_at = panel.state.step
+    # Resume last continues that run from its backup, in the same run folder
+    workspace = panel.state.workspace
+    assert panel.resume_button.isEnabled() and workspace in panel.resume_button.toolTip()
+    window.doc.set_input_default("steps", stopped_at + 2)
+    events = []
+    panel.event_received.connect(events.append)
+    panel.resume_button.click()
+    assert wait_for_run(qtbot, window, timeout=600000) == "ok"
+    assert "resuming from " + workspace in panel.log.toPlainText()
+    steps = [e["step"] for e in events if e["event"] == "progress" and e.get("node") == "train"]
+    assert steps and steps[0] > stopped_at - 1 and steps[-1] == stopped_at + 2
+    assert panel.state.workspace == workspace
