@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from runtime import Choice, Input, Output, Param, node
 from runtime.data import PerSampleStage, SkipItem
-from runtime.data.pixels import PixelError, open_image, to_grey, to_rgb
-from runtime.port_types import Caption, Image, ImagePath, Mask, TextPath
+from runtime.data.decode import bucket_size, open_image
+from runtime.data.pixels import PixelError, to_grey, to_rgb
+from runtime.port_types import Caption, Image, ImagePath, Mask, Resolution, TextPath
 
 __all__ = ["LoadImage", "LoadMask", "LoadText", "PixelError", "open_rgb", "parse_colour", "to_grey", "to_rgb"]
 
@@ -25,16 +26,17 @@ def parse_colour(text: str) -> tuple[int, int, int]:
         raise ValueError(f"not a colour: {text!r} (use a name like 'white' or '#rrggbb')") from None
 
 
-def open_rgb(path: str, background: tuple[int, int, int]):
-    """An RGB PIL image with EXIF orientation applied and transparency composited on ``background``;
+def open_rgb(path: str, background: tuple[int, int, int], bucket=None):
+    """An RGB PIL image with EXIF orientation applied and transparency composited on ``background``
+    (a large JPEG at a reduced scale when ``bucket`` is given: ``runtime.data.decode``);
     raises PixelError for pixels without a safe mapping (``runtime.data.pixels``)."""
-    return to_rgb(open_image(path), background)
+    return to_rgb(open_image(path, bucket), background)
 
 
-def load_or_skip(path: str, convert, what: str):
-    """``convert(open_image(path))``, or SkipItem naming the file when it cannot be read or mapped."""
+def load_or_skip(path: str, convert, what: str, bucket=None):
+    """``convert(open_image(path, bucket))``, or SkipItem naming the file when it cannot be read or mapped."""
     try:
-        img = open_image(path)
+        img = open_image(path, bucket)
     except Exception as e:  # any decoder failure means the file is bad data
         raise SkipItem(f"unreadable {what}: {type(e).__name__}: {e}", path) from None
     try:
@@ -51,10 +53,17 @@ class LoadImage(PerSampleStage):
     0..1, or 0..255 when values exceed 1). A file that cannot be decoded, or
     whose pixels have no safe mapping to RGB (negative or out-of-range values,
     an unknown mode), is skipped with a warning naming it.
+
+    With 'bucket' connected (Aspect bucketing's), a JPEG much larger than its
+    bucket is decoded at 1/2, 1/4 or 1/8 scale (the JPEG's DCT scaling: less
+    work), never below 1.6x the size that covers the bucket, so Scale & crop
+    still downscales it with its filter. Other formats decode in full.
     """
 
     path = Input(ImagePath, doc="image file")
-    image = Output(Image, doc="the RGB image (PIL)")
+    bucket = Input(Resolution, optional=True,
+                   doc="the item's bucket: decode large JPEGs at a reduced scale that still covers it")
+    image = Output(Image, doc="the RGB image (PIL), smaller than the file when reduced for 'bucket'")
     background = Param(str, "white", doc="colour under transparent pixels (a name or #rrggbb)")
     random = False
 
@@ -64,11 +73,16 @@ class LoadImage(PerSampleStage):
         except ValueError as e:
             raise ValueError(f"param 'background': {e}") from None
 
-    def process(self, item, path):
+    def process(self, item, path, bucket):
         if path is None:
             raise SkipItem("no image path")
+        if bucket is not None:
+            try:
+                bucket = bucket_size(bucket)
+            except ValueError as e:
+                raise ValueError(f"input 'bucket': {e}") from None
         bg = self._bg
-        return {"image": load_or_skip(path, lambda img: to_rgb(img, bg), "image")}
+        return {"image": load_or_skip(path, lambda img: to_rgb(img, bg), "image", bucket)}
 
 
 @node("data.load_mask", title="Load mask", category="Data")

@@ -18,6 +18,8 @@ never trained on with wrong values. Pillow is imported inside the functions.
 
 from __future__ import annotations
 
+from .decode import open_image  # noqa: F401  (decoding lives there; kept importable from here)
+
 #: modes Pillow converts to RGB with the right values
 COLOUR_MODES = frozenset({"1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"})
 #: modes with an alpha channel (composited on the background)
@@ -102,13 +104,3 @@ def to_grey(img):
     if img.mode not in COLOUR_MODES and img.mode not in ALPHA_MODES:
         raise PixelError(f"image mode {img.mode!r} has no known mapping to grey")
     return img if img.mode == "L" else img.convert("L")
-
-
-def open_image(path: str):
-    """A decoded PIL image with its EXIF orientation applied."""
-    from PIL import Image as PILImage, ImageOps
-
-    img = PILImage.open(path)
-    img.load()  # decode now, so a truncated file fails here and not in a later stage
-    ImageOps.exif_transpose(img, in_place=True)
-    return img
