@@ -1,5 +1,8 @@
 """Data preview: the first N samples a data node produces (image, caption, size).
 
+Token ids show the text they decode to and their pieces; latents show the picture
+their VAE decodes them to (or their channels as grey images) and their shape.
+
 The samples are computed by ``editor.preview_worker`` in a child process with
 the runtime's preview function (``runtime.data.preview.preview``, what
 ``nodetrainer preview`` prints), so the editor never runs nodes itself. The
@@ -62,7 +65,9 @@ class PreviewDialog(QtWidgets.QDialog):
         self.setWindowTitle(f"Preview of {node_id}")
         self.resize(820, 560)
         self.table = QtWidgets.QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["image", "caption", "size", "fields"])
+        self.table.setHorizontalHeaderLabels(["image", "caption / text", "size", "fields"])
+        self.table.setColumnWidth(1, 300)
+        self.table.setWordWrap(True)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setIconSize(QtCore.QSize(96, 96))
         self.table.verticalHeader().setDefaultSectionSize(100)
@@ -121,14 +126,38 @@ class PreviewDialog(QtWidgets.QDialog):
             pix = QtGui.QPixmap(item["thumbnail"])
             if not pix.isNull():
                 cell.setIcon(QtGui.QIcon(pix))
-        cell.setToolTip(str(item.get("path") or ""))
+        cell.setToolTip("\n".join(str(item[k]) for k in ("path", "note") if item.get(k)))
         self.table.setItem(row, 0, cell)
-        caption = f"skipped: {item['error']}" if item.get("error") else str(item.get("caption") or "")
-        self.table.setItem(row, 1, QtWidgets.QTableWidgetItem(caption))
-        size = item.get("size")
-        self.table.setItem(row, 2, QtWidgets.QTableWidgetItem(f"{size[0]}\u00d7{size[1]}" if size else ""))
+        text = QtWidgets.QTableWidgetItem(self.item_text(item))
+        text.setToolTip(str(item.get("detail") or item.get("caption") or ""))
+        self.table.setItem(row, 1, text)
+        self.table.setItem(row, 2, QtWidgets.QTableWidgetItem(self.size_text(item)))
         fields = item.get("fields") or {}
         self.table.setItem(row, 3, QtWidgets.QTableWidgetItem(", ".join(f"{k}: {v}" for k, v in fields.items())))
+        self.table.resizeRowToContents(row)  # token ids take a few lines
+        self.table.setRowHeight(row, max(100, min(self.table.rowHeight(row), 240)))
+
+    @staticmethod
+    def item_text(item: dict) -> str:
+        """The text cell: why it was skipped; decoded tokens and their ids; the caption (and for a latent,
+        how its picture was made)."""
+        if item.get("error"):
+            return f"skipped: {item['error']}"
+        if item.get("kind") == "tokens":
+            lines = [f"\u201c{item['text']}\u201d" if item.get("text") is not None else "(no tokenizer to decode)",
+                     str(item.get("detail") or "")]
+        else:
+            lines = [str(item.get("caption") or ""), str(item.get("note") or "")]
+        return "\n".join(line for line in lines if line)
+
+    @staticmethod
+    def size_text(item: dict) -> str:
+        """``64×64``, ``4×32×32`` (a latent) or ``77 ids``; empty when nothing tells."""
+        text = str(item.get("size_text") or "")
+        if not text:
+            size = item.get("size")
+            text = f"{size[0]}x{size[1]}" if size else ""
+        return "" if text == "?" else text.replace("x", "\u00d7")
 
     def _finished(self, code: int, _status) -> None:
         self._read()

@@ -2,8 +2,8 @@
 
 Runs ``runtime.data.preview.preview`` (so nodes run here, never in the
 editor), writes a thumbnail per sample into DIR and prints one JSON line per
-sample: ``{"item": {index, caption, size, path, error, fields, thumbnail}}``,
-or ``{"failure": message}``. No Qt is imported.
+sample: ``{"item": {index, kind, caption, text, detail, note, size, shape, size_text, path, error, fields,
+thumbnail}}`` (``PreviewRecord.to_dict`` plus the thumbnail), or ``{"failure": message}``. No Qt is imported.
 """
 
 from __future__ import annotations
@@ -16,6 +16,18 @@ from pathlib import Path
 THUMB = 192
 
 
+def thumbnail(image):
+    """An RGB picture that fits THUMB x THUMB; a small one (a latent's channels) is enlarged, pixels kept sharp."""
+    from PIL import Image
+
+    img = image.convert("RGB")
+    factor = THUMB // max(img.width, img.height)
+    if factor >= 2:
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    img.thumbnail((THUMB, THUMB))
+    return img
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m editor.preview_worker")
     p.add_argument("graph", type=Path)
@@ -25,7 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = sys.stdout
     sys.stdout = sys.stderr  # anything a node prints must not mix with the JSON lines
+    try:
+        return _work(args, out)
+    finally:
+        sys.stdout = out
 
+
+def _work(args, out) -> int:
     def emit(obj: dict) -> None:
         out.write(json.dumps(obj) + "\n")
         out.flush()
@@ -49,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in records:
         item = r.to_dict()
         if r.image is not None:
-            thumb = r.image.convert("RGB")
-            thumb.thumbnail((THUMB, THUMB))
             path = args.out / f"{args.node}-{r.index}.png"
-            thumb.save(path)
+            thumbnail(r.image).save(path)
             item["thumbnail"] = str(path)
         emit({"item": item})
     return 0
