@@ -38,6 +38,7 @@ OVERVIEW_TITLE_PX = 10
 #: how far (screen pixels) a zoomed-out title may reach past each side of its node
 OVERVIEW_OVERHANG_PX = 6.0
 OVERVIEW_MAX_LINES = 3
+OVERVIEW_BADGE_PX = 14.0
 
 
 def _draw_port(painter: QtGui.QPainter, rect: QtCore.QRectF, info: dict, sample: bool) -> None:
@@ -118,6 +119,20 @@ class SpecPortItem(CustomPortItem):
         super().hoverEnterEvent(event)
 
 
+def draw_badge(painter: QtGui.QPainter, rect: QtCore.QRectF, problems: list[tuple[str, str]]) -> None:
+    """The problem badge: a red (errors) or amber (warnings only) disc with the count."""
+    errors = sum(1 for sev, _ in problems if sev == "error")
+    painter.setPen(QtGui.QPen(QtGui.QColor(20, 20, 20), 1.0))
+    painter.setBrush(QtGui.QColor(style.ERROR_BADGE if errors else style.WARNING_BADGE))
+    painter.drawEllipse(rect)
+    font = QtGui.QFont()
+    font.setBold(True)
+    font.setPixelSize(max(6, int(rect.height() * 0.65)))
+    painter.setFont(font)
+    painter.setPen(QtGui.QColor("white"))
+    painter.drawText(rect, QtCore.Qt.AlignmentFlag.AlignCenter, str(len(problems)))
+
+
 @functools.lru_cache(maxsize=1)
 def overview_font() -> QtGui.QFont:
     """The zoomed-out title font, sized in screen pixels."""
@@ -126,10 +141,16 @@ def overview_font() -> QtGui.QFont:
     return font
 
 
+@functools.lru_cache(maxsize=1)
+def overview_metrics() -> QtGui.QFontMetricsF:
+    return QtGui.QFontMetricsF(overview_font())
+
+
 @functools.lru_cache(maxsize=4096)
-def wrap_title(title: str, width: int, max_lines: int) -> tuple[str, ...]:
-    """``title`` broken at spaces into lines of at most ``width`` screen pixels (the last one elided)."""
-    fm = QtGui.QFontMetricsF(overview_font())
+def wrap_title(title: str, width: int, max_lines: int) -> tuple[tuple[str, ...], float]:
+    """``title`` broken at spaces into lines of at most ``width`` screen pixels (the last one
+    elided), and the width of the longest line."""
+    fm = overview_metrics()
     lines: list[str] = []
     words = title.split()
     while words and len(lines) < max_lines:
@@ -140,7 +161,8 @@ def wrap_title(title: str, width: int, max_lines: int) -> tuple[str, ...]:
     if words:
         lines[-1] = f"{lines[-1]} {' '.join(words)}"
     elide = QtCore.Qt.TextElideMode.ElideRight
-    return tuple(fm.elidedText(line, elide, width) for line in lines)
+    lines = [fm.elidedText(line, elide, width) for line in lines]
+    return tuple(lines), max((fm.horizontalAdvance(line) for line in lines), default=0.0)
 
 
 class OverviewTitle(QtWidgets.QGraphicsItem):
@@ -160,16 +182,15 @@ class OverviewTitle(QtWidgets.QGraphicsItem):
         self.lines: tuple[str, ...] = ()
         self.scale_ = 1.0
         self._plate = QtCore.QRectF()  # in screen pixels, relative to the node's top-left
+        self._node_rect = QtCore.QRectF()
         self._overflows = False
 
     def layout(self, scale: float) -> None:
         node: SpecNodeItem = self.parentItem()
         w, h = node.width * scale, node.height * scale
-        line_h = QtGui.QFontMetricsF(overview_font()).height()
+        line_h = overview_metrics().height()
         max_lines = max(1, min(OVERVIEW_MAX_LINES, int((h + OVERVIEW_OVERHANG_PX) // line_h)))
-        lines = wrap_title(node.name, max(1, int(w + 2 * OVERVIEW_OVERHANG_PX)), max_lines)
-        fm = QtGui.QFontMetricsF(overview_font())
-        text_w = max((fm.horizontalAdvance(line) for line in lines), default=0.0)
+        lines, text_w = wrap_title(node.name, max(1, int(w + 2 * OVERVIEW_OVERHANG_PX)), max_lines)
         text = QtCore.QRectF(0, 0, text_w + 4.0, line_h * len(lines) + 2.0)
         text.moveCenter(QtCore.QPointF(w / 2, h / 2))
         node_rect = QtCore.QRectF(0, 0, w, h)
@@ -177,13 +198,19 @@ class OverviewTitle(QtWidgets.QGraphicsItem):
         self.lines, self.scale_ = lines, scale
         self._overflows = not node_rect.contains(text)
         self._plate = text
+        self._node_rect = node_rect
 
     def screen_line_height(self) -> float:
         """The height of one title line on screen, in pixels."""
-        return QtGui.QFontMetricsF(overview_font()).height()
+        return overview_metrics().height()
+
+    def badge_rect(self) -> QtCore.QRectF:
+        """Where the problem badge is drawn zoomed out (screen pixels, at the node's top-right corner)."""
+        d = OVERVIEW_BADGE_PX
+        return QtCore.QRectF(self._node_rect.right() - d + 2.0, self._node_rect.top() - 2.0, d, d)
 
     def boundingRect(self) -> QtCore.QRectF:
-        r = self._plate
+        r = self._plate.united(self._node_rect).united(self.badge_rect())
         s = self.scale_ or 1.0
         return QtCore.QRectF(r.x() / s, r.y() / s, r.width() / s, r.height() / s)
 
@@ -202,6 +229,8 @@ class OverviewTitle(QtWidgets.QGraphicsItem):
         for i, line in enumerate(self.lines):
             row = QtCore.QRectF(self._plate.x(), top + i * line_h, self._plate.width(), line_h)
             painter.drawText(row, QtCore.Qt.AlignmentFlag.AlignCenter, line)
+        if node.problems:
+            draw_badge(painter, self.badge_rect(), node.problems)
         painter.restore()
 
 
@@ -223,6 +252,7 @@ class SpecNodeItem(NodeItem):
         self._text_item.set_locked(True)  # the title comes from the spec
         self.overview = False  # zoomed out: big title, no port labels (set_view_scale)
         self._overview_title: OverviewTitle | None = None
+        self._title_line_h: float | None = None  # of the normal title font, in scene units
 
     # -- level of detail ---------------------------------------------------------------
     # NodeGraphQt's own level of detail (proxy mode) draws nodes as blank boxes below a
@@ -239,8 +269,10 @@ class SpecNodeItem(NodeItem):
         Zoomed out so far that the title would be smaller than OVERVIEW_TITLE_PX, the node shows
         only its title, drawn at that size on screen over the whole node, and hides port labels.
         """
-        normal = QtGui.QFontMetricsF(self._text_item.font()).height() * scale
-        overview = normal < QtGui.QFontMetricsF(overview_font()).height()
+        if self._title_line_h is None:
+            self._title_line_h = QtGui.QFontMetricsF(self._text_item.font()).height()
+        normal = self._title_line_h * scale
+        overview = normal < overview_metrics().height()
         if overview != self.overview:
             self.overview = overview
             self._apply_detail()
@@ -400,20 +432,10 @@ class SpecNodeItem(NodeItem):
         painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
         painter.drawRoundedRect(rect, radius, radius)
 
-        if self.problems:
-            errors = sum(1 for sev, _ in self.problems if sev == "error")
-            color = QtGui.QColor(style.ERROR_BADGE if errors else style.WARNING_BADGE)
+        if self.problems and not self.overview:  # zoomed out, the overview title draws it
             d = 16.0
-            badge = QtCore.QRectF(rect.right() - d - 4, rect.y() + (header_h - d) / 2, d, d)
-            painter.setPen(QtGui.QPen(QtGui.QColor(20, 20, 20), 1.0))
-            painter.setBrush(color)
-            painter.drawEllipse(badge)
-            font = QtGui.QFont()
-            font.setBold(True)
-            font.setPointSizeF(8)
-            painter.setFont(font)
-            painter.setPen(QtGui.QColor("white"))
-            painter.drawText(badge, QtCore.Qt.AlignmentFlag.AlignCenter, str(len(self.problems)))
+            draw_badge(painter, QtCore.QRectF(rect.right() - d - 4, rect.y() + (header_h - d) / 2, d, d),
+                       self.problems)
         painter.restore()
 
     def set_run_state(self, state: str | None) -> None:
@@ -427,6 +449,8 @@ class SpecNodeItem(NodeItem):
             if self._tooltip_shown:
                 self.refresh_tooltip()
             self.update()
+            if self._overview_title is not None:
+                self._overview_title.update()
 
 
 class SpecNode(BaseNode):

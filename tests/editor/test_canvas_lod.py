@@ -95,3 +95,20 @@ def test_port_labels_show_at_100_percent_and_hide_when_zoomed_out(canvas):
     canvas.viewer.reset_zoom()
     assert port_labels_shown(item) and not item.overview
     assert not item._overview_title.isVisible()
+
+
+def test_problem_badge_stays_visible_when_zoomed_out(canvas, no_exceptions):
+    from editor import style
+
+    canvas.doc.add_node("test.lora", (0, 0), node_id="l")
+    canvas.viewer.show()
+    canvas.viewer.scale(0.3, 0.3)
+    canvas.viewer.centerOn(80, 30)
+    item = canvas.views["l"].view
+    canvas.set_problems({"l": [("error", "input 'model': required input is not connected")]})
+    image = canvas.viewer.viewport().grab().toImage()
+    corner = canvas.viewer.mapFromScene(item.sceneBoundingRect().topRight())
+    # the badge is 14 px on screen over the node's top-right corner (16 scene px would be 4 px here)
+    red = sum(image.pixelColor(corner.x() + dx, corner.y() + dy).name() == style.ERROR_BADGE
+              for dx in range(-14, 4) for dy in range(-4, 14))
+    assert red >= 60, red
