@@ -134,8 +134,9 @@ class PreviewDialog(QtWidgets.QDialog):
         self.table.setItem(row, 2, QtWidgets.QTableWidgetItem(self.size_text(item)))
         fields = item.get("fields") or {}
         self.table.setItem(row, 3, QtWidgets.QTableWidgetItem(", ".join(f"{k}: {v}" for k, v in fields.items())))
-        self.table.resizeRowToContents(row)  # token ids take a few lines
-        self.table.setRowHeight(row, max(100, min(self.table.rowHeight(row), 240)))
+        if item.get("kind") == "tokens":  # the ids with their pieces take a few lines
+            self.table.resizeRowToContents(row)
+            self.table.setRowHeight(row, max(100, min(self.table.rowHeight(row), 240)))
 
     @staticmethod
     def item_text(item: dict) -> str:
