@@ -624,7 +624,8 @@ class HelpDialog(QtWidgets.QDialog):
         super().__init__(parent)
         self.resize(760, 560)
         self.browser = QtWidgets.QTextBrowser()
-        self.browser.setOpenExternalLinks(True)
+        self.browser.setOpenLinks(False)  # README links are relative to the repository, not to this text
+        self.browser.anchorClicked.connect(self._open_link)
         buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)
         lay = QtWidgets.QVBoxLayout(self)
@@ -645,3 +646,9 @@ class HelpDialog(QtWidgets.QDialog):
 
     def plain_text(self) -> str:
         return self.browser.toPlainText()
+
+    @staticmethod
+    def _open_link(url: QtCore.QUrl) -> None:
+        if url.isRelative():
+            url = QtCore.QUrl.fromLocalFile(str(ROOT / url.path()))
+        QtGui.QDesktopServices.openUrl(url)

@@ -59,7 +59,7 @@ def node_events(n: int, long_at: int | None = None):
 
 
 @pytest.mark.parametrize("long_at", [None, 6])
-def test_log_follows_the_newest_line_through_a_long_line(qtbot, long_at):
+def test_log_follows_the_newest_line_through_a_long_line(qtbot, long_at, no_exceptions):
     """A long line (the command line with its paths, a cache report) brings the horizontal scroll bar
     a moment later; that used to leave the view stuck above the end (seen at most panel heights)."""
     from editor.run_panel import RunPanel
@@ -238,7 +238,7 @@ def test_command_nodes_come_from_the_run_plan(window, tmp_path):
 
 
 @needs_quickstart
-def test_command_buttons_match_the_running_graph(window, tmp_path, started):
+def test_command_buttons_match_the_running_graph(window, tmp_path, started, no_exceptions):
     assert window.open_file(quickstart_copy(tmp_path))
     panel = window.run_panel
     assert not panel.sample_button.isEnabled() and "no run is going" in panel.sample_button.toolTip()
@@ -304,7 +304,7 @@ def write_backup_meta(runs_dir: Path, graph_name: str, step: int, stamp: str = "
     return folder
 
 
-def test_resume_last_runs_with_resume_last_in_the_same_runs_dir(window, tmp_path, started):
+def test_resume_last_runs_with_resume_last_in_the_same_runs_dir(window, tmp_path, started, no_exceptions):
     path = graph_copy(MANIFEST, tmp_path / "m.yaml")
     assert window.open_file(path)
     panel = window.run_panel

@@ -25,7 +25,7 @@ def toolbar_geometries(window) -> list[tuple[str, tuple[int, int, int, int]]]:
     return out
 
 
-def test_toolbar_buttons_keep_their_places_when_the_undo_text_changes(window, qtbot):
+def test_toolbar_buttons_keep_their_places_when_the_undo_text_changes(window, qtbot, no_exceptions):
     qtbot.wait(20)
     before = toolbar_geometries(window)
     assert ("Undo" in dict(before)) and ("Redo" in dict(before))
