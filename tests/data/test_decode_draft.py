@@ -210,3 +210,16 @@ def test_cache_key_changes_with_the_decode_mode(data_registry, photos, tmp_path)
     ran = run_nodes(graph_of(cache_nodes(photos, tmp_path / "cache", True)), data_registry, ["batches"], tmp=tmp_path)
     list(ran.out("batches", "batches").epoch(0))
     assert any("4 of 4 item(s) found" in m for m in ran.logs()), "the same decode mode reuses its entries"
+
+
+def test_a_bad_bucket_value_names_the_input(tmp_path):
+    from nodes.data.loading import LoadImage
+    from runtime.data import Item
+
+    node = LoadImage()
+    node.background = "white"
+    node.setup(None)
+    p = save_jpeg(tmp_path / "big.jpg", (1024, 768))
+    with pytest.raises(ValueError, match="input 'bucket': bucket sides must be at least 1, got 0x48"):
+        node.process(Item(0, 0, 0), str(p), (0, 48))
+    assert node.process(Item(0, 0, 0), str(p), [100, 75])["image"].size == (256, 192), "a list is a bucket too"
