@@ -16,7 +16,7 @@ import math
 
 #: smallest ratio between a draft-decoded image and the size that covers its bucket. Measured on
 #: photo-like 2-6 MP JPEGs against a full decode + Lanczos resize (benchmarks/bench_data.py): a
-#: bicubic resize after a draft decode is >= 38.5 dB from a 1.6x margin, ~36 dB at 1.0-1.2x (the
+#: bicubic resize after a draft decode is >= 38.5 dB from a 1.6x margin, 35-36 dB at 1.0-1.2x (the
 #: DCT scaling's block artefacts survive a near 1:1 resize). Pillow's thumbnail uses 2.0.
 #: Changing it changes decoded pixels: bump data.load_image's version so caches recompute.
 DRAFT_GAP = 1.6
