@@ -252,7 +252,8 @@ def describe_text(spec) -> str:
             if "options" in d:
                 extra.append("one of " + ", ".join(d["options"]))
             if "mode" in d:
-                extra.append(f"{d['mode']}")
+                extra.append(f"{d['mode']} " + " or ".join({"dir": "folder"}.get(k, k) for k in d.get("picks", []))
+                             if d.get("picks") else d["mode"])
             if p.min is not None or p.max is not None:
                 extra.append(f"range {'' if p.min is None else p.min}..{'' if p.max is None else p.max}")
             if p.optional:

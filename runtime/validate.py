@@ -278,7 +278,7 @@ class _Validator:
             if full is not None:
                 fits = gi.type in param.kind.accepts_inputs or gi.type == param.kind.name
             else:  # inside text, or an item of a list: any plain value becomes text
-                fits = param.kind.name in ("str", "text", "file", "dir", "strlist") or (
+                fits = param.kind.is_path or param.kind.name in ("str", "text", "strlist") or (
                     param.kind.name == "choice" and gi.type in ("str", "choice"))
             if not fits:
                 self.problem(f"graph input ${{{name}}} is {gi.type}, but this param takes {param.kind.name}",
@@ -296,9 +296,11 @@ class _Validator:
         if getattr(kind, "mode", "open") != "open":
             return
         p = Path(value)
-        want_dir = kind.name == "dir"
+        picks = getattr(kind, "picks", ("file",))
+        want_dir = picks == ("dir",)
+        what = "file or folder" if len(picks) > 1 else ("folder" if want_dir else "file")
         if not p.exists():
-            self.problem(f"{'folder' if want_dir else 'file'} not found: {value}", node, field,
+            self.problem(f"{what} not found: {value}", node, field,
                          code="not_found", severity=self.severity_for_run)
         elif want_dir and not p.is_dir():
             self.problem(f"not a folder: {value}", node, field, code="not_found", severity=self.severity_for_run)

@@ -163,3 +163,18 @@ nodes:
   out: {type: test.record, in: {value: one.value}}
 """, registry)
     assert validate(g, registry).order == ["one", "out"]
+
+
+def test_file_or_folder_params_take_references_inside_text_and_say_file_or_folder(tmp_path):
+    from runtime.registry import default_registry
+
+    reg = default_registry()
+    (tmp_path / "models").mkdir()
+    text = ("format: nodetrainer.graph/1\nname: t\ninputs:\n  root: {type: dir, default: models}\n"
+            "nodes:\n  base:\n    type: sd.load_model@1\n    params: {path: '${root}/missing.safetensors'}\n")
+    (tmp_path / "g.yaml").write_text(text)
+    graph = loads_graph(text, reg, path=tmp_path / "g.yaml")
+    result = validate(graph, reg, for_run=True)
+    problems = [p for p in result.problems if p.node == "base"]
+    assert not [p for p in problems if p.code == "type_mismatch"], problems
+    assert any(p.code == "not_found" and "file or folder not found" in p.message for p in problems), problems
