@@ -53,6 +53,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._run_problems: dict[str, list[tuple[str, str]]] = {}
         self._run_doc: Document | None = None  # the document whose run the run panel shows
         self.help_dialog: HelpDialog | None = None
+        self._drag_status = ""  # the drag hint the status bar shows, if it still shows it
 
         self.library_dock = self._dock("Nodes", self.library, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self.properties_dock = self._dock("Properties", self.properties, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
@@ -219,6 +220,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _wire(self) -> None:
         self.canvas.status.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.canvas.drag_message.connect(self._on_drag_message)
         self.canvas.selection_changed.connect(self._on_selection)
         self.canvas.tab_search.connect(self.open_search)
         self.canvas.node_activated.connect(lambda _nid: self.properties_dock.raise_())
@@ -232,6 +234,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.run_panel.node_states_changed.connect(self._on_run_states)
         self.run_panel.node_failed.connect(self._on_node_failed)
         self.run_panel.finished.connect(self._on_run_finished)
+
+    def _on_drag_message(self, text: str) -> None:
+        """Show why the port under a dragged link refuses it (or what the drop replaces); '' clears
+        the hint, but not a message shown since."""
+        bar = self.statusBar()
+        if text:
+            bar.showMessage(text)  # for as long as the link is held there
+        elif self._drag_status and bar.currentMessage() == self._drag_status:
+            bar.clearMessage()
+        self._drag_status = text
 
     # -- document ----------------------------------------------------------------------
     def set_document(self, doc: Document) -> None:
