@@ -28,6 +28,28 @@ from .validation_panel import LiveValidator, ProblemsPanel, problems_by_node
 MAX_RECENT = 10
 SNAPSHOT_SUFFIX = ".unsaved-run"
 FILE_FILTER = "Graph files (*.yaml *.yml);;All files (*)"
+#: a window narrower or lower than this gets the small window's dock layout
+SMALL_BELOW = QtCore.QSize(1200, 700)
+#: in a small window: the side docks' share of the window's width, the bottom docks' of its height
+SMALL_SIDE, SMALL_BOTTOM = 0.34, 0.28
+#: settings keys of the dock layouts of a big and of a small window
+STATE_KEYS = {False: "window_state", True: "window_state_small"}
+
+
+def is_small(size: QtCore.QSize) -> bool:
+    """Whether a window of this size needs the small window's dock layout (the default one would
+    leave the canvas less than half of it)."""
+    return size.width() < SMALL_BELOW.width() or size.height() < SMALL_BELOW.height()
+
+
+def scrolling(widget: QtWidgets.QWidget) -> QtWidgets.QScrollArea:
+    """``widget`` in a frameless scroll area: its dock can then be smaller than the widget's minimum
+    size (the run panel's is 640x220), as a small window needs."""
+    area = QtWidgets.QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+    return area
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -55,14 +77,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.help_dialog: HelpDialog | None = None
         self._drag_status = ""  # the drag hint the status bar shows, if it still shows it
 
-        self.library_dock = self._dock("Nodes", self.library, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.properties_dock = self._dock("Properties", self.properties, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.problems_dock = self._dock("Problems", self.problems, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.run_dock = self._dock("Run", self.run_panel, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.tabifyDockWidget(self.problems_dock, self.run_dock)
-        self.problems_dock.raise_()
-        self.resizeDocks([self.library_dock, self.properties_dock], [230, 360], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.problems_dock], [280], QtCore.Qt.Orientation.Vertical)
+        self.library_dock = self._dock("Nodes", self.library)
+        self.properties_dock = self._dock("Properties", self.properties)
+        self.problems_dock = self._dock("Problems", self.problems)
+        self.run_dock = self._dock("Run", scrolling(self.run_panel))
+        self.compact = False  # the dock layout of a small window (see is_small)
+        self._place_docks()
 
         self._make_actions()
         self._make_menus()
@@ -72,16 +92,71 @@ class MainWindow(QtWidgets.QMainWindow):
         geometry = self.settings.value("geometry")
         if geometry is not None:
             self.restoreGeometry(geometry)
-        state = self.settings.value("window_state")
-        if state is not None:
-            self.restoreState(state)
+        #: the last dock layout of a big and of a small window (a user's, to restore when the window
+        #: is that size again); None: the default one
+        self._dock_states = {False: self.settings.value(STATE_KEYS[False]),
+                             True: self.settings.value(STATE_KEYS[True])}
+        if self._dock_states[False] is not None:
+            self.restoreState(self._dock_states[False])
+        for dock in self.docks():
+            dock.installEventFilter(self)  # see eventFilter
 
-    def _dock(self, title: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
+    def _dock(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
         dock.setObjectName(title.lower() + "_dock")
         dock.setWidget(widget)
-        self.addDockWidget(area, dock)
         return dock
+
+    def docks(self) -> list[QtWidgets.QDockWidget]:
+        return [self.library_dock, self.properties_dock, self.problems_dock, self.run_dock]
+
+    # -- dock layout -------------------------------------------------------------------------
+    def _place_docks(self) -> None:
+        """The default dock layout for the window's size class: node library left, properties right,
+        problems and run tabbed under the canvas; in a small window library and properties share one
+        tab group on the right, and the docks take fixed fractions of the window."""
+        Area, H, V = QtCore.Qt.DockWidgetArea, QtCore.Qt.Orientation.Horizontal, QtCore.Qt.Orientation.Vertical
+        self.addDockWidget(Area.RightDockWidgetArea if self.compact else Area.LeftDockWidgetArea, self.library_dock)
+        self.addDockWidget(Area.RightDockWidgetArea, self.properties_dock)
+        self.addDockWidget(Area.BottomDockWidgetArea, self.problems_dock)
+        self.addDockWidget(Area.BottomDockWidgetArea, self.run_dock)
+        self.tabifyDockWidget(self.problems_dock, self.run_dock)
+        self.problems_dock.raise_()
+        if self.compact:
+            self.tabifyDockWidget(self.properties_dock, self.library_dock)
+            self.library_dock.raise_()
+            self.resizeDocks([self.properties_dock], [round(self.width() * SMALL_SIDE)], H)
+            self.resizeDocks([self.problems_dock], [round(self.height() * SMALL_BOTTOM)], V)
+        else:
+            self.resizeDocks([self.library_dock, self.properties_dock], [230, 360], H)
+            self.resizeDocks([self.problems_dock], [280], V)
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        # A dock was resized (a separator drag), shown or hidden: remember the arrangement while it is
+        # the one of this window size. When the window shrinks past SMALL_BELOW, Qt squeezes the docks
+        # before resizeEvent runs; that squeezed state is not the user's and is not kept.
+        if (event.type() in (QtCore.QEvent.Type.Resize, QtCore.QEvent.Type.Show, QtCore.QEvent.Type.Hide)
+                and watched in self.docks() and is_small(self.size()) == self.compact):
+            self._dock_states[self.compact] = self.saveState()
+        return super().eventFilter(watched, event)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if is_small(event.size()) != self.compact:
+            self._switch_dock_layout(not self.compact)
+
+    def _switch_dock_layout(self, compact: bool) -> None:
+        """Going from a big window to a small one or back: bring back the docks as they were last
+        arranged for the new size class (or its default). Docks the user closed stay closed."""
+        live = self.isVisible()  # not the first layout of the window
+        closed = [d for d in self.docks() if not d.toggleViewAction().isChecked()]
+        self.compact = compact
+        state = self._dock_states[compact]
+        if state is None or not self.restoreState(state):
+            self._place_docks()
+        if live:
+            for dock in self.docks():
+                dock.setVisible(dock not in closed)
 
     # -- actions ---------------------------------------------------------------------
     def _action(self, text: str, slot, shortcut=None, tip: str = "", canvas_only: bool = False) -> QtGui.QAction:
@@ -624,7 +699,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.run_panel.process.stop(grace_ms=3000)
             self.run_panel.process.proc.waitForFinished(10000)
         self.settings.setValue("geometry", self.saveGeometry())
-        self.settings.setValue("window_state", self.saveState())
+        self._dock_states[self.compact] = self.saveState()
+        for compact, key in STATE_KEYS.items():
+            if self._dock_states[compact] is not None:
+                self.settings.setValue(key, self._dock_states[compact])
         self.settings.sync()
         event.accept()
 
