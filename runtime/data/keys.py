@@ -52,7 +52,8 @@ def stage_key(stage: Stage, memo: dict | None = None) -> str:
     where = f"node {stage.node_id!r} ({stage.type_id})"
     parts = [stage.kind, stage.type_id, str(stage.version)]
     parts += [f"{n}={v!r}" for n, v in node_params(stage.node)]
-    parts += [f"{p}:{value_fingerprint(v, where, p)}" for p, v in sorted(stage.values.items())]
+    # An unconnected optional input (None) is left out: adding one to a node keeps its caches valid.
+    parts += [f"{p}:{value_fingerprint(v, where, p)}" for p, v in sorted(stage.values.items()) if v is not None]
     if stage.random:
         parts.append(f"node={stage.node_id}")
     if stage.kind == "source":

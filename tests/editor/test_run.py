@@ -179,10 +179,13 @@ def test_commands_and_stop_while_training_then_resume_last(window, qtbot, tmp_pa
     assert not panel.resume_button.isEnabled()  # no backup of this graph yet
     assert window.run_graph()
     qtbot.waitUntil(lambda: panel.state.progress_node == "train", timeout=600000)
-    # the quickstart has no sample or save hook: only the loop's own commands are offered
-    assert panel.backup_button.isEnabled()
-    assert not panel.sample_button.isEnabled() and not panel.save_button.isEnabled()
-    assert "no node in this run acts on 'sample'" in panel.sample_button.toolTip()
+    # the quickstart has a commands-only previews hook and no save hook: Sample now and Backup now are offered
+    assert panel.backup_button.isEnabled() and panel.sample_button.isEnabled()
+    assert not panel.save_button.isEnabled()
+    assert "no node in this run acts on 'save'" in panel.save_button.toolTip()
+    panel.sample_button.click()
+    qtbot.waitUntil(lambda: panel.gallery.count() >= 1, timeout=120000)  # the commanded preview arrived
+    assert "ignored" not in panel.log.toPlainText()
     panel.backup_button.click()
     qtbot.waitUntil(lambda: "command received: backup" in panel.log.toPlainText(), timeout=60000)
     panel.stop_button.click()

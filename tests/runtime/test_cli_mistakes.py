@@ -154,7 +154,8 @@ def test_run_record_names_the_library_versions_and_devices(tmp_path):
 
     for name in ("torch", "diffusers", "transformers", "peft", "safetensors"):
         assert record["versions"][name] == version(name)
-    assert record["devices"] == {"train.device": "cpu -> cpu", "sample.device": "cpu -> cpu"}
+    assert record["devices"] == {"train.device": "cpu -> cpu", "sample.device": "cpu -> cpu",
+                                 "preview_settings.device": "cpu -> cpu"}
 
 
 def test_outputs_inside_the_run_folder_cannot_escape_it(tmp_path, write_graph):
