@@ -93,7 +93,7 @@ def window(qtbot, registry, settings, tmp_path, dialogs):
     w.resize(1400, 900)
     w.show()
     yield w
-    if w.run_panel.running:
+    if w.run_panel.running and w.run_panel.process.proc is not None:
         w.run_panel.process.proc.kill()
         w.run_panel.process.proc.waitForFinished(5000)
     w.doc.undo.setClean()  # no unsaved-changes prompt on teardown

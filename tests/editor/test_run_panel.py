@@ -207,6 +207,12 @@ def quickstart_copy(tmp_path: Path) -> Path:
     return graph_copy(QUICKSTART, tmp_path / "quickstart.yaml")
 
 
+def open_without_previews(window, tmp_path: Path) -> None:
+    """The quickstart without its commands-only previews hook: only the loop's own commands act."""
+    assert window.open_file(quickstart_copy(tmp_path))
+    window.doc.remove(["previews", "preview_settings"])
+
+
 def add_sample_hook(doc, node_id: str, connected: bool) -> None:
     """A sample hook with its own sampler settings; ``connected``: its hook goes to the training loop."""
     if "preview_settings" not in doc.graph.nodes:
@@ -225,6 +231,9 @@ def test_command_nodes_come_from_the_run_plan(window, tmp_path):
     assert window.open_file(quickstart_copy(tmp_path))
     doc = window.doc
     plan = validate(doc.graph, window.registry, for_run=True).order
+    assert command_nodes(plan, doc.spec) == {"sample": ["previews"], "save": [], "backup": ["train"]}
+    doc.remove(["previews", "preview_settings"])
+    plan = validate(doc.graph, window.registry, for_run=True).order
     assert command_nodes(plan, doc.spec) == {"sample": [], "save": [], "backup": ["train"]}
     add_sample_hook(doc, "orphan", connected=False)  # its output goes nowhere: it does not run
     check = validate(doc.graph, window.registry, for_run=True)
@@ -239,7 +248,7 @@ def test_command_nodes_come_from_the_run_plan(window, tmp_path):
 
 @needs_quickstart
 def test_command_buttons_match_the_running_graph(window, tmp_path, started, no_exceptions):
-    assert window.open_file(quickstart_copy(tmp_path))
+    open_without_previews(window, tmp_path)
     panel = window.run_panel
     assert not panel.sample_button.isEnabled() and "no run is going" in panel.sample_button.toolTip()
     assert window.run_graph()
