@@ -42,7 +42,7 @@ def render(graph: Path, out: Path, run: bool = True, select: str | None = None,
     from runtime.fileio import atomic_path
 
     from .app import create_app
-    from .main_window import MainWindow
+    from .main_window import MainWindow, is_small
 
     app = create_app()
     with tempfile.TemporaryDirectory(prefix="nodetrainer-shot-") as tmp:
@@ -50,7 +50,8 @@ def render(graph: Path, out: Path, run: bool = True, select: str | None = None,
         window = MainWindow(settings=settings, runs_dir=Path(tmp) / "runs")
         window.resize(*size)
         window.show()
-        window.resizeDocks([window.run_dock], [330], QtCore.Qt.Orientation.Vertical)
+        if not is_small(window.size()):  # a small window has its own layout, made for its canvas
+            window.resizeDocks([window.run_dock], [330], QtCore.Qt.Orientation.Vertical)
         if not window.open_file(graph):
             raise SystemExit(f"cannot open {graph}")
         window.validator.validate_now()
