@@ -47,8 +47,8 @@ def add_idle_hooks(graph, reg) -> None:
         entry = graph.add_node(node_id, type_id, reg.get(type_id).version, params)
         entry.inputs.update(inputs)
 
-    add("previews", "sd.sample", {"steps": 2, "width": 64, "height": 64})
-    add("sample_hook", "train.sample_hook", {"every": NEVER}, samplers=[Link("previews", "sampler")])
+    add("bench_previews", "sd.sample", {"steps": 2, "width": 64, "height": 64})
+    add("sample_hook", "train.sample_hook", {"every": NEVER}, samplers=[Link("bench_previews", "sampler")])
     add("saver", "sd.save_lora", {"name": "periodic"})
     add("save_hook", "train.save_hook", {"every": NEVER}, savers=[Link("saver", "saver")])
     add("backups", "train.backup_hook", {"every": NEVER})
@@ -72,6 +72,8 @@ def graph_run(steps: int, workspace: Path, hooks: bool = False, commands: tuple 
     graph = load_graph(ROOT / "graphs" / "quickstart.yaml", reg)
     if hooks:
         add_idle_hooks(graph, reg)
+    else:  # without the quickstart's commands-only previews hook: the loop alone
+        graph.nodes["train"].inputs.pop("hooks", None)
     v = validate(graph, reg, [f"steps={steps}", *sets])
     assert v.ok, v.problems
     sink, cancel = ListSink(), CancelToken()
