@@ -11,6 +11,9 @@ Then against the way diffusers' examples/text_to_image/train_text_to_image_lora.
 loop: images, VAE and text encoder every step), on the same images, 64 px, batch 4, rank-4 LoRA on
 the attention projections: nodetrainer with its caches, target <= 0.8x the example's step time.
 
+Then AdamW's step over an SD 1.5-sized rank-16 LoRA's 384 tensors: torch's default kernel against the
+fused one train.optimizer uses.
+
 The lifecycle part runs the quickstart again with every hook attached (sample
 previews, periodic save, backups, TensorBoard, validation loss) but none due,
 alternating with plain runs: the step-time overhead of the hooks (target <= 2%),
@@ -286,6 +289,46 @@ def against_example(steps: int, rounds: int, batch_size: int = 4) -> None:
     print(f"ratio graph / example  {g / e:8.3f}   (target <= 0.8; per round: " + ", ".join(f"{p:.3f}" for p in pairs) + ")")
 
 
+def sd15_lora_shapes(rank: int = 16) -> list[tuple[int, int]]:
+    """The LoRA A/B shapes of SD 1.5's UNet with the attn-mlp preset: 16 transformer blocks (widths 320,
+    640, 1280; cross-attention from 768), each with q/k/v/out of both attentions, the feed-forward and
+    proj_in/proj_out: 384 tensors."""
+    shapes = []
+    for width in [320] * 5 + [640] * 5 + [1280] * 6:
+        layers = [(width, width)] * 4 + [(width, width), (768, width), (768, width), (width, width)]
+        layers += [(width, 8 * width), (4 * width, width), (width, width), (width, width)]
+        for fan_in, fan_out in layers:
+            shapes += [(rank, fan_in), (fan_out, rank)]
+    return shapes
+
+
+def optimizer_step_figures(rounds: int, steps: int = 20) -> None:
+    """AdamW's step over an SD 1.5-sized LoRA's weights: torch's default kernel on this device against the
+    fused one train.optimizer picks (the same update, one kernel for all tensors)."""
+    import torch
+
+    from nodes.train.optimizer import OptimizerConfig
+
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.01) for s in sd15_lora_shapes()]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    ours = OptimizerConfig("adamw", 1e-4, weight_decay=0.01).build(params)
+    default = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    times = {"default": [], "fused": []}
+    for r in range(rounds + 1):
+        for name, opt in (("default", default), ("fused", ours)) if r % 2 == 0 else (("fused", ours),
+                                                                                      ("default", default)):
+            t = time.perf_counter()
+            for _ in range(steps):
+                opt.step()
+            if r:  # round 0 warms up
+                times[name].append((time.perf_counter() - t) / steps)
+    d, f = statistics.median(times["default"]), statistics.median(times["fused"])
+    print(f"AdamW step, SD 1.5 LoRA ({len(params)} tensors, {sum(p.numel() for p in params) / 1e6:.1f} M weights): "
+          f"torch default {d * 1000:.1f} ms, fused (train.optimizer) {f * 1000:.1f} ms, {d / f:.1f}x")
+
+
 def compare(steps: int, rounds: int) -> tuple[list[float], list[float], list[float]]:
     """Step times of the graph run and of the plain loop, pooled over ``rounds`` rounds that alternate
     which goes first (drift and cache warmth hit both alike), after one warm-up round that is not
@@ -342,6 +385,7 @@ def main() -> None:
     print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
     if not args.no_example:
         against_example(args.steps, args.rounds)
+    optimizer_step_figures(args.rounds)
     if not args.no_lifecycle:
         lifecycle(args.steps, args.rounds)
     if args.quickstart:
