@@ -1,60 +1,23 @@
-"""The SD 1.x/2.x model value and the part values (VAE, text encoder, tokenizer) the data graph uses.
-
-Every part value carries a stable ``fingerprint`` (the data graph's caches key on
-it), derived from where the weights came from and their dtype, or for the tiny
-model from its config and seed.
+"""The SD 1.x/2.x model value. The part values it hands the data graph (VAE, text encoder,
+tokenizer, each with a cache fingerprint) are the shared ones of ``nodes.diffusers_parts``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any as _Any
 
+from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
 from nodes.train.bundle import ModelBundle, require_field
+
+__all__ = ["SDModel", "LoraInfo", "EmbeddingInfo", "VaePart", "TextEncoderPart", "TokenizerPart", "fingerprint_of",
+           "detect_version", "check_sd_model"]
 
 #: batch keys the SD model reads (the output port names of nodes/sd/encode.py)
 TEXT_EMBEDDING, TOKENS, LATENT = "embedding", "tokens", "latent"
 #: how to give the batches token ids when a setup trains the text encoder (train.loop's check says it)
 TOKENS_FOR_TEXT_ENCODER = ("the text encoder trains (train_text_encoder), so its input must be in the batches: "
                            "connect sd.tokenize's 'tokens' output to the batches node's fields")
-
-
-def fingerprint_of(*parts: _Any) -> str:
-    """A short stable hash of JSON-able facts."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()[:20]
-
-
-@dataclass(eq=False)
-class VaePart:
-    """The VAE as a data-graph value: module, latent scaling and a cache fingerprint."""
-
-    module: _Any
-    fingerprint: str
-    scaling_factor: float = 0.18215
-    shift_factor: float = 0.0
-
-
-@dataclass(eq=False)
-class TextEncoderPart:
-    """A CLIP text encoder as a data-graph value."""
-
-    module: _Any
-    fingerprint: str
-
-
-@dataclass(eq=False)
-class TokenizerPart:
-    """A CLIP tokenizer as a data-graph value."""
-
-    tokenizer: _Any
-    fingerprint: str
-
-    @property
-    def max_length(self) -> int:
-        return int(self.tokenizer.model_max_length)
 
 
 @dataclass
@@ -112,10 +75,7 @@ class SDModel(ModelBundle):
 
     # -- parts for the data graph ---------------------------------------------
     def vae_part(self) -> VaePart:
-        cfg = self.vae.config
-        return VaePart(self.vae, fingerprint_of("vae", self.fingerprint),
-                       float(getattr(cfg, "scaling_factor", 0.18215) or 0.18215),
-                       float(getattr(cfg, "shift_factor", 0.0) or 0.0))
+        return vae_part(self.vae, fingerprint_of("vae", self.fingerprint))
 
     def text_encoder_part(self) -> TextEncoderPart:
         return TextEncoderPart(self.text_encoder, fingerprint_of("text_encoder", self.fingerprint))

@@ -1,0 +1,57 @@
+"""Model parts that every diffusers-based family shares, as data-graph values.
+
+A family's loader hands its VAE, text encoders and tokenizers to the data graph
+as these values; each carries a stable ``fingerprint`` (the data graph's caches
+key on it), derived from where the weights came from and their dtype, or for a
+tiny model from its config and seed. No torch import here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any as _Any
+
+
+def fingerprint_of(*parts: _Any) -> str:
+    """A short stable hash of JSON-able facts."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+@dataclass(eq=False)
+class VaePart:
+    """The VAE as a data-graph value: module, latent scaling and a cache fingerprint."""
+
+    module: _Any
+    fingerprint: str
+    scaling_factor: float = 0.18215
+    shift_factor: float = 0.0
+
+
+@dataclass(eq=False)
+class TextEncoderPart:
+    """A text encoder as a data-graph value."""
+
+    module: _Any
+    fingerprint: str
+
+
+@dataclass(eq=False)
+class TokenizerPart:
+    """A tokenizer as a data-graph value."""
+
+    tokenizer: _Any
+    fingerprint: str
+
+    @property
+    def max_length(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+
+def vae_part(vae, fingerprint: str) -> VaePart:
+    """``vae`` as a data-graph value, with the latent scaling and shift its config gives."""
+    cfg = vae.config
+    return VaePart(vae, fingerprint, float(getattr(cfg, "scaling_factor", 0.18215) or 0.18215),
+                   float(getattr(cfg, "shift_factor", 0.0) or 0.0))

@@ -1,0 +1,80 @@
+"""The SDXL model value: UNet, VAE, two CLIP text encoders and tokenizers, training noise schedule.
+
+The UNet is conditioned on the concatenated penultimate hidden states of both text
+encoders (``embedding``), the second encoder's pooled projection (``pooled_embedding``)
+and six size numbers (``time_ids``): the batch fields ``predict`` reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any as _Any
+
+from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
+from nodes.train.bundle import ModelBundle, require_field
+
+#: batch keys the SDXL model reads (the output port names of nodes/sdxl/encode.py and the VAE encoder)
+LATENT, EMBEDDING, POOLED, TIME_IDS = "latent", "embedding", "pooled_embedding", "time_ids"
+HOW_TO_FEED = {
+    LATENT: "connect the VAE encoder's 'latent' output (or a cache of it) to the batches node's fields",
+    EMBEDDING: "connect sdxl.encode_text's 'embedding' output to the batches node's fields",
+    POOLED: "connect sdxl.encode_text's 'pooled_embedding' output to the batches node's fields",
+    TIME_IDS: "connect sdxl.size_conditioning's 'time_ids' output to the batches node's fields",
+}
+
+
+@dataclass(eq=False)
+class SDXLModel(ModelBundle):
+    """Stable Diffusion XL: UNet, VAE, CLIP-L and CLIP-G (with projection) text encoders, their tokenizers."""
+
+    unet: _Any
+    vae: _Any
+    text_encoder: _Any
+    text_encoder_2: _Any
+    tokenizer: _Any
+    tokenizer_2: _Any
+    noise_scheduler: _Any
+    prediction_type: str = "epsilon"
+    source: str = ""
+    dtypes: dict = field(default_factory=dict)
+    fingerprint: str = ""
+    progress: dict = field(default_factory=dict)
+
+    family = "sdxl"
+    version = "sdxl"
+    part_names = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+    # -- parts for the data graph ---------------------------------------------
+    def vae_part(self) -> VaePart:
+        return vae_part(self.vae, fingerprint_of("vae", self.fingerprint))
+
+    def text_encoder_parts(self) -> tuple[TextEncoderPart, TextEncoderPart]:
+        return (TextEncoderPart(self.text_encoder, fingerprint_of("text_encoder", self.fingerprint)),
+                TextEncoderPart(self.text_encoder_2, fingerprint_of("text_encoder_2", self.fingerprint)))
+
+    def tokenizer_parts(self) -> tuple[TokenizerPart, TokenizerPart]:
+        return (TokenizerPart(self.tokenizer, fingerprint_of("tokenizer", self.fingerprint)),
+                TokenizerPart(self.tokenizer_2, fingerprint_of("tokenizer_2", self.fingerprint)))
+
+    # -- training ----------------------------------------------------------------
+    def training_parts(self) -> tuple[str, ...]:
+        return self.part_names  # the VAE and encoders too: the data graph encodes on the training device
+
+    def unet_input(self):
+        """The UNet's input weight: where a batch goes (diffusers' ``unet.device`` walks every module)."""
+        return self.unet.conv_in.weight
+
+    def latents(self, batch: dict):
+        w = self.unet_input()
+        return require_field(batch, LATENT, HOW_TO_FEED[LATENT]).to(w.device, dtype=w.dtype)
+
+    def predict(self, noisy, timesteps, batch: dict):
+        w = self.unet_input()
+        cond, pooled, time_ids = (require_field(batch, k, HOW_TO_FEED[k]).to(w.device, dtype=w.dtype)
+                                  for k in (EMBEDDING, POOLED, TIME_IDS))
+        return self.unet(noisy.to(w.dtype), timesteps, encoder_hidden_states=cond,
+                         added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}, return_dict=False)[0]
+
+    def describe(self) -> dict:
+        return {"family": self.family, "version": self.version, "prediction_type": self.prediction_type,
+                "source": self.source, "dtypes": dict(self.dtypes)}
