@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runtime.fileio import atomic_dir, atomic_path
 
-from .checkpoint import ldm_state_dict
+from nodes.ldm_layout import ldm_state_dict
 from .metadata import architecture, base_metadata
 
 

@@ -184,7 +184,7 @@ def single_file_mismatch(path: Path, config: Path) -> dict[str, Mismatch]:
     """Per part, the weights the config's models need that ``path`` lacks or holds in another shape
     (in the checkpoint's own key names). Extra keys are not reported: real checkpoints carry EMA
     copies, noise-schedule buffers and OpenCLIP's unused last layer, which loaders ignore."""
-    from .checkpoint import ldm_state_dict
+    from nodes.ldm_layout import ldm_state_dict
     from .model import detect_version
 
     try:

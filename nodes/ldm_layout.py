@@ -1,11 +1,12 @@
-"""Diffusers -> original (LDM) key layout of SD 1.x/2.x single-file checkpoints, any depth.
+"""Diffusers -> original (LDM/SGM) key layout of single-file checkpoints, any depth: SD 1.x/2.x and SDXL.
 
 The layout A1111, ComfyUI and diffusers' ``from_single_file`` read:
 ``model.diffusion_model.`` (UNet, indexed by the config's number of levels and
-layers per block), ``first_stage_model.`` (VAE, with 1x1-conv attention weights),
-and the text encoder as ``cond_stage_model.transformer.text_model.`` (SD 1.x, HF
-CLIP names) or in OpenCLIP's layout under ``cond_stage_model.model.`` (SD 2.x:
-fused q/k/v ``in_proj`` weights, ``resblocks``; the 23 layers SD 2 uses).
+layers per block; SDXL's added embedding as ``label_emb``), ``first_stage_model.``
+(VAE, with 1x1-conv attention weights), and text encoders either with HF CLIP names
+(SD 1.x: ``cond_stage_model.transformer.text_model.``) or in OpenCLIP's layout (SD 2.x
+under ``cond_stage_model.model.``: fused q/k/v ``in_proj`` weights, ``resblocks``).
+SDXL puts CLIP-L and CLIP-G (OpenCLIP, with its projection) under ``conditioner.embedders.0/1``.
 Works on state dicts, so the savers can feed fused, cast weights.
 """
 
@@ -18,6 +19,7 @@ OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp
                    "self_attn.out_proj": "attn.out_proj"}
 UNET_PREFIX, VAE_PREFIX = "model.diffusion_model.", "first_stage_model."
 CLIP_PREFIX, OPEN_CLIP_PREFIX = "cond_stage_model.transformer.text_model.", "cond_stage_model.model."
+SDXL_CLIP_PREFIX, SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model.", "conditioner.embedders.1.model."
 
 
 def _unet_map(cfg) -> dict[str, str]:
@@ -28,7 +30,8 @@ def _unet_map(cfg) -> dict[str, str]:
     m = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
          "time_embedding.linear_2": "time_embed.2", "conv_norm_out": "out.0", "conv_out": "out.2",
          "mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
-         "mid_block.resnets.1": "middle_block.2"}
+         "mid_block.resnets.1": "middle_block.2",
+         "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}  # SDXL
     for i in range(levels):
         for j in range(lpb):
             n = 1 + i * (lpb + 1) + j
@@ -102,13 +105,14 @@ def _clip_keys(state_dict: dict) -> dict:
     return {k.removeprefix("text_model."): v for k, v in state_dict.items()}
 
 
-def clip_to_ldm(state_dict: dict) -> dict:
-    """SD 1.x: HF CLIP names under ``cond_stage_model.transformer.text_model.``."""
-    return {CLIP_PREFIX + k: v for k, v in _clip_keys(state_dict).items()}
+def clip_to_ldm(state_dict: dict, prefix: str = CLIP_PREFIX) -> dict:
+    """HF CLIP names under ``prefix`` (SD 1.x: ``cond_stage_model.transformer.text_model.``)."""
+    return {prefix + k: v for k, v in _clip_keys(state_dict).items()}
 
 
-def open_clip_to_ldm(state_dict: dict) -> dict:
-    """SD 2.x: OpenCLIP names under ``cond_stage_model.model.`` (q/k/v fused into ``in_proj``)."""
+def open_clip_to_ldm(state_dict: dict, prefix: str = OPEN_CLIP_PREFIX) -> dict:
+    """OpenCLIP names under ``prefix`` (SD 2.x: ``cond_stage_model.model.``), q/k/v fused into ``in_proj``;
+    a projection (CLIPTextModelWithProjection's ``text_projection.weight``) is stored transposed."""
     import torch
 
     sd = _clip_keys(state_dict)
@@ -119,6 +123,8 @@ def open_clip_to_ldm(state_dict: dict) -> dict:
             out["token_embedding.weight"] = v
         elif k == "embeddings.position_embedding.weight":
             out["positional_embedding"] = v
+        elif k == "text_projection.weight":
+            out["text_projection"] = v.t().contiguous()
         elif k.startswith("final_layer_norm."):
             out["ln_final." + k[len("final_layer_norm."):]] = v
         elif k.startswith("encoder.layers."):
@@ -138,10 +144,16 @@ def open_clip_to_ldm(state_dict: dict) -> dict:
             raise ValueError(f"text-encoder weight {k!r} has no place in the OpenCLIP layout")
     for key, parts in fused.items():
         out[key] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], dim=0)
-    return {OPEN_CLIP_PREFIX + k: v for k, v in out.items()}
+    return {prefix + k: v for k, v in out.items()}
 
 
 def ldm_state_dict(unet_sd: dict, unet_config, vae_sd: dict, vae_config, te_sd: dict, version: str) -> dict:
     """The whole single-file checkpoint (``version`` 'sd1' or 'sd2' picks the text-encoder layout)."""
     te = open_clip_to_ldm(te_sd) if version == "sd2" else clip_to_ldm(te_sd)
     return {**unet_to_ldm(unet_sd, unet_config), **vae_to_ldm(vae_sd, vae_config), **te}
+
+
+def sdxl_state_dict(unet_sd: dict, unet_config, vae_sd: dict, vae_config, te1_sd: dict, te2_sd: dict) -> dict:
+    """The whole SDXL single-file checkpoint: UNet, VAE, CLIP-L (HF names) and CLIP-G (OpenCLIP)."""
+    return {**unet_to_ldm(unet_sd, unet_config), **vae_to_ldm(vae_sd, vae_config),
+            **clip_to_ldm(te1_sd, SDXL_CLIP_PREFIX), **open_clip_to_ldm(te2_sd, SDXL_OPEN_CLIP_PREFIX)}
