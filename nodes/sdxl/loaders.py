@@ -1,8 +1,8 @@
-"""SDXL model sources: the built-in tiny model."""
+"""SDXL model sources: the built-in tiny model and the loader (diffusers folders, single files)."""
 
 from __future__ import annotations
 
-from runtime import Choice, Output, Param, Seed, node
+from runtime import Choice, Dir, FileOrDir, Output, Param, Seed, node
 from runtime.port_types import VAE, TextEncoder, Tokenizer
 
 from .model import HOW_TO_FEED
@@ -46,4 +46,54 @@ class TinyModel(_ModelOutputs):
 
         model = build_tiny(self.seed, self.prediction_type)
         ctx.log(f"built the tiny SDXL model ({self.prediction_type}, seed {self.seed})")
+        return self.outputs(model)
+
+
+DTYPE = Choice("float32", "float16", "bfloat16")
+
+
+@node("sdxl.load_model", title="Load SDXL model", category="Model")
+class LoadModel(_ModelOutputs):
+    """Load an SDXL model (SDXL base, Pony, Illustrious, NoobAI, ...) from a diffusers folder or a single-file
+    .safetensors checkpoint in the original layout (what Civitai distributes).
+
+    Single files need ``config``: a local diffusers SDXL folder (configs and tokenizers; weights are not
+    needed), so nothing is downloaded. v-prediction models (NoobAI-v-pred style) set prediction_type
+    v_prediction and zero_terminal_snr.
+    """
+
+    path = Param(FileOrDir("open", filter="*.safetensors"), doc="diffusers SDXL folder or .safetensors checkpoint")
+    config = Param(Dir("open"), optional=True, doc="local diffusers SDXL folder with the configs (single files only)")
+    unet_dtype = Param(DTYPE, "float32", doc="weight dtype of the UNet")
+    text_encoder_dtype = Param(DTYPE, "float32", doc="weight dtype of the first text encoder (CLIP-L)")
+    text_encoder_2_dtype = Param(DTYPE, "float32", doc="weight dtype of the second text encoder (CLIP-G)")
+    vae_dtype = Param(DTYPE, "float32", doc="weight dtype of the VAE (SDXL's VAE overflows in float16)")
+    prediction_type = Param(Choice("auto", "epsilon", "v_prediction"), "auto",
+                            doc="what the UNet predicts (auto: from the scheduler config)")
+    zero_terminal_snr = Param(bool, False, doc="rescale the noise schedule to zero terminal SNR (v-prediction "
+                                               "models trained that way)")
+
+    def check(self, c):
+        """Before the run: a single file needs ``config``; folders must have the diffusers SDXL sub-folders."""
+        from pathlib import Path
+
+        from .build import missing_parts
+
+        path = Path(self.path)
+        if path.is_file() and not self.config:
+            c.error(f"{path.name} is a single-file checkpoint: set 'config' to a local diffusers SDXL folder "
+                    "(configs and tokenizers, no weights needed), so loading works offline", param="config")
+        for param, folder in (("path", path), ("config", Path(self.config) if self.config else None)):
+            missing = missing_parts(folder) if folder is not None and folder.is_dir() else []
+            if missing:
+                c.error(f"{folder} is not a diffusers SDXL folder: it has no {', '.join(missing)} sub-folder(s)",
+                        param=param)
+
+    def run(self, ctx):
+        from .build import load_sdxl
+
+        dtypes = {"unet": self.unet_dtype, "text_encoder": self.text_encoder_dtype,
+                  "text_encoder_2": self.text_encoder_2_dtype, "vae": self.vae_dtype}
+        model = load_sdxl(self.path, self.config, dtypes, self.prediction_type, self.zero_terminal_snr)
+        ctx.log(f"loaded SDXL ({model.prediction_type}) from {self.path}")
         return self.outputs(model)
