@@ -1,4 +1,4 @@
-"""Caption stages: shuffle tags, drop tags, replace text."""
+"""Caption stages: shuffle tags, drop tags, drop the whole caption, replace text."""
 
 from __future__ import annotations
 
@@ -52,6 +52,22 @@ class DropTags(_TagStage):
         rng, p = item.rng, self.probability
         kept = tags[:self.keep_first] + [t for t in tags[self.keep_first:] if rng.random() >= p]
         return {"caption": join_tags(kept, self.delimiter)}
+
+
+@passthrough("caption")
+@node("data.caption_dropout", title="Caption dropout", category="Data")
+class CaptionDropout(PerSampleStage):
+    """Replace the whole caption with an empty one with a probability, so the model also learns the
+    unconditional prediction (what classifier-free guidance samples with); a new choice every epoch.
+
+    Upstream of a cache of the text encoding, the cache keeps one version per epoch only with its
+    'variations' param set (e.g. to the number of epochs)."""
+
+    caption = Input(Caption, doc="caption")
+    probability = Param(float, 0.05, min=0, max=1, doc="chance that an item trains with an empty caption")
+
+    def process(self, item, caption):
+        return {"caption": "" if item.rng.random() < self.probability else caption}
 
 
 @passthrough("caption")

@@ -155,6 +155,19 @@ def test_drop_tags_with_probability(data_registry, tmp_path):
     assert set(allgone) == {"sks"}
 
 
+def test_caption_dropout_empties_whole_captions_with_its_probability_per_epoch(data_registry, tmp_path):
+    caption = "sks, a person, smiling"
+    epochs = tuple(range(8))
+    never = caption_items(data_registry, tmp_path, "data.caption_dropout", {"probability": 0.0}, caption, epochs)
+    assert set(never) == {caption}
+    always = caption_items(data_registry, tmp_path, "data.caption_dropout", {"probability": 1.0}, caption, epochs)
+    assert set(always) == {""}
+    half = caption_items(data_registry, tmp_path, "data.caption_dropout", {"probability": 0.5}, caption, epochs)
+    assert set(half) == {"", caption} and 10 <= half.count("") <= 38  # 48 draws
+    again = caption_items(data_registry, tmp_path, "data.caption_dropout", {"probability": 0.5}, caption, epochs)
+    assert again == half  # seeded by the run seed, node, epoch and item
+
+
 def test_replace_text_plain_and_regex(data_registry, tmp_path):
     assert caption_items(data_registry, tmp_path, "data.replace_text", {"find": "dog", "replace": "sks dog"},
                          "a dog and a dog")[0] == "a sks dog and a sks dog"
