@@ -3,10 +3,12 @@
 forward (objective.loss) -> backward -> every ``gradient_accumulation`` batches:
 unscale, clip, optimizer step, LR step -> progress event, hooks, commands -> stop?
 The loop knows no model family: the objective computes the loss on (model, batch).
+``TrainLoop.run`` sets the run up and ends it; ``Steps`` is the loop, one method per stage.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 
@@ -97,7 +99,7 @@ class TrainLoop:
     schedule = Input(LRSchedule, optional=True, doc="from train.lr_schedule (default: constant)")
     objective = Input(Objective, doc="from train.diffusion_objective")
     hooks = Input(Hook, optional=True, multi=True, doc="samples, saves, backups, logging ... run during training")
-    trained = Output(DiffusionModel, doc="the trained model (same object, adapters updated)")
+    trained = Output(DiffusionModel, follows="model", doc="the trained model (the model it was given; same type)")
 
     epochs = Param(int, 1, min=1, doc="passes over the data (ignored when max_steps is set)")
     max_steps = Param(int, 0, min=0, doc="optimizer updates to run; 0 = as many as `epochs` takes")
@@ -112,118 +114,56 @@ class TrainLoop:
     loss_smoothing = Param(float, 0.9, min=0, max=0.999, doc="weight of the past in the smoothed loss")
 
     def run(self, ctx, model, batches, optimizer, schedule, objective, hooks):
+        """Set up (device, precision, weights, state), resume, the epoch loop (``Steps``), the end."""
         import torch
 
-        from .lr_schedule import LRScheduleConfig
-
-        # -- setup ----------------------------------------------------------------
         device = resolve_device(self.device)
         precision = precision_on(ctx, model, device, self.precision)
         torch.manual_seed(ctx.seed_for(self.seed))  # dropout draws from torch's global generator
         model.prepare_for_training(device, self.gradient_checkpointing)
-        params = model.trainable_parameters()
-        if not params:
-            raise ValueError("the model has no trainable weights: connect it through a setup node "
-                             "(e.g. sd.lora_setup) before train.loop")
-        batches_per_epoch = len(batches)
-        if batches_per_epoch == 0:
-            raise ValueError("the batch source is empty (no samples, or fewer samples than the batch size "
-                             "with drop-last)")
-        accum = self.gradient_accumulation
-        steps_per_epoch = max(1, batches_per_epoch // accum)
+        params = trainable_weights(model)
+        batches_per_epoch = count_batches(batches)
+        steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
         total = self.max_steps or self.epochs * steps_per_epoch
+        state = self._state(ctx, model, optimizer, schedule, total, device, precision)
+        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, ordered(hooks))
+        call(run.hooks, "on_start", run)
+        if ctx.resume:
+            resume(run)
+        ctx.log(f"training {sum(p.numel() for p in params):,} weights on {device} ({precision}) for {total} "
+                f"steps, {batches_per_epoch} batches per epoch")
+        stopped = Steps(run, params, precision, self).train()
+        return {"trained": self._finish(run, stopped)}
+
+    def _state(self, ctx, model, optimizer, schedule, total: int, device, precision: str) -> TrainState:
+        """The run's stateful objects: optimizer, LR schedule (default: constant), gradient scaler (on for
+        fp16 only) and the noise generator, seeded by the run seed and the node id."""
+        import torch
+
+        from .lr_schedule import LRScheduleConfig
+
         state = TrainState(seed=self.seed)
         state.optimizer = optimizer.build(model.param_groups())
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
         state.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         state.generator = ctx.torch_generator(self.seed)
-        hooks = ordered(hooks)
-        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, hooks)
-        call(hooks, "on_start", run)
-        if ctx.resume:
-            t0 = time.perf_counter()
-            meta = load_backup(run, ctx.resume)
-            ctx.log(f"resumed from {ctx.resume} at step {state.step} (epoch {state.epoch + 1}, "
-                    f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}",
-                    resumed_step=state.step, seconds=round(time.perf_counter() - t0, 3))
-        n_params = sum(p.numel() for p in params)
-        ctx.log(f"training {n_params:,} weights on {device} ({precision}) for {total} steps, "
-                f"{batches_per_epoch} batches per epoch")
+        return state
 
-        # -- loop -----------------------------------------------------------------
-        autocast = autocast_for(device, precision)
-        window, update_loss, t_step = [], 0.0, time.perf_counter()
-        stopped = ctx.cancelled
-        while state.step < total and not stopped:
-            for batch in batches.epoch(state.epoch, start=state.epoch_batch):
-                state.epoch_batch += 1
-                with autocast:
-                    loss, _metrics = objective.loss(model, batch, state.generator)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss is {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
-                        "training stopped and the backups in the run folder are left as they were; "
-                        "lower the learning rate, or train in bf16/fp32 instead of fp16")
-                state.scaler.scale(loss / accum).backward()
-                update_loss += loss.item() / accum
-                state.micro_step += 1
-                if state.micro_step < accum:
-                    continue
-
-                # one optimizer update
-                state.scaler.unscale_(state.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    params, self.max_grad_norm if self.max_grad_norm > 0 else float("inf"))
-                state.scaler.step(state.optimizer)
-                state.scaler.update()
-                state.lr_scheduler.step()
-                state.optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                state.micro_step = 0
-
-                # report
-                now = time.perf_counter()
-                step_time, t_step = now - t_step, now
-                window = (window + [step_time])[-20:]
-                beta = self.loss_smoothing
-                state.smoothed_loss = update_loss if state.smoothed_loss is None else (
-                    beta * state.smoothed_loss + (1 - beta) * update_loss)
-                lr = state.lr_scheduler.get_last_lr()[0]
-                run.metrics.update(loss=update_loss, smoothed_loss=state.smoothed_loss, lr=lr,
-                                   grad_norm=float(grad_norm))
-                ctx.progress(state.step, total, epoch=state.epoch + 1, loss=round(update_loss, 6),
-                             smoothed_loss=round(state.smoothed_loss, 6), lr=lr,
-                             grad_norm=round(float(grad_norm), 6), it_s=round(len(window) / sum(window), 3),
-                             step_time=round(step_time, 5))
-                call(hooks, "on_step_end", run, update_loss)
-                update_loss = 0.0
-                self._commands(ctx, hooks, run)
-                if ctx.cancelled or state.step >= total:
-                    stopped = ctx.cancelled
-                    break
-            else:  # the epoch ran out
-                state.epoch += 1
-                state.epoch_batch = 0
-                call(hooks, "on_epoch_end", run)
-                if ctx.cancelled:
-                    stopped = True
-        backup_failed = None
-        if stopped:
-            ctx.log(f"stopped at step {state.step} of {total}; writing a backup to resume from")
-            n = len(run.save_failures)
-            with report_save_errors(ctx, f"backup at step {state.step}", run.save_failures):
-                write_backup(run, "stopped")
-            backup_failed = run.save_failures[n:]
+    def _finish(self, run, stopped: bool):
+        """The end of a run: a stop writes a backup, the hooks end (final saves), the model goes back to
+        inference; then a stop whose backup failed, or a failed final save, fails the run."""
+        state, model = run.state, run.model
+        backup_failed = stop_backup(run) if stopped else None
         model.progress = {"step": state.step, "epoch": state.epoch}
         n = len(run.save_failures)
-        call(hooks, "on_end", run, stopped)
+        call(run.hooks, "on_end", run, stopped)
         final_failed = run.save_failures[n:]
         model.prepare_for_inference()
         if backup_failed:
-            raise RuntimeError(self._lost_stop(ctx, state.step, total, backup_failed[0][1]))
+            raise RuntimeError(self._lost_stop(run.ctx, state.step, run.total_steps, backup_failed[0][1]))
         if final_failed:
             raise RuntimeError(self._failed_final_save(run, final_failed))
-        return {"trained": model}
+        return model
 
     def check(self, c) -> None:
         """Before a run: the batches carry every field the model's nodes need. A node upstream of
@@ -267,15 +207,146 @@ class TrainLoop:
                 "to save it")
         return f"training finished, but {what} failed ({why}); {keep}"
 
-    @staticmethod
-    def _commands(ctx, hooks, run) -> None:
-        for cmd in ctx.commands():
-            name = cmd.get("command")
-            if name == "stop":
-                continue  # the inbox already raised the cancel flag
-            if name == "backup":
-                with report_save_errors(ctx, f"backup at step {run.state.step}", run.save_failures):
-                    write_backup(run, "command")
+
+def trainable_weights(model) -> list:
+    """The weights the optimizer updates; none is an error (the model skipped its setup node)."""
+    params = model.trainable_parameters()
+    if not params:
+        raise ValueError("the model has no trainable weights: connect it through a setup node "
+                         "(e.g. sd.lora_setup) before train.loop")
+    return params
+
+
+def count_batches(batches) -> int:
+    """Batches per epoch; none is an error."""
+    n = len(batches)
+    if n == 0:
+        raise ValueError("the batch source is empty (no samples, or fewer samples than the batch size "
+                         "with drop-last)")
+    return n
+
+
+def resume(run) -> None:
+    """Restore the state of the backup ``--resume`` names (after the hooks' ``on_start``), and say so."""
+    ctx, state = run.ctx, run.state
+    t0 = time.perf_counter()
+    meta = load_backup(run, ctx.resume)
+    ctx.log(f"resumed from {ctx.resume} at step {state.step} (epoch {state.epoch + 1}, "
+            f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}",
+            resumed_step=state.step, seconds=round(time.perf_counter() - t0, 3))
+
+
+class Steps:
+    """The epoch/batch loop of one run: micro-steps, optimizer updates, reports, then hooks and commands.
+
+    What a step needs is bound once here, so a step walks no module attributes."""
+
+    def __init__(self, run, params: list, precision: str, node):
+        import torch
+
+        self.run, self.ctx, self.state, self.hooks = run, run.ctx, run.state, run.hooks
+        self.model, self.objective, self.batches, self.params = run.model, run.objective, run.batches, params
+        self.total, self.accum, self.beta = run.total_steps, node.gradient_accumulation, node.loss_smoothing
+        self.max_norm = node.max_grad_norm if node.max_grad_norm > 0 else float("inf")
+        self.autocast = autocast_for(run.device, precision)
+        self.isfinite, self.clip = torch.isfinite, torch.nn.utils.clip_grad_norm_
+        self.update_loss = 0.0  # the mean loss of the batches of the update in progress
+        self.window = collections.deque(maxlen=20)  # the last step times, for it/s
+        self.t_step = time.perf_counter()
+
+    def train(self) -> bool:
+        """Epochs until ``total`` updates are done or a stop is asked for; True when stopped."""
+        stopped = self.ctx.cancelled
+        while self.state.step < self.total and not stopped:
+            stopped = self.epoch()
+        return stopped
+
+    def epoch(self) -> bool:
+        """The current epoch from where it stands, up to its end, the last update or a stop; True when stopped."""
+        state = self.state
+        for batch in self.batches.epoch(state.epoch, start=state.epoch_batch):
+            state.epoch_batch += 1
+            self.micro_step(batch)
+            if state.micro_step < self.accum:
                 continue
-            if not any(call(hooks, "on_command", run, cmd)):
-                ctx.warn(f"command {name!r} ignored: no hook connected to train.loop handles it")
+            self.report(self.update())
+            self.after_update()
+            if self.ctx.cancelled or state.step >= self.total:
+                return self.ctx.cancelled
+        state.epoch += 1
+        state.epoch_batch = 0
+        call(self.hooks, "on_epoch_end", self.run)
+        return self.ctx.cancelled
+
+    def micro_step(self, batch) -> None:
+        """Forward under autocast, the finite check, backward of the loss's share of the update."""
+        state = self.state
+        with self.autocast:
+            loss, _metrics = self.objective.loss(self.model, batch, state.generator)
+        if not self.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                "training stopped and the backups in the run folder are left as they were; "
+                "lower the learning rate, or train in bf16/fp32 instead of fp16")
+        state.scaler.scale(loss / self.accum).backward()
+        self.update_loss += loss.item() / self.accum
+        state.micro_step += 1
+
+    def update(self):
+        """One optimizer update: unscale, clip, step, scaler update, LR step, zero grad. Returns the
+        gradient norm before clipping."""
+        state = self.state
+        state.scaler.unscale_(state.optimizer)
+        grad_norm = self.clip(self.params, self.max_norm)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.lr_scheduler.step()
+        state.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.micro_step = 0
+        return grad_norm
+
+    def report(self, grad_norm) -> None:
+        """The smoothed loss, the run's metrics and the progress event of the update just made."""
+        state, loss, beta = self.state, self.update_loss, self.beta
+        now = time.perf_counter()
+        step_time, self.t_step = now - self.t_step, now
+        self.window.append(step_time)
+        state.smoothed_loss = loss if state.smoothed_loss is None else (
+            beta * state.smoothed_loss + (1 - beta) * loss)
+        lr = state.lr_scheduler.get_last_lr()[0]
+        norm = float(grad_norm)
+        self.run.metrics.update(loss=loss, smoothed_loss=state.smoothed_loss, lr=lr, grad_norm=norm)
+        self.ctx.progress(state.step, self.total, epoch=state.epoch + 1, loss=round(loss, 6),
+                          smoothed_loss=round(state.smoothed_loss, 6), lr=lr, grad_norm=round(norm, 6),
+                          it_s=round(len(self.window) / sum(self.window), 3), step_time=round(step_time, 5))
+
+    def after_update(self) -> None:
+        """The hooks' ``on_step_end``, then the commands that arrived."""
+        call(self.hooks, "on_step_end", self.run, self.update_loss)
+        self.update_loss = 0.0
+        run_commands(self.ctx, self.hooks, self.run)
+
+
+def run_commands(ctx, hooks: list, run) -> None:
+    """The commands that arrived since the last update: backup here, the rest to the hooks."""
+    for cmd in ctx.commands():
+        name = cmd.get("command")
+        if name == "stop":
+            continue  # the inbox already raised the cancel flag
+        if name == "backup":
+            with report_save_errors(ctx, f"backup at step {run.state.step}", run.save_failures):
+                write_backup(run, "command")
+            continue
+        if not any(call(hooks, "on_command", run, cmd)):
+            ctx.warn(f"command {name!r} ignored: no hook connected to train.loop handles it")
+
+
+def stop_backup(run) -> list:
+    """The backup of a stopped run; returns the failures it had (none: written)."""
+    ctx, step = run.ctx, run.state.step
+    ctx.log(f"stopped at step {step} of {run.total_steps}; writing a backup to resume from")
+    n = len(run.save_failures)
+    with report_save_errors(ctx, f"backup at step {step}", run.save_failures):
+        write_backup(run, "stopped")
+    return run.save_failures[n:]
