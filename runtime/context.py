@@ -1,11 +1,12 @@
-"""What a running node sees: events, cancellation, commands and its workspace."""
+"""What a running node sees: events, cancellation, commands, its workspace, and who else uses its inputs."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from pathlib import Path
-from typing import Any as _Any, Iterator
+from typing import Any as _Any, Callable, Iterator
 
 from .control import CancelToken, CommandInbox
 from .errors import Cancelled
@@ -25,6 +26,7 @@ class RunContext:
         workspace: Path,
         graph_name: str = "",
         resume: Path | None = None,
+        users: Callable[[_Any], list[str]] | None = None,
     ):
         self.node_id = node_id
         self.type_id = type_id
@@ -35,6 +37,8 @@ class RunContext:
         self.graph_name = graph_name
         #: a backup folder to continue from (``nodetrainer run --resume``); the training loop reads it
         self.resume = resume
+        #: the executor's answer to ``users_of`` (None: a node run on its own, which nothing shares)
+        self._users = users
         self._t0: float | None = None
         self._step0 = 0
 
@@ -90,6 +94,28 @@ class RunContext:
             torch.manual_seed(self.seed_for(seed, *salt))
             yield
 
+    # -- sharing ---------------------------------------------------------------
+    def users_of(self, obj: _Any) -> tuple[str, ...]:
+        """Ids of the other nodes of this run that were or will be handed ``obj`` (as an input value or a
+        field of one, e.g. a model's UNet) and may still use it once this node returns. Empty: this node
+        is the only one that can see ``obj`` from now on, so it may change it in place."""
+        return tuple(self._users(obj)) if self._users is not None else ()
+
+    def own_copies(self, why: str = "to change there", **objects: _Any) -> dict[str, _Any]:
+        """``objects`` (name -> object) this node is about to change in place: each one that other nodes
+        still use (``users_of``) is replaced by a deep copy, the others are returned as they are. Logs one
+        line naming what was copied, its size and its other users."""
+        out, notes = dict(objects), []
+        for name, obj in objects.items():
+            users = self.users_of(obj)
+            if users:
+                out[name] = copy.deepcopy(obj)
+                size = _size_text(_nbytes(obj))
+                notes.append(f"the {name} ({f'{size}; ' if size else ''}also used by {', '.join(users)})")
+        if notes:
+            self.log(f"copied {' and '.join(notes)} {why}, leaving what the other nodes see unchanged")
+        return out
+
     # -- control ---------------------------------------------------------------
     @property
     def cancelled(self) -> bool:
@@ -115,3 +141,23 @@ class RunContext:
             raise ValueError(f"{'/'.join(map(str, parts))!r} is outside the run folder {self.workspace}")
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
+
+
+def _nbytes(obj: _Any) -> int | None:
+    """Bytes held by a torch module's parameters and buffers (None for other objects)."""
+    total, found = 0, False
+    for attr in ("parameters", "buffers"):
+        tensors = getattr(obj, attr, None)
+        if callable(tensors):
+            found = True
+            total += sum(t.numel() * t.element_size() for t in tensors())
+    return total if found else None
+
+
+def _size_text(n: int | None) -> str:
+    if n is None:
+        return ""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"

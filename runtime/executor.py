@@ -4,12 +4,17 @@ A failure stops the run with an error naming the node, its type and the cause.
 A requested stop (signal or ``stop`` command) ends the run after the running
 node returns. Outputs are dropped as soon as their last consumer has run, so
 a model is not kept alive longer than the graph needs it.
+
+A node that changes an input in place (a model setup) asks ``ctx.users_of(obj)``
+which other nodes may still use that object; ``_Sharing`` answers from the plan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any as _Any
@@ -69,6 +74,7 @@ def execute(
         order = validation.order
     remaining = _consumer_counts(validation, order, protect=set(keep))
     values: dict[str, dict[str, _Any]] = {}
+    sharing = _Sharing(validation, order, set(keep), values)
     kept: dict[str, dict[str, _Any]] = {}
     t_run = time.monotonic()
     extra = {"resume": str(resume)} if resume else {}
@@ -87,7 +93,9 @@ def execute(
         spec = rn.spec
         kwargs = {port: _gather(values, rn.inputs.get(port)) if port in rn.inputs else
                   ([] if decl.multi else None) for port, decl in spec.inputs.items()}
-        ctx = RunContext(node_id, spec.type_id, bus, cancel, inbox, workspace, graph_name, resume)
+        sharing.handed(node_id, kwargs)
+        ctx = RunContext(node_id, spec.type_id, bus, cancel, inbox, workspace, graph_name, resume,
+                         users=lambda obj, asker=node_id: sharing.users(asker, obj))
         bus.emit("node_started", node=node_id, type=spec.type_id, index=index, total=len(order))
         t0 = time.monotonic()
         try:
@@ -111,6 +119,7 @@ def execute(
             return finish(FAILED, failure)
         bus.emit("node_finished", node=node_id, type=spec.type_id, seconds=round(time.monotonic() - t0, 3),
                  status=OK)
+        sharing.done.add(node_id)
         if node_id in keep:
             kept[node_id] = dict(values[node_id])
         for src in {lk.node for _, lk in _links(rn.inputs)}:
@@ -134,6 +143,86 @@ def _consumer_counts(validation: Validation, order: list[str], protect: set[str]
         for src in {lk.node for _, lk in _links(validation.nodes[n].inputs)}:
             counts[src] += 1
     return counts
+
+
+class _Sharing:
+    """Which other planned nodes may still use an object: those that will be handed it (it is, or is a
+    field of, a value on one of their input links), and those that were handed it and whose results can
+    still reach a node that has not run (or a kept output) without passing through the node asking.
+
+    A data stage is handed a VAE or text encoder when the executor reaches it, but uses it while the
+    training loop runs: the stage's outputs lead to the loop, so it counts until the loop is done. A
+    sampler that has run, with nothing downstream, no longer counts.
+    """
+
+    def __init__(self, validation: Validation, order: list[str], keep: set[str], values: dict):
+        self.order, self.keep, self.values = order, keep, values
+        self.links = {n: [lk for _, lk in _links(validation.nodes[n].inputs)] for n in order}
+        self.readers: dict[str, set[str]] = {n: set() for n in order}
+        for n in order:
+            for lk in self.links[n]:
+                if lk.node in self.readers:
+                    self.readers[lk.node].add(n)
+        self.done: set[str] = set()
+        self._handed: dict[str, list[tuple[int, weakref.ref]]] = {}
+
+    def handed(self, node_id: str, kwargs: dict[str, _Any]) -> None:
+        """Remember what ``node_id`` was given (weakly: this never keeps anything alive)."""
+        refs = []
+        for value in kwargs.values():
+            for v in value if isinstance(value, list) else [value]:
+                for m in _members(v):
+                    try:
+                        refs.append((id(m), weakref.ref(m)))
+                    except TypeError:  # str, int, dict, ...: nothing a node changes in place
+                        pass
+        self._handed[node_id] = refs
+
+    def users(self, asker: str, obj: _Any) -> list[str]:
+        out = []
+        for n in self.order:
+            if n == asker:
+                continue
+            if n not in self.done:
+                if any(lk.node in self.values and _holds(self.values[lk.node].get(lk.port), obj)
+                       for lk in self.links[n]):
+                    out.append(n)
+            elif self._was_handed(n, obj) and self._still_used(n, asker):
+                out.append(n)
+            elif n in self.keep and any(_holds(v, obj) for v in self.values.get(n, {}).values()):
+                out.append(n)
+        return out
+
+    def _was_handed(self, node_id: str, obj: _Any) -> bool:
+        return any(i == id(obj) and ref() is obj for i, ref in self._handed.get(node_id, ()))
+
+    def _still_used(self, node_id: str, asker: str) -> bool:
+        """Whether ``node_id``'s results reach a pending node or a kept one other than through ``asker``."""
+        seen, todo = set(), [node_id]
+        while todo:
+            n = todo.pop()
+            if n in self.keep or (n != node_id and n not in self.done):
+                return True
+            for r in self.readers[n]:
+                if r != asker and r not in seen:
+                    seen.add(r)
+                    todo.append(r)
+        return False
+
+
+def _members(value: _Any) -> list[_Any]:
+    """``value`` and, one level down, its fields (a dataclass's fields, a dict's values, a list's items)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [value] + [getattr(value, f.name, None) for f in dataclasses.fields(value)]
+    if isinstance(value, dict):
+        return [value, *value.values()]
+    if isinstance(value, (list, tuple)):
+        return [value, *value]
+    return [value]
+
+
+def _holds(value: _Any, obj: _Any) -> bool:
+    return any(m is obj for m in _members(value))
 
 
 def _gather(values: dict[str, dict[str, _Any]], links: Link | list[Link] | None):

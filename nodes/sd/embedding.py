@@ -52,6 +52,8 @@ class EmbeddingSetup:
 
     Captions must contain the placeholder (e.g. ``a photo of <my-cat>``): tokenize them with this node's
     ``tokenizer`` output and give the batches ``tokens`` (the text encoder runs in the training loop).
+    The input model is not changed where other nodes see it: the tokenizer is always a copy, and the text
+    encoder is copied when another node of the run also uses it (the log says so).
     """
 
     model = Input(SDModel, doc="base model")
@@ -74,7 +76,7 @@ class EmbeddingSetup:
         import torch
 
         from .model import EmbeddingInfo, check_sd_model, fingerprint_of
-        from .tokens import trainable_tokens_class, with_placeholder
+        from .tokens import TrainableTokens, with_placeholder
 
         model = check_sd_model(model, "sd.embedding_setup")
         if model.embedding is not None:
@@ -95,7 +97,7 @@ class EmbeddingSetup:
         tokenizer = with_placeholder(model.tokenizer, self.placeholder, tokens)
         ids = tokenizer.convert_tokens_to_ids(tokens)
 
-        te = model.text_encoder
+        te = ctx.own_copies("to add the new tokens there", text_encoder=model.text_encoder)["text_encoder"]
         base_rows = te.get_input_embeddings().num_embeddings
         if max(ids) >= base_rows:
             # transformers fills the new rows from torch's global generator (they are overwritten below)
@@ -106,12 +108,12 @@ class EmbeddingSetup:
         table = te.get_input_embeddings()
         with torch.no_grad():
             table.weight[ids] = init.to(table.weight.dtype)
-        te.set_input_embeddings(trainable_tokens_class()(table, ids, init))
+        te.set_input_embeddings(TrainableTokens(table, ids, init))
 
         info = EmbeddingInfo(self.placeholder, tokens, ids, self.initial_text, base_rows)
         fp = fingerprint_of("embedding", model.fingerprint, tokens, ids, self.initial_text)
-        adapted = dataclasses.replace(model, tokenizer=tokenizer, embedding=info, train_text_encoder=True,
-                                      clip_skip=self.clip_skip, fingerprint=fp)
+        adapted = dataclasses.replace(model, text_encoder=te, tokenizer=tokenizer, embedding=info,
+                                      train_text_encoder=True, clip_skip=self.clip_skip, fingerprint=fp)
         ctx.log(f"embedding {self.placeholder!r}: {self.vectors} vector(s) of {init.shape[1]} "
                 f"(token ids {ids[0]}..{ids[-1]}), initialised from {self.initial_text!r}")
         return {"adapted": adapted, "tokenizer": adapted.tokenizer_part()}

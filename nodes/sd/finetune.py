@@ -18,8 +18,11 @@ class FinetuneSetup:
     """Train the model's own weights: the UNet and/or the CLIP text encoder, each with an optional learning
     rate of its own (0 = the optimizer's). The VAE stays frozen.
 
-    The parts are changed in place (trainable, and cast to ``weight_dtype``). A trained text encoder runs
-    in the training loop, so the batches need ``tokens`` (sd.tokenize) instead of cached embeddings.
+    The trained parts are changed in place (trainable, and cast to ``weight_dtype``) when no other node of
+    the run uses them; a trained part that another node also uses (a sampler of the base model, the data
+    graph's sd.encode_text) is copied first, so what that node sees never changes (the log says what was
+    copied). A trained text encoder runs in the training loop, so the batches need ``tokens``
+    (sd.tokenize) instead of cached embeddings.
     """
 
     model = Input(SDModel, doc="base model")
@@ -55,6 +58,7 @@ class FinetuneSetup:
         layers = model.text_encoder.config.num_hidden_layers
         if self.clip_skip >= layers:
             raise ValueError(f"param 'clip_skip': {self.clip_skip} is too large for a {layers}-layer text encoder")
+        model = dataclasses.replace(model, **ctx.own_copies("to train there", **{p: getattr(model, p) for p in trained}))
         dtypes = dict(model.dtypes)
         for name in ("unet", "vae", "text_encoder"):
             part = getattr(model, name)

@@ -47,8 +47,9 @@ def target_modules(module, preset: str, regex: str | None, presets: dict) -> lis
 class LoraSetup:
     """Add LoRA adapters (peft) to the UNet and optionally the text encoder; only the adapters train.
 
-    The adapters are added to the input model's modules in place: the output is
-    the same model, frozen except for the adapter weights.
+    The adapters go into the input model's UNet (and text encoder) in place when no other node of the
+    run uses them; a part that another node also uses (a sampler of the base model, the data graph's
+    sd.encode_text) is copied first, so what that node sees never changes (the log says what was copied).
     """
 
     model = Input(SDModel, doc="base model to adapt")
@@ -85,6 +86,9 @@ class LoraSetup:
                 re.compile(regex)
             except re.error as e:
                 raise ValueError(f"target_regex {regex!r} is not a valid regular expression: {e}") from None
+        changed = ["unet"] + (["text_encoder"] if self.train_text_encoder else [])
+        model = dataclasses.replace(model, **ctx.own_copies("to add the adapters there",
+                                                            **{n: getattr(model, n) for n in changed}))
         model.unet.requires_grad_(False)
         model.text_encoder.requires_grad_(False)
         model.vae.requires_grad_(False)

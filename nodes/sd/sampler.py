@@ -134,8 +134,12 @@ class SDSampler(ModelSampler):
     def _pipeline(self, ctx, model, device):
         from diffusers import StableDiffusionPipeline
 
+        from .tokens import plain_tokenizer
+
+        # prompts are encoded by _generate (with placeholders expanded): the pipeline gets embeddings only
         pipe = StableDiffusionPipeline(
-            vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
+            vae=model.vae, text_encoder=model.text_encoder, tokenizer=plain_tokenizer(model.tokenizer),
+            unet=model.unet,
             scheduler=make_scheduler(self.scheduler, model.noise_scheduler.config), safety_checker=None,
             feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
