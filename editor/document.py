@@ -26,6 +26,7 @@ from runtime.graph_file import dumps_graph, load_graph, loads_graph
 from runtime.params import MISSING
 from runtime.port_types import SAMPLE, VALUE, PortType, is_compatible
 from runtime.registry import Registry
+from runtime.topology import GraphTypes
 
 
 class Refused(ValueError):
@@ -340,12 +341,26 @@ class Document(QtCore.QObject):
             return f"{s_spec.type_id} has no output {out_port!r}"
         if in_port not in d_spec.inputs:
             return f"{d_spec.type_id} has no input {in_port!r}"
-        out_t, in_t = s_spec.outputs[out_port].type, d_spec.inputs[in_port].type
+        types = GraphTypes(g, self.spec)  # the validator's types: a pass-through has the type it is fed
+        out_t, in_t = types.output_type(src, out_port), d_spec.inputs[in_port].type
         if not is_compatible(out_t, in_t):
-            return f"{type_refusal(out_t, in_t)} ({src}.{out_port} \u2192 {dst}.{in_port})"
+            why = types.passes_on(src, out_port)
+            return (f"{type_refusal(out_t, in_t)} ({src}.{out_port} \u2192 {dst}.{in_port}"
+                    f"{f'; {src}.{out_port} {why}' if why else ''})")
         if src in self.downstream(dst) or src == dst:
             return f"connecting {src}.{out_port} to {dst}.{in_port} would make a cycle"
-        return None
+        before = types.serve_refusals(dst)  # reported by validation already; not this drag's fault
+        after = types.serve_refusals(dst, self._links_with(dst, in_port, Link(src, out_port)))
+        new = [message for r, message in after if (r, message) not in before]
+        return new[0] if new else None
+
+    def _links_with(self, dst: str, in_port: str, link: Link) -> dict[str, Link | list[Link]]:
+        """``dst``'s links as they would be once ``link`` is dropped on ``in_port``."""
+        links = dict(self.graph.nodes[dst].inputs)
+        decl = self.spec(dst).inputs[in_port]
+        old = links.get(in_port)
+        links[in_port] = ([*old, link] if isinstance(old, list) else [link]) if decl.multi else link
+        return links
 
     def replaced_link(self, src: str, out_port: str, dst: str, in_port: str) -> Link | None:
         """The link that connecting ``src.out_port -> dst.in_port`` would replace (single inputs only)."""

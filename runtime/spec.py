@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any as _Any, Callable
 
 from .params import MISSING, Param, ParamError
-from .port_types import SAMPLE, PortType
+from .port_types import SAMPLE, PortType, is_compatible
 
 # \Z, not $: "$" also matches before a final newline
 TYPE_ID_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
@@ -57,15 +57,30 @@ class Input:
 
 
 class Output:
-    """An output port."""
+    """An output port.
 
-    def __init__(self, type: PortType | str, *, doc: str = ""):
+    ``follows="model"`` makes it a pass-through: in a graph its type is the type of whatever feeds
+    input ``model`` (recursively through other pass-throughs); ``type`` is then the upper bound and
+    must be a supertype of that input's type. ``serves=T`` says the value is for models of type ``T``
+    (an objective): a node it feeds refuses, on its inputs that take a supertype of ``T`` (its model
+    inputs), a model whose type is not a ``T``.
+    """
+
+    def __init__(self, type: PortType | str, *, doc: str = "", follows: str | None = None,
+                 serves: PortType | str | None = None):
         self.type = type
         self.doc = doc
+        self.follows = follows
+        self.serves = serves
         self.name = ""
 
     def describe(self) -> dict:
-        return {"name": self.name, "type": _type_name(self.type), "doc": self.doc}
+        out = {"name": self.name, "type": _type_name(self.type), "doc": self.doc}
+        if self.follows is not None:
+            out["follows"] = self.follows
+        if self.serves is not None:
+            out["serves"] = _type_name(self.serves)
+        return out
 
 
 def _type_name(t: PortType | str) -> str:
@@ -131,6 +146,7 @@ class NodeSpec:
                     out.append(f"{group} name {name!r} is not allowed (lower-case identifier, not reserved)")
                 if group != "param" and not isinstance(item.type, PortType):
                     out.append(f"{group} {name!r} has unknown type {item.type!r}")
+        out.extend(self._pass_through_problems())
         for name in set(self.params) & set(self.inputs):
             out.append(f"{name!r} is both an input and a param")
         for name, p in self.params.items():
@@ -138,6 +154,27 @@ class NodeSpec:
         out.extend(self._run_problems())
         out.extend(self._migration_problems())
         out.extend(self._command_problems())
+        return out
+
+    def _pass_through_problems(self) -> list[str]:
+        """``follows`` names a single input whose type is a subtype of the output's; ``serves`` is a type."""
+        out = []
+        for name, o in self.outputs.items():
+            if o.serves is not None and not isinstance(o.serves, PortType):
+                out.append(f"output {name!r}: serves takes a port type object, not {o.serves!r}")
+            if o.follows is None:
+                continue
+            src = self.inputs.get(o.follows) if isinstance(o.follows, str) else None
+            if src is None:
+                known = ", ".join(map(repr, self.inputs)) or "none"
+                out.append(f"output {name!r} follows {o.follows!r}, which is not an input (inputs: {known})")
+            elif src.multi:
+                out.append(f"output {name!r} follows {o.follows!r}, which takes several links: a pass-through "
+                           "follows a single input")
+            elif isinstance(o.type, PortType) and isinstance(src.type, PortType) and not is_compatible(
+                    src.type, o.type):
+                out.append(f"output {name!r} ({o.type.name}) follows input {o.follows!r} ({src.type.name}): "
+                           f"a pass-through output's type must be {src.type.name} or a supertype of it")
         return out
 
     def _command_problems(self) -> list[str]:

@@ -1,10 +1,14 @@
-"""Graph topology: dependencies, cycles, the sink-driven plan."""
+"""Graph topology: dependencies, cycles, the sink-driven plan, and the types ports have in a graph."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from .graph import Graph
+from .graph import Graph, Link
+from .port_types import PortType, is_compatible
+
+if TYPE_CHECKING:
+    from .spec import NodeSpec
 
 
 def dependencies(graph: Graph) -> dict[str, list[str]]:
@@ -105,3 +109,126 @@ def _visit(n: str, deps: dict[str, list[str]], done: set[str], order: list[str])
         else:
             work.pop()
             order.append(v)
+
+
+# -- effective port types ----------------------------------------------------------
+
+class GraphTypes:
+    """The types the outputs of ``graph`` have as connected, and the connection rules that use them.
+
+    An output's type is its declared type, except for a pass-through output (``Output(follows=IN)``):
+    it has the type of whatever feeds input ``IN``, through any chain of pass-throughs, bounded by its
+    declared type (an ill-typed, missing, cyclic or unknown feed leaves the declared type). Types are
+    computed on demand and memoised, a chain once, so asking for every edge is linear in the graph.
+    The validator and the editor's drag check both use this class, so they cannot disagree.
+    """
+
+    def __init__(self, graph: Graph, spec_of: Callable[[str], NodeSpec | None]):
+        self.graph = graph
+        self.spec_of = spec_of
+        self._memo: dict[tuple[str, str], tuple[PortType, tuple[str, str]]] = {}
+
+    def _output(self, node: str, port: str):
+        spec = self.spec_of(node) if node in self.graph.nodes else None
+        return spec.outputs.get(port) if spec is not None else None
+
+    def feed(self, node: str, port: str) -> Link | None:
+        """The one link into input ``port`` of ``node`` (None when unconnected or several)."""
+        entry = self.graph.nodes.get(node)
+        value = entry.inputs.get(port) if entry is not None else None
+        if isinstance(value, list):
+            value = value[0] if len(value) == 1 else None
+        return value
+
+    def _resolve(self, node: str, port: str) -> tuple[PortType, tuple[str, str]] | None:
+        """(effective type, the output that type comes from); None for an unknown node or port."""
+        key = (node, port)
+        if key in self._memo:
+            return self._memo[key]
+        if self._output(node, port) is None:
+            return None
+        chain: list[tuple[tuple[str, str], PortType]] = []
+        seen: set[tuple[str, str]] = set()
+        result = None
+        while key not in seen:
+            if key in self._memo:
+                result = self._memo[key]
+                break
+            out = self._output(*key)
+            if out is None:  # fed by an unknown node or port: reported elsewhere
+                break
+            seen.add(key)
+            chain.append((key, out.type))
+            link = self.feed(key[0], out.follows) if out.follows is not None else None
+            if link is None:
+                result = (out.type, key)
+                break
+            key = (link.node, link.port)
+        for key, declared in reversed(chain):  # each keeps what it was fed when that fits its bound
+            if result is None or not is_compatible(result[0], declared):
+                result = (declared, key)
+            self._memo[key] = result
+        return self._memo[(node, port)]
+
+    def output_type(self, node: str, port: str) -> PortType | None:
+        """The type output ``node.port`` has in this graph (None for an unknown node or port)."""
+        found = self._resolve(node, port)
+        return found[0] if found else None
+
+    def passes_on(self, node: str, port: str) -> str:
+        """For a pass-through output, what its type follows (``passes on what feeds a.model,
+        from b.model``); empty for any other output."""
+        out = self._output(node, port)
+        if out is None or out.follows is None:
+            return ""
+        text = f"passes on what feeds {node}.{out.follows}"
+        found, link = self._resolve(node, port), self.feed(node, out.follows)
+        origin = found[1] if found else (node, port)
+        if link is not None and origin not in ((node, port), (link.node, link.port)):
+            text += f", from {origin[0]}.{origin[1]}"
+        return text
+
+    def type_refusal(self, link: Link, want: PortType) -> str | None:
+        """Why ``link`` cannot feed an input of type ``want`` (both types named), or None if it can."""
+        have = self.output_type(link.node, link.port)
+        if have is None or is_compatible(have, want):
+            return None
+        why = self.passes_on(link.node, link.port)
+        return (f"{link} is {have.name} ({have.lifetime}{'; it ' + why if why else ''}), "
+                f"but this input takes {want.name} ({want.lifetime})")
+
+    def serve_refusals(self, node: str, inputs: dict[str, Link | list[Link]] | None = None) -> list[tuple[str, str]]:
+        """(input, message) for each model fed to ``node`` that an output it takes does not serve.
+
+        An output declared ``Output(..., serves=T)`` (an objective) is for models of type ``T``; the
+        node it feeds then takes, on each input whose type is a supertype of ``T`` (its model inputs),
+        only a ``T``. ``inputs`` defaults to the node's links in the graph (the editor passes the
+        links as they would be after a drag)."""
+        spec = self.spec_of(node) if node in self.graph.nodes else None
+        if spec is None:
+            return []
+        inputs = self.graph.nodes[node].inputs if inputs is None else inputs
+        links = {p: v if isinstance(v, list) else [v] for p, v in inputs.items() if p in spec.inputs}
+        out: list[tuple[str, str]] = []
+        for by_port, by_links in links.items():
+            for by in by_links:
+                served = getattr(self._output(by.node, by.port), "serves", None)
+                if isinstance(served, PortType):
+                    out.extend(self._unserved(spec, links, by_port, by, served))
+        return out
+
+    def _unserved(self, spec: NodeSpec, links: dict[str, list[Link]], by_port: str, by: Link,
+                  served: PortType) -> list[tuple[str, str]]:
+        out = []
+        for port, decl in spec.inputs.items():
+            if port == by_port or decl.type.parent is None or not is_compatible(served, decl.type):
+                continue
+            for link in links.get(port, []):
+                have = self.output_type(link.node, link.port)
+                if have is None or have.is_a(served):
+                    continue
+                why = self.passes_on(link.node, link.port)
+                out.append((port, f"{by} (input {by_port!r}) serves {served.name} models, but {link} is "
+                                  f"{have.name}{' (it ' + why + ')' if why else ''}: connect a {served.name} here, "
+                                  f"or give {by_port!r} an output that serves {have.name}"))
+        return out

@@ -21,11 +21,10 @@ from .errors import ERROR, WARNING, Problem, did_you_mean, errors_of
 from .graph import Graph, Link
 from .overrides import Override, parse_overrides
 from .params import MISSING, Device, ParamError, Seed
-from .port_types import is_compatible
 from .references import NAME_RE, is_full_ref, refs_in, substitute
 from .registry import Registry
 from .spec import NodeSpec
-from .topology import dependencies, find_cycles, plan
+from .topology import GraphTypes, dependencies, find_cycles, plan
 
 
 @dataclass
@@ -113,11 +112,13 @@ class _Validator:
             specs[entry.id] = spec
             params = self.check_params(entry, spec, node_over.get(entry.id, {}), inputs, used)
             self.out.nodes[entry.id] = ResolvedNode(entry.id, spec, params, {})
+        self.types = GraphTypes(self.g, specs.get)
         for entry in self.g.nodes.values():
             if entry.id in specs:
                 self.out.nodes[entry.id].inputs = self.check_links(entry, specs)
             else:
                 self.check_link_targets(entry)
+        self.check_served()
         deps = dependencies(self.g)
         for cycle in find_cycles(deps):
             path = " -> ".join(cycle + [cycle[0]])
@@ -325,11 +326,9 @@ class _Validator:
                 src_spec = self.link_source(entry.id, field, link, specs)
                 if src_spec is None:
                     continue
-                out = src_spec.outputs[link.port]
-                if not is_compatible(out.type, decl.type):
-                    self.problem(f"type mismatch: {link} is {out.type.name} ({out.type.lifetime}), "
-                                 f"but this input takes {decl.type.name} ({decl.type.lifetime})",
-                                 entry.id, field, code="type_mismatch")
+                why = self.types.type_refusal(link, decl.type)
+                if why:
+                    self.problem(f"type mismatch: {why}", entry.id, field, code="type_mismatch")
                     continue
                 good.append(link)
             if len(good) == len(links):
@@ -339,6 +338,12 @@ class _Validator:
                 self.problem(f"required input is not connected (needs {decl.type.name})", entry.id,
                              f"input {port!r}", code="missing_input")
         return resolved
+
+    def check_served(self) -> None:
+        """Models fed to a node beside an output that serves other models (an objective's ``serves``)."""
+        for node_id, rn in self.out.nodes.items():
+            for port, message in self.types.serve_refusals(node_id, rn.inputs):
+                self.problem(message, node_id, f"input {port!r}", code="type_mismatch")
 
     def link_source(self, node_id: str, field: str, link: Link, specs: dict[str, NodeSpec]) -> NodeSpec | None:
         if link.node not in self.g.nodes:

@@ -2,7 +2,9 @@
 
 Family-agnostic: it asks the model for ``latents(batch)``, its ``noise_scheduler``
 and ``predict(noisy, timesteps, batch)``. Flow-matching families add their own
-objective node beside this one.
+objective node beside this one. Its output declares the models it serves
+(``Output(Objective, serves=...)``), so train.loop refuses, at validation and in
+the editor, a model of a kind this objective does not train.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime import Choice, Output, Param, node
-from runtime.port_types import Objective
+from runtime.port_types import DiffusionModel, Objective
 
 LOSS_WEIGHT = "loss_weight"
 
@@ -106,7 +108,8 @@ class DiffusionObjectiveNode:
     """Denoising objective for epsilon- or v-prediction models: noise, timestep range, offset noise,
     min-SNR weighting and the loss function (MSE, L1, Huber). Per-sample ``loss_weight`` fields are applied."""
 
-    objective = Output(Objective, doc="the objective for train.loop")
+    # DDPMModel (runtime.port_types) once the families' model types derive from it (nodes/sd/types.py)
+    objective = Output(Objective, serves=DiffusionModel, doc="the objective for train.loop")
     prediction = Param(Choice("model", "epsilon", "v_prediction"), "model",
                        doc="target: what the model was trained to predict (model), or force one")
     min_timestep = Param(int, 0, min=0, max=1000, doc="lowest training timestep (inclusive)")
