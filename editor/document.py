@@ -24,7 +24,7 @@ from runtime.fileio import atomic_write_text
 from runtime.graph import Graph, GraphInput, Link, NodeEntry, Note
 from runtime.graph_file import dumps_graph, load_graph, loads_graph
 from runtime.params import MISSING
-from runtime.port_types import SAMPLE, VALUE, PortType, is_compatible
+from runtime.port_types import SAMPLE, VALUE, PortType
 from runtime.registry import Registry
 from runtime.topology import GraphTypes
 
@@ -343,7 +343,7 @@ class Document(QtCore.QObject):
             return f"{d_spec.type_id} has no input {in_port!r}"
         types = GraphTypes(g, self.spec)  # the validator's types: a pass-through has the type it is fed
         out_t, in_t = types.output_type(src, out_port), d_spec.inputs[in_port].type
-        if not is_compatible(out_t, in_t):
+        if not types.fits(src, out_port, in_t):
             why = types.passes_on(src, out_port)
             return (f"{type_refusal(out_t, in_t)} ({src}.{out_port} \u2192 {dst}.{in_port}"
                     f"{f'; {src}.{out_port} {why}' if why else ''})")
@@ -352,6 +352,10 @@ class Document(QtCore.QObject):
         before = types.serve_refusals(dst)  # reported by validation already; not this drag's fault
         after = types.serve_refusals(dst, self._links_with(dst, in_port, Link(src, out_port)))
         new = [message for r, message in after if (r, message) not in before]
+        if not new and not d_spec.inputs[in_port].multi:  # what a pass-through behind dst would now carry
+            ahead = GraphTypes(g, self.spec, (dst, in_port, Link(src, out_port)))
+            old = set(types.downstream_refusals(dst, in_port))
+            new = [m for m in ahead.downstream_refusals(dst, in_port) if m not in old]
         return new[0] if new else None
 
     def _links_with(self, dst: str, in_port: str, link: Link) -> dict[str, Link | list[Link]]:

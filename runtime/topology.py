@@ -118,14 +118,17 @@ class GraphTypes:
 
     An output's type is its declared type, except for a pass-through output (``Output(follows=IN)``):
     it has the type of whatever feeds input ``IN``, through any chain of pass-throughs, bounded by its
-    declared type (an ill-typed, missing, cyclic or unknown feed leaves the declared type). Types are
+    declared type (an ill-typed, missing, cyclic or unknown feed leaves it *open*, see ``_resolve``). Types are
     computed on demand and memoised, a chain once, so asking for every edge is linear in the graph.
     The validator and the editor's drag check both use this class, so they cannot disagree.
     """
 
-    def __init__(self, graph: Graph, spec_of: Callable[[str], NodeSpec | None]):
+    def __init__(self, graph: Graph, spec_of: Callable[[str], NodeSpec | None],
+                 link: tuple[str, str, Link] | None = None):
+        """``link=(node, input, link)``: the types as they would be with ``link`` into that single input."""
         self.graph = graph
         self.spec_of = spec_of
+        self._link = link
         self._memo: dict[tuple[str, str], tuple[PortType, tuple[str, str]]] = {}
 
     def _output(self, node: str, port: str):
@@ -134,14 +137,20 @@ class GraphTypes:
 
     def feed(self, node: str, port: str) -> Link | None:
         """The one link into input ``port`` of ``node`` (None when unconnected or several)."""
+        if self._link is not None and self._link[:2] == (node, port):
+            return self._link[2]
         entry = self.graph.nodes.get(node)
         value = entry.inputs.get(port) if entry is not None else None
         if isinstance(value, list):
             value = value[0] if len(value) == 1 else None
         return value
 
-    def _resolve(self, node: str, port: str) -> tuple[PortType, tuple[str, str]] | None:
-        """(effective type, the output that type comes from); None for an unknown node or port."""
+    def _resolve(self, node: str, port: str) -> tuple[PortType, tuple[str, str], bool] | None:
+        """(type, the output that type comes from, open); None for an unknown node or port.
+
+        *Open*: a pass-through not (yet) fed a type: unconnected, fed by an unknown node, a cycle
+        or a type out of its bounds (each reported on its own). It stands for any type within its
+        bound, so it is not refused for what it might become."""
         key = (node, port)
         if key in self._memo:
             return self._memo[key]
@@ -155,25 +164,37 @@ class GraphTypes:
                 result = self._memo[key]
                 break
             out = self._output(*key)
-            if out is None:  # fed by an unknown node or port: reported elsewhere
+            if out is None:
                 break
             seen.add(key)
             chain.append((key, out.type))
-            link = self.feed(key[0], out.follows) if out.follows is not None else None
+            if out.follows is None:
+                result = (out.type, key, False)
+                break
+            link = self.feed(key[0], out.follows)
             if link is None:
-                result = (out.type, key)
                 break
             key = (link.node, link.port)
         for key, declared in reversed(chain):  # each keeps what it was fed when that fits its bound
             if result is None or not is_compatible(result[0], declared):
-                result = (declared, key)
+                result = (declared, key, True)
             self._memo[key] = result
         return self._memo[(node, port)]
 
     def output_type(self, node: str, port: str) -> PortType | None:
-        """The type output ``node.port`` has in this graph (None for an unknown node or port)."""
+        """The type output ``node.port`` has in this graph (None for an unknown node or port; an open
+        pass-through's is its declared type)."""
         found = self._resolve(node, port)
         return found[0] if found else None
+
+    def fits(self, node: str, port: str, want: PortType) -> bool:
+        """Whether output ``node.port`` may feed an input of type ``want`` (an open pass-through may
+        when some type within its bound would)."""
+        found = self._resolve(node, port)
+        if found is None:
+            return True  # an unknown node or port is reported on its own
+        have, _, open_ = found
+        return is_compatible(have, want) or (open_ and is_compatible(want, have))
 
     def passes_on(self, node: str, port: str) -> str:
         """For a pass-through output, what its type follows (``passes on what feeds a.model,
@@ -190,10 +211,9 @@ class GraphTypes:
 
     def type_refusal(self, link: Link, want: PortType) -> str | None:
         """Why ``link`` cannot feed an input of type ``want`` (both types named), or None if it can."""
-        have = self.output_type(link.node, link.port)
-        if have is None or is_compatible(have, want):
+        if self.fits(link.node, link.port, want):
             return None
-        why = self.passes_on(link.node, link.port)
+        have, why = self.output_type(link.node, link.port), self.passes_on(link.node, link.port)
         return (f"{link} is {have.name} ({have.lifetime}{'; it ' + why if why else ''}), "
                 f"but this input takes {want.name} ({want.lifetime})")
 
@@ -224,11 +244,36 @@ class GraphTypes:
             if port == by_port or decl.type.parent is None or not is_compatible(served, decl.type):
                 continue
             for link in links.get(port, []):
-                have = self.output_type(link.node, link.port)
-                if have is None or have.is_a(served):
+                found = self._resolve(link.node, link.port)
+                if found is None or found[2] or found[0].is_a(served):
                     continue
+                have = found[0]
                 why = self.passes_on(link.node, link.port)
                 out.append((port, f"{by} (input {by_port!r}) serves {served.name} models, but {link} is "
                                   f"{have.name}{' (it ' + why + ')' if why else ''}: connect a {served.name} here, "
                                   f"or give {by_port!r} an output that serves {have.name}"))
+        return out
+
+    def downstream_refusals(self, node: str, port: str) -> list[str]:
+        """Edges that the type fed to input ``node.port`` breaks further on: those from a pass-through
+        output that follows it (and through chains of them), checked with this object's types."""
+        consumers: dict[tuple[str, str], list[tuple[str, str, Link]]] = {}
+        for entry in self.graph.nodes.values():
+            for in_port, link in entry.links():
+                consumers.setdefault((link.node, link.port), []).append((entry.id, in_port, link))
+        out, todo, seen = [], [(node, port)], set()
+        while todo:
+            at = todo.pop()
+            spec = self.spec_of(at[0]) if at[0] in self.graph.nodes and at not in seen else None
+            seen.add(at)
+            for name, o in (spec.outputs.items() if spec else ()):
+                if o.follows != at[1]:
+                    continue
+                for dst, in_port, link in consumers.get((at[0], name), []):
+                    decl = getattr(self.spec_of(dst), "inputs", {}).get(in_port)
+                    if decl is not None and not self.fits(link.node, link.port, decl.type):
+                        have = self.output_type(link.node, link.port)
+                        out.append(f"then {link} would be {have.name} (it {self.passes_on(link.node, link.port)}), "
+                                   f"but {dst}.{in_port}, which it feeds, takes {decl.type.name}")
+                    todo.append((dst, in_port))
         return out

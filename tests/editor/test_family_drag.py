@@ -96,3 +96,28 @@ def test_dragging_trained_onto_the_sd_saver_is_refused_with_both_types(qtbot, fa
     doc.connect("sd", "model", "train", "model")
     drag_link(canvas, "train", "trained", "save", "model")
     assert doc.graph.nodes["save"].inputs == {"model": Link("train", "trained")}
+
+
+def test_rewiring_the_loop_to_another_family_is_refused_when_its_saver_would_not_take_it(fam_doc):
+    doc = fam_doc
+    for src, out, dst, inp in (("sd", "model", "train", "model"), ("train", "trained", "save", "model")):
+        doc.connect(src, out, dst, inp)
+    why = doc.check_connection("xl", "model", "train", "model")
+    assert why == ("then train.trained would be FakeXLModel (it passes on what feeds train.model), "
+                   "but save.model, which it feeds, takes SDModel")
+    assert doc.check_connection("sd", "model", "train", "model") is None
+    # through a chain: xl -> p1 -> p2 -> save is refused at p1's input
+    doc.add_node("famtest.pass", node_id="p1")
+    doc.add_node("famtest.pass", node_id="p2")
+    doc.connect("p1", "out", "p2", "model")
+    doc.connect("p2", "out", "save", "model")
+    why = doc.check_connection("xl", "model", "p1", "model")
+    assert why and why.startswith("then p2.out would be FakeXLModel (it passes on what feeds p2.model, from xl.model)")
+
+
+def test_a_loop_not_fed_yet_may_be_wired_to_a_family_saver_first(fam_doc):
+    doc = fam_doc
+    assert doc.check_connection("train", "trained", "save", "model") is None
+    doc.connect("train", "trained", "save", "model")
+    assert doc.check_connection("sd", "model", "train", "model") is None
+    assert "takes SDModel" in doc.check_connection("xl", "model", "train", "model")
