@@ -349,11 +349,17 @@ class Document(QtCore.QObject):
                     f"{f'; {src}.{out_port} {why}' if why else ''})")
         if src in self.downstream(dst) or src == dst:
             return f"connecting {src}.{out_port} to {dst}.{in_port} would make a cycle"
-        before = types.serve_refusals(dst)  # reported by validation already; not this drag's fault
-        after = types.serve_refusals(dst, self._links_with(dst, in_port, Link(src, out_port)))
+        return self._knock_on(types, Link(src, out_port), dst, in_port)
+
+    def _knock_on(self, types: GraphTypes, link: Link, dst: str, in_port: str) -> str | None:
+        """What the link would break beyond its own edge: a model an objective of ``dst`` does not serve,
+        or a type a pass-through behind ``dst`` would carry to an input that does not take it. Problems
+        the graph has already (shown by validation) are not this drag's."""
+        before = types.serve_refusals(dst)
+        after = types.serve_refusals(dst, self._links_with(dst, in_port, link))
         new = [message for r, message in after if (r, message) not in before]
-        if not new and not d_spec.inputs[in_port].multi:  # what a pass-through behind dst would now carry
-            ahead = GraphTypes(g, self.spec, (dst, in_port, Link(src, out_port)))
+        if not new and not self.spec(dst).inputs[in_port].multi:
+            ahead = GraphTypes(self.graph, self.spec, (dst, in_port, link))
             old = set(types.downstream_refusals(dst, in_port))
             new = [m for m in ahead.downstream_refusals(dst, in_port) if m not in old]
         return new[0] if new else None
