@@ -16,7 +16,9 @@ dict renames the table (``base_layer.weight`` plus ``trainable_tokens_delta`` an
 ``trainable_tokens_original``), which every plain-CLIP reader of our text encoder
 (diffusers folders, checkpoints, backups) would then have to undo.
 
-This module is imported only by code that runs (never when listing or validating nodes).
+The registry imports every module of ``nodes/`` when it lists them, so torch is imported only when
+``TrainableTokens`` is first used (the module's ``__getattr__`` defines it then, under its own name, so
+pickle finds it).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any as _Any
-
-import torch
 
 
 # -- tokenizer --------------------------------------------------------------------------
@@ -95,39 +95,52 @@ def plain_tokenizer(tokenizer):
 
 # -- text encoder -------------------------------------------------------------------------
 
-class TrainableTokens(torch.nn.Embedding):
-    """A frozen embedding table whose rows ``token_ids`` are the trainable ``vectors`` instead."""
+def _define_trainable_tokens() -> type:
+    import torch
 
-    def __init__(self, base: torch.nn.Embedding, token_ids: list[int], init: torch.Tensor):
-        super().__init__(base.num_embeddings, base.embedding_dim, padding_idx=base.padding_idx,
-                         _weight=base.weight.detach(), _freeze=True, device=base.weight.device)
-        self.register_buffer("token_ids", torch.tensor(token_ids, dtype=torch.long, device=base.weight.device),
-                             persistent=False)
-        # float32 even on a half-precision text encoder (like LoRA adapters), cast in forward
-        self.vectors = torch.nn.Parameter(init.detach().to(base.weight.device, torch.float32).clone())
+    class TrainableTokens(torch.nn.Embedding):
+        """A frozen embedding table whose rows ``token_ids`` are the trainable ``vectors`` instead."""
 
-    def forward(self, ids):
-        out = super().forward(ids)
-        match = ids.unsqueeze(-1) == self.token_ids  # (..., n)
-        rows = match.to(self.vectors.dtype) @ self.vectors  # each id matches at most one row
-        return torch.where(match.any(-1, keepdim=True), rows.to(out.dtype), out)
+        def __init__(self, base: torch.nn.Embedding, token_ids: list[int], init: torch.Tensor):
+            super().__init__(base.num_embeddings, base.embedding_dim, padding_idx=base.padding_idx,
+                             _weight=base.weight.detach(), _freeze=True, device=base.weight.device)
+            ids = torch.tensor(token_ids, dtype=torch.long, device=base.weight.device)
+            self.register_buffer("token_ids", ids, persistent=False)
+            # float32 even on a half-precision text encoder (like LoRA adapters), cast in forward
+            self.vectors = torch.nn.Parameter(init.detach().to(base.weight.device, torch.float32).clone())
 
-    def merged_weight(self) -> torch.Tensor:
-        """The table with the trained rows written in (a new tensor)."""
-        weight = self.weight.detach().clone()
-        weight[self.token_ids] = self.vectors.detach().to(weight.dtype)
-        return weight
+        def forward(self, ids):
+            out = super().forward(ids)
+            match = ids.unsqueeze(-1) == self.token_ids  # (..., n)
+            rows = match.to(self.vectors.dtype) @ self.vectors  # each id matches at most one row
+            return torch.where(match.any(-1, keepdim=True), rows.to(out.dtype), out)
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        destination[prefix + "weight"] = self.merged_weight()
+        def merged_weight(self) -> torch.Tensor:
+            """The table with the trained rows written in (a new tensor)."""
+            weight = self.weight.detach().clone()
+            weight[self.token_ids] = self.vectors.detach().to(weight.dtype)
+            return weight
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        key = prefix + "weight"
-        if key in state_dict and prefix + "vectors" not in state_dict:
-            state_dict[prefix + "vectors"] = state_dict[key][self.token_ids.to(state_dict[key].device)]
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+        def _save_to_state_dict(self, destination, prefix, keep_vars):
+            destination[prefix + "weight"] = self.merged_weight()
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, trainable_tokens={self.token_ids.tolist()}"
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                  unexpected_keys, error_msgs):
+            key = prefix + "weight"
+            if key in state_dict and prefix + "vectors" not in state_dict:
+                state_dict[prefix + "vectors"] = state_dict[key][self.token_ids.to(state_dict[key].device)]
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+
+        def extra_repr(self) -> str:
+            return f"{super().extra_repr()}, trainable_tokens={self.token_ids.tolist()}"
+
+    TrainableTokens.__qualname__ = "TrainableTokens"
+    return TrainableTokens
+
+
+def __getattr__(name: str):
+    if name == "TrainableTokens":
+        globals()[name] = cls = _define_trainable_tokens()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
