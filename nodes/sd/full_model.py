@@ -35,9 +35,9 @@ def model_metadata(model, graph_name: str, fmt: str, dtype: str) -> dict[str, st
 
 
 def _save_weights(tensors: dict, path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from nodes.weights_io import write_safetensors
 
-    save_file(tensors, str(path), metadata={"format": "pt", **(metadata or {})})
+    write_safetensors(tensors, path, metadata={"format": "pt", **(metadata or {})})
 
 
 def write_diffusers_folder(model, folder: Path, state_dicts: dict[str, dict], graph_name: str = "") -> Path:

@@ -110,11 +110,11 @@ def file_metadata(model: SDModel, graph_name: str, fmt: str) -> dict[str, str]:
 
 def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str], dtype) -> Path:
     """Atomic write of contiguous CPU tensors in ``dtype`` with string metadata."""
-    from safetensors.torch import save_file
+    from nodes.weights_io import write_safetensors as write_file
 
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", **metadata})
+        write_file(tensors, tmp, metadata={"format": "pt", **metadata})
     return path
 
 

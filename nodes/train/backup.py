@@ -36,7 +36,8 @@ def write_backup(run, reason: str) -> Path:
     """Write a backup of ``run`` now (call only at an update boundary) and drop the oldest ones
     beyond ``run.backup_keep``. Returns the backup folder."""
     import torch
-    from safetensors.torch import save_file
+
+    from nodes.weights_io import write_safetensors
 
     ctx, state = run.ctx, run.state
     root = ctx.workspace / BACKUPS_DIR
@@ -45,7 +46,7 @@ def write_backup(run, reason: str) -> Path:
     with atomic_dir(final) as tmp:
         weights = {name: p.detach().to("cpu").contiguous().clone()
                    for name, p in run.model.named_trainable_parameters()}
-        save_file(weights, str(tmp / WEIGHTS_FILE))
+        write_safetensors(weights, tmp / WEIGHTS_FILE)
         hooks = {h.key: sd for h in run.hooks if h.key and (sd := h.state_dict()) is not None}
         torch.save({**state.state_dict(), "python_rng": random.getstate(), "hooks": hooks}, tmp / STATE_FILE)
         graph = ctx.workspace / GRAPH_FILE

@@ -15,7 +15,8 @@ def run_quickstart(ws, *sets):
     assert r.returncode == 0, r.stderr
     lora = load_file(str(ws / "lora" / "quickstart.safetensors"))
     samples = {p.name: p.read_bytes() for p in sorted((ws / "samples").iterdir())}
-    return lora, samples
+    files = {p.name: p.read_bytes() for p in sorted((ws / "lora").iterdir())}
+    return lora, samples, files
 
 
 def same_tensors(a: dict, b: dict) -> bool:
@@ -25,11 +26,12 @@ def same_tensors(a: dict, b: dict) -> bool:
 
 
 def test_quickstart_twice_gives_identical_files_and_another_seed_differs(tmp_path):
-    lora1, samples1 = run_quickstart(tmp_path / "a")
-    lora2, samples2 = run_quickstart(tmp_path / "b")
+    lora1, samples1, files1 = run_quickstart(tmp_path / "a")
+    lora2, samples2, files2 = run_quickstart(tmp_path / "b")
     assert same_tensors(lora1, lora2), "two runs with one seed wrote different LoRA weights"
     assert samples1 == samples2 and len(samples1) == 2
-    lora3, samples3 = run_quickstart(tmp_path / "c", "seed=43")
+    assert files1 == files2 and len(files1) == 2, "the LoRA files differ byte for byte"
+    lora3, samples3, _ = run_quickstart(tmp_path / "c", "seed=43")
     assert not same_tensors(lora1, lora3)
     assert samples3 != samples1
 
