@@ -4,8 +4,8 @@ NodeGraphQt is only the view. Its own undo commands, ids, name uniqueness and
 port constraints are bypassed: every interactive edit (a dropped or detached
 connection, a slice, a move, a backdrop resize, a node dropped from the
 library) becomes a ``Document`` edit, and the view follows the document's
-signals. Connections are typed with ``runtime.port_types.is_compatible``
-(through ``Document.check_connection``). While a link is dragged, a port that
+signals. Connections are typed as the validator types them (``runtime.topology.GraphTypes``,
+through ``Document.check_connection``). While a link is dragged, a port that
 refuses it is marked red and the reason (both types) is shown at the cursor and
 emitted on ``drag_message``; a refused drop restores the view and reports the
 reason on ``status``, as does a drop that replaces a single input's link.

@@ -238,6 +238,10 @@ def describe_text(spec) -> str:
             if p.multi:
                 flags.append("multi")
         flags.append(t.lifetime)
+        if getattr(p, "follows", None):
+            flags.append(f"the type of what feeds {p.follows}")
+        if getattr(p, "serves", None) is not None:
+            flags.append(f"serves {getattr(p.serves, 'name', p.serves)} models")
         return f"  {p.name}: {t.name} ({', '.join(flags)})" + (f"  {p.doc}" if p.doc else "")
 
     if spec.inputs:

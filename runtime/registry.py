@@ -78,6 +78,8 @@ class Registry:
         try:
             for p in ports:
                 self.register_type(p.type)
+                if isinstance(getattr(p, "serves", None), PortType):  # the kind of model an objective serves
+                    self.register_type(p.serves)
         except SpecError as e:
             raise SpecError(f"{label} ({spec.type_id}): {e}") from None
         self._specs[spec.type_id] = spec

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import Choice, Device, File, Input, Output, Param, RunPath, Seed, StrList, node
-from runtime.port_types import DiffusionModel, FileList, Sampler
+from runtime.port_types import FileList, Sampler
 
 from nodes.train.artifacts import ModelSampler
+
+from .types import SDModel
 
 SCHEDULERS = ("ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
 #: A1111's names for the PNG "parameters" text
@@ -190,7 +192,7 @@ class Sample:
     prompt and settings (A1111's ``parameters`` text). Emits a ``sample`` event per prompt. Leave ``model``
     unconnected and wire ``sampler`` to train.sample_hook to sample with these settings during training."""
 
-    model = Input(DiffusionModel, optional=True, doc="an SD 1.x/2.x model (trained or not)")
+    model = Input(SDModel, optional=True, doc="an SD 1.x/2.x model (trained or not)")
     images = Output(FileList, doc="the PNG files written")
     sampler = Output(Sampler, doc="these settings, for train.sample_hook")
     prompts = Param(StrList, ["a red circle on a blue background"], doc="one image set per prompt")

@@ -15,7 +15,9 @@ from typing import Any as _Any
 
 from nodes.train.artifacts import ModelSaver, step_path
 from runtime import Choice, Dir, Input, Output, Param, node
-from runtime.port_types import DiffusionModel, Saver
+from runtime.port_types import Saver
+
+from .types import SDModel
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]*")
 FULL_DTYPES = ("keep", "float16", "bfloat16", "float32")
@@ -175,7 +177,7 @@ class EmbeddingSaver(_SDSaver):
 class _SaverNode:
     """Ports shared by the saver nodes; subclasses build their ``ModelSaver`` in ``make_saver``."""
 
-    model = Input(DiffusionModel, optional=True,
+    model = Input(SDModel, optional=True,
                   doc="save this model when the graph reaches the node (e.g. train.trained); leave it "
                       "unconnected to use the saver only in periodic-save hooks")
     saver = Output(Saver, doc="this saver, for periodic-save hooks")

@@ -1,8 +1,8 @@
 """Port types of the SDXL family."""
 
-from runtime.port_types import DiffusionModel, sample_type, value_type
+from runtime.port_types import DDPMModel, sample_type, value_type
 
-SDXLModel = value_type("SDXLModel", DiffusionModel,
+SDXLModel = value_type("SDXLModel", DDPMModel,
                        doc="a Stable Diffusion XL model (UNet, VAE, two CLIP text encoders and tokenizers)")
 PooledEmbedding = sample_type("PooledEmbedding", color="#e8a25c",
                               doc="a pooled, projected text embedding (SDXL's second encoder: text_embeds)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runtime import Choice, Output, Param, node
-from runtime.port_types import DiffusionModel, Objective
+from runtime.port_types import DDPMModel, Objective
 
 LOSS_WEIGHT = "loss_weight"
 
@@ -108,8 +108,7 @@ class DiffusionObjectiveNode:
     """Denoising objective for epsilon- or v-prediction models: noise, timestep range, offset noise,
     min-SNR weighting and the loss function (MSE, L1, Huber). Per-sample ``loss_weight`` fields are applied."""
 
-    # DDPMModel (runtime.port_types) once the families' model types derive from it (nodes/sd/types.py)
-    objective = Output(Objective, serves=DiffusionModel, doc="the objective for train.loop")
+    objective = Output(Objective, serves=DDPMModel, doc="the objective for train.loop")
     prediction = Param(Choice("model", "epsilon", "v_prediction"), "model",
                        doc="target: what the model was trained to predict (model), or force one")
     min_timestep = Param(int, 0, min=0, max=1000, doc="lowest training timestep (inclusive)")

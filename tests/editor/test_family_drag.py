@@ -68,7 +68,8 @@ def test_an_objective_refuses_a_model_it_does_not_serve_in_either_drag_order(fam
                                   "but sd.model is SDModel")
     assert doc.check_connection("flow", "model", "train", "model") is None
     doc.connect("flow", "model", "train", "model")
-    assert doc.check_connection("ddpm", "objective", "train", "objective") is None  # the DDPM one serves it
+    why = doc.check_connection("ddpm", "objective", "train", "objective")  # a DDPM objective on a flow model
+    assert why and "serves DDPMModel models, but flow.model is FakeFlowModel" in why
     doc.disconnect("train", "objective")
     doc.connect("sd", "model", "train", "model")
     why = doc.check_connection("fm", "objective", "train", "objective")

@@ -62,7 +62,6 @@ def test_the_ddpm_objective_declares_what_it_serves_and_every_sd_model_is_one(re
 
 
 def test_the_ddpm_objective_refuses_a_flow_matching_model(reg):
-    if reg.get("train.diffusion_objective").outputs["objective"].serves is not DDPMModel:
-        pytest.skip("train.diffusion_objective serves DDPMModel once SDModel derives from it (nodes/sd/types.py)")
+    assert reg.get("train.diffusion_objective").outputs["objective"].serves is DDPMModel
     [problem], _ = check(reg, "flow.model", "ddpm.objective")
     assert "serves DDPMModel models, but p.out is FakeFlowModel" in problem.message
