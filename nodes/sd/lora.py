@@ -7,40 +7,10 @@ import re
 
 from runtime import Choice, Input, Output, Param, Seed, node
 
+from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS, target_modules
+
 from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
 from .types import SDModel
-
-#: module-name suffixes per target preset (diffusers UNet / transformers CLIP names)
-UNET_PRESETS = {
-    "attn": ["to_q", "to_k", "to_v", "to_out.0"],
-    "attn-mlp": ["to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"],
-}
-TEXT_PRESETS = {
-    "attn": ["q_proj", "k_proj", "v_proj", "out_proj"],
-    "attn-mlp": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
-}
-
-
-def target_modules(module, preset: str, regex: str | None, presets: dict) -> list[str]:
-    """Full names of the Linear (and 1x1 projection) layers of ``module`` to adapt."""
-    import torch
-
-    names = []
-    pattern = re.compile(regex) if regex else None
-    for name, sub in module.named_modules():
-        if not isinstance(sub, (torch.nn.Linear, torch.nn.Conv2d)) or not name:
-            continue
-        if isinstance(sub, torch.nn.Conv2d) and sub.kernel_size != (1, 1):
-            continue  # LoRA on 3x3 convs (LoCon) is a different preset
-        if pattern is not None:
-            hit = pattern.fullmatch(name) is not None
-        elif preset == "all-linear":
-            hit = isinstance(sub, torch.nn.Linear)
-        else:
-            hit = any(name == s or name.endswith("." + s) for s in presets[preset])
-        if hit:
-            names.append(name)
-    return names
 
 
 @node("sd.lora_setup", title="LoRA", category="Setup")

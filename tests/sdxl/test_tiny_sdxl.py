@@ -100,3 +100,17 @@ def test_a_batch_without_size_conditioning_says_how_to_feed_it(tiny):
              "pooled_embedding": torch.zeros(1, 48)}
     with pytest.raises(ValueError, match="no field 'time_ids'.*sdxl.size_conditioning"):
         tiny.predict(torch.zeros(1, 4, 8, 8), torch.tensor([1]), batch)
+
+
+def test_the_shared_lora_presets_select_the_sdxl_attention_and_text_layers(tiny):
+    from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS, target_modules
+
+    attn = target_modules(tiny.unet, "attn", None, UNET_PRESETS)
+    blocks = [m for n, m in tiny.unet.named_modules() if n.endswith(("attn1", "attn2"))]
+    assert len(attn) == 4 * len(blocks) > 0 and all(n.rsplit(".", 2)[-2] in ("attn1", "attn2")
+                                                    or n.endswith("to_out.0") for n in attn)
+    wider = target_modules(tiny.unet, "attn-mlp", None, UNET_PRESETS)
+    assert set(attn) < set(wider) and any(n.endswith("ff.net.2") for n in wider)
+    for encoder in (tiny.text_encoder, tiny.text_encoder_2):
+        names = target_modules(encoder, "attn", None, TEXT_PRESETS)
+        assert len(names) == 4 * encoder.config.num_hidden_layers
