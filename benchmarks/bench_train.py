@@ -236,14 +236,16 @@ def example_run(steps: int, folder: Path, batch_size: int = 4, resolution: int =
         loader = torch.utils.data.DataLoader(Examples(), shuffle=True, collate_fn=collate, batch_size=batch_size,
                                              num_workers=0, drop_last=True)
         lr_scheduler = get_scheduler("constant", optimizer, num_warmup_steps=0, num_training_steps=steps)
+        gen = torch.Generator().manual_seed(0)  # the example draws from the global one; same work, seeded
         times, step = [], 0
         t = time.perf_counter()
         while step < steps:
             unet.train()
             for batch in loader:
                 latents = vae.encode(batch["pixel_values"]).latent_dist.sample() * vae.config.scaling_factor
-                noise = torch.randn_like(latents)
-                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],)).long()
+                noise = torch.randn(latents.shape, generator=gen)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
+                                          generator=gen)
                 noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
                 encoder_hidden_states = text_encoder(batch["input_ids"], return_dict=False)[0]
                 model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]

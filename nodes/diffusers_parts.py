@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any as _Any
 
 
@@ -18,6 +19,13 @@ def fingerprint_of(*parts: _Any) -> str:
     """A short stable hash of JSON-able facts."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def files_fingerprint(path: Path) -> list:
+    """Path, size and mtime of the weight and config files under ``path`` (or of the file itself)."""
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt"))
+    return [[str(p.resolve()), p.stat().st_size, int(p.stat().st_mtime)] for p in files]
 
 
 @dataclass(eq=False)

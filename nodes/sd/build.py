@@ -8,7 +8,9 @@ from pathlib import Path
 
 from runtime.paths import ASSETS_DIR
 
-from .model import SDModel, detect_version, fingerprint_of
+from nodes.diffusers_parts import files_fingerprint, fingerprint_of
+
+from .model import SDModel, detect_version
 from .weights_check import (SINGLE_FILE_PARTS, check_loaded_part, describe_parts, first_line, folder_part_mismatch,
                             listed, meta_tensors, safetensors_problem, single_file_mismatch)
 
@@ -85,13 +87,6 @@ def save_diffusers(model: SDModel, folder: str | Path) -> Path:
 
 # -- loading from disk -------------------------------------------------------------
 
-def _stat_fingerprint(path: Path) -> list:
-    """Path, size and mtime of every weight file under ``path`` (or of the file)."""
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt"))
-    return [[str(p.resolve()), p.stat().st_size, int(p.stat().st_mtime)] for p in files]
-
-
 def load_sd(path: str | Path, config: str | Path | None = None, dtypes: dict | None = None,
             prediction_type: str = "auto") -> SDModel:
     """Load an SD 1.x/2.x model from a diffusers folder or a single-file ``.safetensors`` checkpoint.
@@ -116,7 +111,7 @@ def load_sd(path: str | Path, config: str | Path | None = None, dtypes: dict | N
     pred = scheduler.config.prediction_type if prediction_type == "auto" else prediction_type
     if pred != scheduler.config.prediction_type:
         scheduler = type(scheduler).from_config(scheduler.config, prediction_type=pred)
-    fp = fingerprint_of("load", _stat_fingerprint(path), str(config or ""), dtypes)
+    fp = fingerprint_of("load", files_fingerprint(path), str(config or ""), dtypes)
     return SDModel(unet, vae, text_encoder, tokenizer, scheduler, prediction_type=pred,
                    version=detect_version(unet), source=str(path.resolve()), dtypes=dtypes, fingerprint=fp)
 

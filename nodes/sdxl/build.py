@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runtime.paths import ASSETS_DIR
 
-from nodes.diffusers_parts import fingerprint_of
+from nodes.diffusers_parts import files_fingerprint, fingerprint_of
 
 from .model import SDXLModel
 
@@ -96,13 +96,6 @@ def training_scheduler(scheduler, prediction_type: str = "auto", zero_terminal_s
     pred = scheduler.config.get("prediction_type", "epsilon") if prediction_type == "auto" else prediction_type
     config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
     return DDPMScheduler.from_config(config, prediction_type=pred, rescale_betas_zero_snr=zero_terminal_snr), pred
-
-
-def files_fingerprint(path: Path) -> list:
-    """Path, size and mtime of the weight and config files under ``path`` (or of the file itself)."""
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt"))
-    return [[str(p.resolve()), p.stat().st_size, int(p.stat().st_mtime)] for p in files]
 
 
 def _load_folder(path: Path) -> dict:
