@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any as _Any
@@ -63,3 +64,25 @@ def vae_part(vae, fingerprint: str) -> VaePart:
     cfg = vae.config
     return VaePart(vae, fingerprint, float(getattr(cfg, "scaling_factor", 0.18215) or 0.18215),
                    float(getattr(cfg, "shift_factor", 0.0) or 0.0))
+
+
+def quiet_libraries() -> None:
+    """No progress bars or chatter from diffusers / transformers (events are our progress)."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers|peft)")
+
+
+def torch_dtype(name: str):
+    """The torch dtype of a param value: float32, float16 or bfloat16."""
+    import torch
+
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]

@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from runtime.paths import ASSETS_DIR
 
-from nodes.diffusers_parts import files_fingerprint, fingerprint_of
+from nodes.diffusers_parts import files_fingerprint, fingerprint_of, quiet_libraries, torch_dtype
+from nodes.weights_check import (check_loaded_part, first_line, folder_part_mismatch, listed, meta_tensors,
+                                 safetensors_problem)
+
+from nodes.train.ddpm import training_scheduler
 
 from .model import SDModel, detect_version
-from .weights_check import (SINGLE_FILE_PARTS, check_loaded_part, describe_parts, first_line, folder_part_mismatch,
-                            listed, meta_tensors, safetensors_problem, single_file_mismatch)
+from .single_file_check import SINGLE_FILE_PARTS, describe_parts, single_file_mismatch
 
 TINY_DIR = ASSETS_DIR / "tiny_model"
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-def quiet_libraries() -> None:
-    """No progress bars or chatter from diffusers / transformers (events are our progress)."""
-    import warnings
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    dlog.disable_progress_bar()
-    tlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers|peft)")
-
-
-def torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
 def tiny_config(part: str) -> dict:
@@ -78,7 +59,7 @@ def build_tiny(seed: int = 0, version: str = "sd1", prediction_type: str = "epsi
 
 def save_diffusers(model: SDModel, folder: str | Path) -> Path:
     """Write ``model`` as a diffusers folder (what ``sd.load_model`` reads back), as sd.save_diffusers does."""
-    from .export import part_state_dicts
+    from nodes.lora_fusion import part_state_dicts
     from .full_model import write_diffusers_folder
 
     quiet_libraries()
@@ -107,20 +88,10 @@ def load_sd(path: str | Path, config: str | Path | None = None, dtypes: dict | N
         module.to(torch_dtype(dtypes[name]))
         module.requires_grad_(False)
         module.eval()
-    scheduler = _training_scheduler(scheduler)
-    pred = scheduler.config.prediction_type if prediction_type == "auto" else prediction_type
-    if pred != scheduler.config.prediction_type:
-        scheduler = type(scheduler).from_config(scheduler.config, prediction_type=pred)
+    scheduler, pred = training_scheduler(scheduler, prediction_type)
     fp = fingerprint_of("load", files_fingerprint(path), str(config or ""), dtypes)
     return SDModel(unet, vae, text_encoder, tokenizer, scheduler, prediction_type=pred,
                    version=detect_version(unet), source=str(path.resolve()), dtypes=dtypes, fingerprint=fp)
-
-
-def _training_scheduler(scheduler):
-    """The DDPM training schedule with the checkpoint's betas and prediction type."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler.from_config(scheduler.config)
 
 
 FOLDER_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -19,7 +19,9 @@ from pathlib import Path
 from runtime import Input, Output, Param, node
 from runtime.port_types import Tokenizer
 
-from .metadata import architecture, base_metadata
+from nodes.saving import base_metadata
+
+from .metadata import architecture
 from .model import TOKENS
 from .types import SDModel
 
@@ -76,7 +78,7 @@ class EmbeddingSetup:
         import torch
 
         from .model import EmbeddingInfo, check_sd_model, fingerprint_of
-        from .tokens import TrainableTokens, with_placeholder
+        from nodes.placeholder_tokens import TrainableTokens, with_placeholder
 
         model = check_sd_model(model, "sd.embedding_setup")
         if model.embedding is not None:
@@ -133,10 +135,10 @@ def embedding_metadata(model, graph_name: str) -> dict[str, str]:
 
 def save_embedding_file(model, path: Path, dtype, graph_name: str = "") -> Path:
     """Write the model's trained placeholder vectors as an A1111 embedding (atomic)."""
-    from .lora_files import write_safetensors
+    from nodes.saving import save_tensors
 
     vectors = model.embedding_vectors()
-    return write_safetensors(path, {EMBEDDING_KEY: vectors}, embedding_metadata(model, graph_name), dtype)
+    return save_tensors(path, {EMBEDDING_KEY: vectors}, embedding_metadata(model, graph_name), dtype)
 
 
 def default_name(placeholder: str) -> str:

@@ -45,7 +45,7 @@ class FinetuneSetup:
     def run(self, ctx, model):
         import torch
 
-        from .build import torch_dtype
+        from nodes.diffusers_parts import torch_dtype
         from .model import check_sd_model
 
         model = check_sd_model(model, "sd.finetune_setup")

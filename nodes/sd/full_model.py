@@ -13,7 +13,9 @@ from pathlib import Path
 from runtime.fileio import atomic_dir, atomic_path
 
 from nodes.ldm_layout import ldm_state_dict
-from .metadata import architecture, base_metadata
+from nodes.saving import base_metadata
+
+from .metadata import architecture
 
 
 def model_metadata(model, graph_name: str, fmt: str, dtype: str) -> dict[str, str]:
@@ -48,8 +50,8 @@ def write_diffusers_folder(model, folder: Path, state_dicts: dict[str, dict], gr
     from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
     from transformers.utils import SAFE_WEIGHTS_NAME
 
-    from .export import dtype_label
-    from .tokens import plain_tokenizer
+    from nodes.lora_fusion import dtype_label
+    from nodes.placeholder_tokens import plain_tokenizer
 
     tokenizer = plain_tokenizer(model.tokenizer)
     meta = model_metadata(model, graph_name, "diffusers", dtype_label(state_dicts))
@@ -102,7 +104,7 @@ def checkpoint_state_dict(model, state_dicts: dict[str, dict]) -> tuple[dict, li
 
 def write_checkpoint(model, path: Path, state_dicts: dict[str, dict], graph_name: str = "") -> tuple[Path, list[str]]:
     """A single-file ``.safetensors`` checkpoint in the original (LDM) layout."""
-    from .export import dtype_label
+    from nodes.lora_fusion import dtype_label
 
     tensors, warnings = checkpoint_state_dict(model, state_dicts)
     meta = model_metadata(model, graph_name, "checkpoint", dtype_label(state_dicts))

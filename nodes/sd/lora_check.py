@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any as _Any
 
-from .weights_check import MAX_LISTED, listed, safetensors_problem
+from nodes.weights_check import MAX_LISTED, listed, safetensors_problem
 
 #: key ending -> role; longest first so '.lora.down.weight' is not read as '.weight'
 SUFFIXES = {".lora_down.weight": "down", ".lora_up.weight": "up", ".lora_A.weight": "down",

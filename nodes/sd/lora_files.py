@@ -23,9 +23,9 @@ import json
 import re
 from pathlib import Path
 
-from runtime.fileio import atomic_path
+from nodes.saving import base_metadata, save_tensors
 
-from .metadata import architecture, base_metadata
+from .metadata import architecture
 from .model import SDModel
 
 LORA_METADATA_KEY = "lora_adapter_metadata"  # diffusers' key for the adapter config
@@ -108,29 +108,19 @@ def file_metadata(model: SDModel, graph_name: str, fmt: str) -> dict[str, str]:
     return meta
 
 
-def write_safetensors(path: Path, tensors: dict, metadata: dict[str, str], dtype) -> Path:
-    """Atomic write of contiguous CPU tensors in ``dtype`` with string metadata."""
-    from nodes.weights_io import write_safetensors as write_file
-
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        write_file(tensors, tmp, metadata={"format": "pt", **metadata})
-    return path
-
-
 def save_diffusers_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> Path:
     meta = file_metadata(model, graph_name, "diffusers")
     meta[LORA_METADATA_KEY] = json.dumps(adapter_configs(model), sort_keys=True, default=str)
-    return write_safetensors(path, peft_state_dict(model), meta, dtype)
+    return save_tensors(path, peft_state_dict(model), meta, dtype)
 
 
 def save_kohya_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> tuple[Path, list[str]]:
     """Write the kohya file; returns it and the adapted layers it leaves out (kohya cannot place them)."""
-    from .weights_check import listed
+    from nodes.weights_check import listed
 
     kept, left_out = kohya_layers(peft_state_dict(model))
     if not kept:
         raise ValueError(f"none of the LoRA's layers ({listed(left_out)}) has a place in a kohya file: save "
                          f"with formats 'diffusers', or adapt layers in the UNet's blocks")
     meta = file_metadata(model, graph_name, "kohya")
-    return write_safetensors(path, to_kohya(kept, model.lora.alpha), meta, dtype), left_out
+    return save_tensors(path, to_kohya(kept, model.lora.alpha), meta, dtype), left_out

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any as _Any
 
 from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
-from nodes.train.bundle import ModelBundle, require_field
+from nodes.train.bundle import require_field
+from nodes.train.ddpm import DDPMBundle
 
 __all__ = ["SDModel", "LoraInfo", "EmbeddingInfo", "VaePart", "TextEncoderPart", "TokenizerPart", "fingerprint_of",
            "detect_version", "check_sd_model"]
@@ -49,7 +50,7 @@ class EmbeddingInfo:
 
 
 @dataclass(eq=False)
-class SDModel(ModelBundle):
+class SDModel(DDPMBundle):
     """Stable Diffusion 1.x/2.x: UNet, VAE, CLIP text encoder, tokenizer and training noise scheduler."""
 
     unet: _Any

@@ -2,64 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime import Choice, Device, File, Input, Output, Param, RunPath, Seed, StrList, node
 from runtime.port_types import FileList, Sampler
 
+from nodes.sampling import SCHEDULERS, make_scheduler, seeds_of, slug, write_png
 from nodes.train.artifacts import ModelSampler
 
 from .types import SDModel
-
-SCHEDULERS = ("ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
-#: A1111's names for the PNG "parameters" text
-A1111_NAMES = {"ddim": "DDIM", "euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M",
-               "dpmpp_2m_karras": "DPM++ 2M Karras", "unipc": "UniPC"}
-
-
-def make_scheduler(name: str, config):
-    """A sampling scheduler from the model's noise-schedule config."""
-    from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                           EulerDiscreteScheduler, UniPCMultistepScheduler)
-
-    if name == "ddim":
-        return DDIMScheduler.from_config(config)
-    if name == "euler":
-        return EulerDiscreteScheduler.from_config(config)
-    if name == "euler_a":
-        return EulerAncestralDiscreteScheduler.from_config(config)
-    if name in ("dpmpp_2m", "dpmpp_2m_karras"):
-        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2,
-                                                       use_karras_sigmas=name.endswith("karras"))
-    if name == "unipc":
-        return UniPCMultistepScheduler.from_config(config)
-    raise ValueError(f"unknown scheduler {name!r} (known: {', '.join(SCHEDULERS)})")
-
-
-def png_info(settings: dict):
-    """PNG text chunks: A1111's ``parameters`` line and the full settings as JSON."""
-    from PIL.PngImagePlugin import PngInfo
-
-    s = settings
-    text = s["prompt"]
-    if s["negative_prompt"]:
-        text += f"\nNegative prompt: {s['negative_prompt']}"
-    text += (f"\nSteps: {s['steps']}, Sampler: {A1111_NAMES[s['scheduler']]}, CFG scale: {s['cfg']}, "
-             f"Seed: {s['seed']}, Size: {s['width']}x{s['height']}, Model: {s['model']}")
-    if s.get("lora"):
-        text += f", LoRA: {Path(s['lora']).name}"
-    info = PngInfo()
-    info.add_text("parameters", text)
-    info.add_text("nodetrainer", json.dumps(s, sort_keys=True))
-    return info
-
-
-def slug(text: str, n: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "sample"
-
 
 @dataclass
 class SDSampler(ModelSampler):
@@ -85,7 +37,7 @@ class SDSampler(ModelSampler):
         the step, no progress events are sent and a stop request does not interrupt the sampling."""
         from nodes.train.loop import resolve_device
 
-        from .build import quiet_libraries
+        from nodes.diffusers_parts import quiet_libraries
         from .lora_check import check_lora_fits, check_model_weights, read_lora_file
         from .model import check_sd_model
 
@@ -116,7 +68,7 @@ class SDSampler(ModelSampler):
                                 "lora": self.lora or "", "lora_scale": self.lora_scale,
                                 "train_step": train_step, "weights": tag or "live"}
                     path = ctx.path(self.folder, f"{prefix}{p_index:02d}-{slug(prompt)}-{seed}{suffix}.png")
-                    self._write(image, path, settings)
+                    write_png(image, path, settings)
                     paths.append(path)
                 written += paths
                 ctx.sample(paths, prompt, seed=seeds[0], seeds=seeds, steps=self.steps, cfg=self.cfg,
@@ -129,14 +81,12 @@ class SDSampler(ModelSampler):
         return written
 
     def seeds_of(self, p_index: int) -> list[int]:
-        """The seeds of prompt ``p_index``'s images: one per image, counting on from ``seed``."""
-        first = self.seed + p_index * self.images_per_prompt
-        return [(first + i) % (2**32) for i in range(self.images_per_prompt)]
+        return seeds_of(self.seed, p_index, self.images_per_prompt)
 
     def _pipeline(self, ctx, model, device):
         from diffusers import StableDiffusionPipeline
 
-        from .tokens import plain_tokenizer
+        from nodes.placeholder_tokens import plain_tokenizer
 
         # prompts are encoded by _generate (with placeholders expanded): the pipeline gets embeddings only
         pipe = StableDiffusionPipeline(
@@ -178,13 +128,6 @@ class SDSampler(ModelSampler):
             decoded = vae.decode(scaled, return_dict=False)[0]
         return pipe.image_processor.postprocess(decoded.float(), output_type="pil")[0]
 
-    @staticmethod
-    def _write(image, path: Path, settings: dict) -> None:
-        from runtime.fileio import atomic_path
-
-        with atomic_path(path) as tmp:
-            image.save(tmp, format="PNG", pnginfo=png_info(settings))
-
 
 @node("sd.sample", title="Sample SD", category="Sample", sink=True)
 class Sample:
@@ -214,7 +157,7 @@ class Sample:
     def check(self, c):
         """Before the run: the LoRA file is a complete safetensors file (its keys need the model)."""
         from .lora_check import not_safe_message
-        from .weights_check import safetensors_problem
+        from nodes.weights_check import safetensors_problem
 
         if self.lora and Path(self.lora).is_file():
             why = safetensors_problem(self.lora)

@@ -8,46 +8,20 @@ Every write is atomic; a full disk fails the save with a message naming the path
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any as _Any
 
-from nodes.train.artifacts import ModelSaver, step_path
-from runtime import Choice, Dir, Input, Output, Param, node
-from runtime.port_types import Saver
+from nodes.saving import FULL_DTYPES, MODEL_DOC, FileSaver, SaverNode, check_name, steps_of
+from runtime import Choice, Dir, Input, Param, node
 
 from .types import SDModel
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]*")
-FULL_DTYPES = ("keep", "float16", "bfloat16", "float32")
-
-
-def check_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name or "") or "/" in name or "\\" in name:
-        raise ValueError(f"name {name!r} must be a plain file name (letters, digits, . _ - space)")
-    return name
-
-
-def _steps(model) -> int:
-    return int(getattr(model, "progress", {}).get("step", 0))
-
 
 @dataclass
-class _SDSaver(ModelSaver):
-    """Shared by the SD savers: a file or folder name, and where it goes."""
+class _SDSaver(FileSaver):
+    """A saver of SD 1.x/2.x models."""
 
-    name: str
-    folder: str | None = None
-    default_folder = "models"
     node = "sd.save"
-
-    def __post_init__(self):
-        check_name(self.name)
-
-    def target(self, ctx, filename: str, step: int | None) -> Path:
-        base = Path(self.folder) if self.folder else ctx.workspace / self.default_folder
-        return step_path(base / filename, step)
 
     def check(self, model):
         from .model import check_sd_model
@@ -68,15 +42,15 @@ class LoraSaver(_SDSaver):
     format = "lora"
 
     def save(self, ctx, model, step=None) -> list[Path]:
-        from .build import torch_dtype
+        from nodes.diffusers_parts import torch_dtype
         from .lora_files import save_diffusers_lora, save_kohya_lora
-        from .weights_check import listed
+        from nodes.weights_check import listed
 
         model = self.check(model)
         if model.lora is None:
             raise ValueError("the model has no LoRA adapters: train it through sd.lora_setup first")
         dtype = torch_dtype(self.dtype)
-        extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": _steps(model)}
+        extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": steps_of(model)}
         paths = []
         if self.formats in ("both", "kohya"):
             path, left_out = save_kohya_lora(model, self.target(ctx, f"{self.name}.safetensors", step), dtype,
@@ -104,19 +78,14 @@ class DiffusersSaver(_SDSaver):
     node = "sd.save_diffusers"
     format = "diffusers"
 
-    def target(self, ctx, filename: str, step: int | None) -> Path:
-        base = Path(self.folder) if self.folder else ctx.workspace / self.default_folder
-        # a folder: the step goes at the end even when the name has dots
-        return base / (filename if step is None else f"{filename}-step{step:06d}")
-
     def save(self, ctx, model, step=None) -> list[Path]:
-        from .export import dtype_label, part_state_dicts
+        from nodes.lora_fusion import dtype_label, part_state_dicts
         from .full_model import write_diffusers_folder
 
         model = self.check(model)
         state_dicts = part_state_dicts(model, self.dtype)
-        path = write_diffusers_folder(model, self.target(ctx, self.name, step), state_dicts, ctx.graph_name)
-        ctx.saved(path, "diffusers", dtype=dtype_label(state_dicts), steps=_steps(model),
+        path = write_diffusers_folder(model, self.folder_target(ctx, self.name, step), state_dicts, ctx.graph_name)
+        ctx.saved(path, "diffusers", dtype=dtype_label(state_dicts), steps=steps_of(model),
                   lora_fused=model.lora is not None)
         return [path]
 
@@ -130,7 +99,7 @@ class CheckpointSaver(_SDSaver):
     format = "checkpoint"
 
     def save(self, ctx, model, step=None) -> list[Path]:
-        from .export import dtype_label, part_state_dicts
+        from nodes.lora_fusion import dtype_label, part_state_dicts
         from .full_model import write_checkpoint
 
         model = self.check(model)
@@ -139,7 +108,7 @@ class CheckpointSaver(_SDSaver):
                                           ctx.graph_name)
         for message in warnings:
             ctx.warn(message)
-        ctx.saved(path, "checkpoint", dtype=dtype_label(state_dicts), steps=_steps(model),
+        ctx.saved(path, "checkpoint", dtype=dtype_label(state_dicts), steps=steps_of(model),
                   lora_fused=model.lora is not None)
         return [path]
 
@@ -159,7 +128,7 @@ class EmbeddingSaver(_SDSaver):
             check_name(self.name)
 
     def save(self, ctx, model, step=None) -> list[Path]:
-        from .build import torch_dtype
+        from nodes.diffusers_parts import torch_dtype
         from .embedding import default_name, save_embedding_file
 
         model = self.check(model)
@@ -170,26 +139,12 @@ class EmbeddingSaver(_SDSaver):
                                    torch_dtype(self.dtype), ctx.graph_name)
         info = model.embedding
         ctx.saved(path, "a1111_embedding", placeholder=info.placeholder, vectors=len(info.tokens),
-                  steps=_steps(model))
+                  steps=steps_of(model))
         return [path]
 
 
-class _SaverNode:
-    """Ports shared by the saver nodes; subclasses build their ``ModelSaver`` in ``make_saver``."""
-
-    model = Input(SDModel, optional=True,
-                  doc="save this model when the graph reaches the node (e.g. train.trained); leave it "
-                      "unconnected to use the saver only in periodic-save hooks")
-    saver = Output(Saver, doc="this saver, for periodic-save hooks")
-
-    def make_saver(self) -> ModelSaver:
-        raise NotImplementedError
-
-    def run(self, ctx, model: _Any = None):
-        saver = self.make_saver()
-        if model is not None:
-            saver.save(ctx, model, step=None)
-        return {"saver": saver}
+class _SaverNode(SaverNode):
+    model = Input(SDModel, optional=True, doc=MODEL_DOC)
 
 
 @node("sd.save_lora", title="Save LoRA", category="Save", sink=True)

@@ -9,6 +9,8 @@ from runtime.paths import ASSETS_DIR
 
 from nodes.diffusers_parts import files_fingerprint, fingerprint_of
 
+from nodes.train.ddpm import training_scheduler
+
 from .model import SDXLModel
 
 TINY_DIR = ASSETS_DIR / "tiny_sdxl"
@@ -27,7 +29,7 @@ def build_tiny(seed: int = 0, prediction_type: str = "epsilon") -> SDXLModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from nodes.sd.build import quiet_libraries
+    from nodes.diffusers_parts import quiet_libraries
 
     quiet_libraries()
     configs = {p: tiny_config(p) for p in ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")}
@@ -67,7 +69,7 @@ def load_sdxl(path: str | Path, config: str | Path | None = None, dtypes: dict |
     ``.safetensors`` checkpoint in the original layout (``config``: a local diffusers SDXL folder, offline).
 
     Raises ``ValueError`` with a plain explanation when the path is not a usable model."""
-    from nodes.sd.build import quiet_libraries, torch_dtype
+    from nodes.diffusers_parts import quiet_libraries, torch_dtype
 
     path = Path(path)
     dtypes = {**{p: "float32" for p in WEIGHTED}, **(dtypes or {})}
@@ -87,22 +89,11 @@ def load_sdxl(path: str | Path, config: str | Path | None = None, dtypes: dict |
                      fingerprint=fp)
 
 
-def training_scheduler(scheduler, prediction_type: str = "auto", zero_terminal_snr: bool = False):
-    """The DDPM training schedule with the checkpoint's betas, and the prediction type it trains
-    (``auto``: the scheduler config's); ``zero_terminal_snr`` rescales the betas so the last step is pure
-    noise (what v-prediction models such as NoobAI-v-pred were trained with)."""
-    from diffusers import DDPMScheduler
-
-    pred = scheduler.config.get("prediction_type", "epsilon") if prediction_type == "auto" else prediction_type
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    return DDPMScheduler.from_config(config, prediction_type=pred, rescale_betas_zero_snr=zero_terminal_snr), pred
-
-
 def _load_folder(path: Path) -> dict:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from nodes.sd.weights_check import check_loaded_part, first_line
+    from nodes.weights_check import check_loaded_part, first_line
 
     missing = missing_parts(path)
     if missing:
@@ -131,7 +122,7 @@ def _load_single_file(path: Path, config: str | Path | None) -> dict:
     from diffusers import StableDiffusionXLPipeline
     from safetensors import safe_open
 
-    from nodes.sd.weights_check import first_line, listed, meta_tensors, safetensors_problem
+    from nodes.weights_check import first_line, listed, meta_tensors, safetensors_problem
 
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"{path.name} is not a .safetensors file; only safetensors checkpoints are loaded "

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any as _Any
 
 from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
-from nodes.train.bundle import ModelBundle, require_field
+from nodes.train.bundle import require_field
+from nodes.train.ddpm import DDPMBundle
 
 #: batch keys the SDXL model reads (the output port names of nodes/sdxl/encode.py and the VAE encoder)
 LATENT, EMBEDDING, POOLED, TIME_IDS = "latent", "embedding", "pooled_embedding", "time_ids"
@@ -24,7 +25,7 @@ HOW_TO_FEED = {
 
 
 @dataclass(eq=False)
-class SDXLModel(ModelBundle):
+class SDXLModel(DDPMBundle):
     """Stable Diffusion XL: UNet, VAE, CLIP-L and CLIP-G (with projection) text encoders, their tokenizers."""
 
     unet: _Any

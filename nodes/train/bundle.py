@@ -17,8 +17,8 @@ class ModelBundle:
 
     - ``family`` / ``version``: e.g. ``"sd"`` / ``"sd1"``; savers and samplers check it.
     - ``part_names``: names of the fields holding ``torch.nn.Module`` parts.
-    - ``noise_scheduler`` and ``prediction_type``: the training noise schedule
-      (for DDPM-style objectives).
+    - a family trained on DDPM noise derives from ``nodes.train.ddpm.DDPMBundle``, which adds
+      ``noise_scheduler`` and ``prediction_type`` (what the DDPM objective reads).
     - ``latents(batch)`` -> the clean latents of a batch, and
       ``predict(noisy, timesteps, batch)`` -> the denoiser's output.
     """
@@ -107,9 +107,6 @@ class ModelBundle:
         return self.part_names
 
     # -- objective interface -----------------------------------------------------
-    noise_scheduler: _Any = None
-    prediction_type: str = "epsilon"
-
     def latents(self, batch: dict) -> _Any:
         raise NotImplementedError(f"{type(self).__name__} does not provide latents()")
 

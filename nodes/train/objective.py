@@ -80,6 +80,9 @@ class DiffusionObjective:
     def loss(self, model, batch: dict, generator):
         import torch
 
+        from .ddpm import check_ddpm
+
+        check_ddpm(model, "train.diffusion_objective")
         x0 = model.latents(batch).float()
         scheduler = model.noise_scheduler
         noise = self.sample_noise(x0, generator)

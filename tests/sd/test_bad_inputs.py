@@ -314,7 +314,7 @@ def test_embedding_setup_leaves_the_global_generator_alone(runner):
 
 def test_names_with_a_final_newline_are_refused(runner):
     from nodes.sd.embedding import EmbeddingSetup
-    from nodes.sd.savers import check_name
+    from nodes.saving import check_name
 
     with pytest.raises(ValueError, match="plain file name"):
         check_name("model\n")

@@ -11,7 +11,7 @@ import torch
 from nodes.sd.build import build_tiny
 from nodes.sd.embedding import EmbeddingSetup
 from nodes.sd.text import tokenize
-from nodes.sd.tokens import PlaceholderTokenizer, TrainableTokens, plain_tokenizer
+from nodes.placeholder_tokens import PlaceholderTokenizer, TrainableTokens, plain_tokenizer
 from nodes.train.hook_nodes import Backups
 from nodes.train.loop import TrainLoop
 from tests.sd.conftest import TokenBatches
@@ -40,7 +40,7 @@ def test_the_tokenizer_wraps_a_plain_tokenizer_and_expands_in_every_call(runner)
 
 
 def test_the_trainable_embedding_is_a_plain_module_class():
-    assert TrainableTokens.__module__ == "nodes.sd.tokens" and issubclass(TrainableTokens, torch.nn.Embedding)
+    assert TrainableTokens.__module__ == "nodes.placeholder_tokens" and issubclass(TrainableTokens, torch.nn.Embedding)
     layer = TrainableTokens(torch.nn.Embedding(5, 2), [3], torch.ones(1, 2))
     restored = pickle.loads(pickle.dumps(layer))
     assert torch.equal(restored(torch.tensor([3, 0])), layer(torch.tensor([3, 0])))

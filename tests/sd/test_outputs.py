@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from nodes.sd.sampler import SCHEDULERS, Sample
+from nodes.sampling import SCHEDULERS
+from nodes.sd.sampler import Sample
 from nodes.sd.savers import SaveLora
 
 KOHYA_KEY = re.compile(r"^lora_(unet|te)_[a-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")

@@ -94,7 +94,7 @@ def test_diffusers_folder_text_encoder_has_the_keys_every_loader_expects(trained
     """transformers 4.x and ComfyUI read CLIP weights under ``text_model.``; transformers 5 too."""
     from transformers import CLIPTextModel
 
-    from nodes.sd.export import plain_state_dict
+    from nodes.lora_fusion import plain_state_dict
 
     model, _, _ = trained
     runner.run(SaveDiffusers, "full", {"model": model}, name="clip", dtype="float32")
@@ -123,7 +123,7 @@ def test_diffusers_folder_in_half_precision(trained, runner):
 def test_sd1_checkpoint_loads_with_from_single_file(trained, runner, tiny_folder):
     """The config folder is the untrained base: equal weights after loading come from the file."""
     from nodes.sd.build import load_sd
-    from nodes.sd.export import plain_state_dict
+    from nodes.lora_fusion import plain_state_dict
 
     model, _, _ = trained
     runner.run(SaveCheckpoint, "ckpt", {"model": model}, name="sd1", dtype="float32")

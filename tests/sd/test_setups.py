@@ -12,7 +12,7 @@ from nodes.sd.build import build_tiny
 from nodes.sd.embedding import EmbeddingSetup
 from nodes.sd.finetune import FinetuneSetup
 from nodes.sd.text import tokenize
-from nodes.sd.tokens import plain_tokenizer
+from nodes.placeholder_tokens import plain_tokenizer
 from nodes.train.loop import TrainLoop
 from nodes.train.optimizer import OptimizerConfig
 from runtime.paths import ASSETS_DIR, GRAPHS_DIR

@@ -23,9 +23,9 @@ def make_toy(seed: int = 0, prediction_type: str = "epsilon"):
     import torch
     from diffusers import DDPMScheduler
 
-    from nodes.train.bundle import ModelBundle
+    from nodes.train.ddpm import DDPMBundle
 
-    class Toy(ToyModel, ModelBundle):
+    class Toy(ToyModel, DDPMBundle):
         def latents(self, batch):
             from nodes.train.bundle import require_field
 

@@ -36,9 +36,9 @@ def write_outputs(folder):
     from PIL import Image
     from safetensors.torch import save_file
 
-    from nodes.sd.lora_files import write_safetensors
+    from nodes.saving import save_tensors
 
-    out = {"lora": write_safetensors(folder / "lora.safetensors", {"a": torch.zeros(2)}, {}, torch.float16)}
+    out = {"lora": save_tensors(folder / "lora.safetensors", {"a": torch.zeros(2)}, {}, torch.float16)}
     out["checkpoint"] = folder / "model.safetensors"
     with atomic_path(out["checkpoint"]) as tmp:
         save_file({"w": torch.ones(3)}, str(tmp))

@@ -1,7 +1,7 @@
 """A third-party node pack with a family of its own, as a pack author writes one (tests only).
 
 It is found through the ``nodetrainer.nodes`` entry point, like any pack: its model type
-is a subtype of DiffusionModel, its model value a ModelBundle, and the generic nodes
+is a subtype of DDPMModel, its model value a DDPMBundle, and the generic nodes
 (data stages, batches, the DDPM objective, the optimizer, train.loop) train it unchanged.
 """
 
@@ -14,13 +14,14 @@ from runtime import Input, Output, Param, Seed, node
 from runtime.data import PerSampleStage
 from runtime.port_types import DDPMModel, ImageTensor, Latent, value_type
 
-from nodes.train.bundle import ModelBundle, require_field
+from nodes.train.bundle import require_field
+from nodes.train.ddpm import DDPMBundle
 
 FakeModel = value_type("FakeModel", DDPMModel, doc="the fake family's model (a tiny conv denoiser)")
 
 
 @dataclass(eq=False)
-class FakeBundle(ModelBundle):
+class FakeBundle(DDPMBundle):
     """A denoiser over 3 x 8 x 8 'latents' (8x average-pooled images) and a DDPM noise schedule."""
 
     denoiser: _Any

@@ -1,4 +1,4 @@
-"""Plain weights of a model's parts for the full-model savers.
+"""Plain weights of a model's parts for the full-model savers of every diffusers-based family.
 
 LoRA adapters (peft) are fused into the weights they adapt, trained placeholder
 vectors are in the token-embedding rows (``tokens.TrainableTokens`` does that in
@@ -58,7 +58,7 @@ def _cast(t, dtype):
 
 def part_state_dicts(model, dtype_name: str = "keep") -> dict[str, dict]:
     """Plain weights of the UNet, VAE and text encoder of an SD model; ``dtype_name`` from ``DTYPES``."""
-    from .build import torch_dtype
+    from nodes.diffusers_parts import torch_dtype
 
     dtype = None if dtype_name == "keep" else torch_dtype(dtype_name)
     return {name: plain_state_dict(getattr(model, name), dtype) for name in ("unet", "vae", "text_encoder")}
