@@ -221,7 +221,7 @@ def build_graph(folder: Path, resolution: int, quantization: int, batch_size: in
     last = "tensor"
     if cache_dir is not None:
         g.add_node("cache", "data.disk_cache", params={"folder": str(cache_dir)})
-        g.connect("tensor", "image", "cache", "image")
+        g.connect("tensor", "image", "cache", "fields", multi=True)
         last = "cache"
     g.add_node("batches", "data.batches", params={"batch_size": batch_size, "workers": workers, "seed": seed})
     g.connect(last, "image", "batches", "fields")

@@ -21,6 +21,7 @@ class with no arguments, sets each param as an attribute and calls
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import keyword
 import re
@@ -33,6 +34,7 @@ from .port_types import SAMPLE, PortType, is_compatible
 # \Z, not $: "$" also matches before a final newline
 TYPE_ID_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 NAME_RE = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_NODE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")  # a node id, as runtime.graph.NODE_ID_RE
 RESERVED_NAMES = {"ctx", "self", "run", "type", "params", "in", "id"}
 
 
@@ -64,15 +66,36 @@ class Output:
     must be a supertype of that input's type. ``serves=T`` says the value is for models of type ``T``
     (an objective): a node it feeds refuses, on its inputs that take a supertype of ``T`` (its model
     inputs), a model whose type is not a ``T``.
+
+    ``mirrors="fields"`` declares not one port but one per link of the multi input ``fields``: each is
+    named like the link's source port and has the type of that source (bounded by ``type``); a cache
+    hands on whatever fields it is given under their names. ``renames="rename"`` names a strlist param
+    whose entries ``FROM=TO`` rename a field (``FROM``: the source port, or ``node.port`` for one
+    link). In a graph, ``NodeSpec.connected`` replaces such a declaration with the ports it stands for.
     """
 
     def __init__(self, type: PortType | str, *, doc: str = "", follows: str | None = None,
-                 serves: PortType | str | None = None):
+                 serves: PortType | str | None = None, mirrors: str | None = None, renames: str | None = None):
         self.type = type
         self.doc = doc
         self.follows = follows
         self.serves = serves
+        self.mirrors = mirrors
+        self.renames = renames
         self.name = ""
+        #: for a port that stands for one link of ``mirrors``: that link (None on the declaration)
+        self.source = None
+
+    @property
+    def is_template(self) -> bool:
+        """A ``mirrors`` declaration: stands for the ports of its input's links, is none itself."""
+        return self.mirrors is not None and self.source is None
+
+    def mirrored(self, name: str, source) -> Output:
+        """The port this declaration gives the link ``source`` (a ``Link``), named ``name``."""
+        out = Output(self.type, doc=self.doc, mirrors=self.mirrors, renames=self.renames)
+        out.name, out.source = name, source
+        return out
 
     def describe(self) -> dict:
         out = {"name": self.name, "type": _type_name(self.type), "doc": self.doc}
@@ -80,7 +103,41 @@ class Output:
             out["follows"] = self.follows
         if self.serves is not None:
             out["serves"] = _type_name(self.serves)
+        if self.mirrors is not None:
+            out["mirrors"] = self.mirrors
+        if self.renames is not None:
+            out["renames"] = self.renames
         return out
+
+
+def rename_map(entries: _Any) -> tuple[dict[str, str], list[str]]:
+    """``{FROM: TO}`` from a rename param's ``FROM=TO`` entries (as written in the file), and a message
+    per entry that is not of that form. Entries are never evaluated: a ``${...}`` is just a bad name."""
+    if entries is None or entries is MISSING:
+        return {}, []
+    items = [entries] if isinstance(entries, str) else entries if isinstance(entries, list) else None
+    if items is None:
+        return {}, [f"expected a list of 'from=to' entries, got {type(entries).__name__}"]
+    out: dict[str, str] = {}
+    bad: list[str] = []
+    for item in items:
+        src, sep, dst = item.partition("=") if isinstance(item, str) else ("", "", "")
+        src, dst = src.strip(), dst.strip()
+        link = src.rpartition(".")
+        ok_src = NAME_RE.fullmatch(link[2]) is not None and (not link[1] or _NODE_RE.fullmatch(link[0]) is not None)
+        if not sep or not ok_src or not NAME_RE.fullmatch(dst) or dst.startswith("_"):
+            bad.append(f"{str(item)[:80]!r} is not 'from=to' (from: a port or node.port; to: a lower-case name "
+                       f"not starting with '_')")
+        elif src in out and out[src] != dst:
+            bad.append(f"{src!r} is renamed twice ({out[src]!r} and {dst!r})")
+        else:
+            out[src] = dst
+    return out, bad
+
+
+def field_name(node: str, port: str, renames: dict[str, str]) -> str:
+    """The name under which a mirroring node hands on the link ``node.port``."""
+    return renames.get(f"{node}.{port}", renames.get(port, port))
 
 
 def _type_name(t: PortType | str) -> str:
@@ -128,6 +185,37 @@ class NodeSpec:
         """The doc's first sentence, whole (it may span lines), as plain text: ``code`` loses its backticks."""
         return first_sentence(self.doc)
 
+    @property
+    def mirror(self) -> Output | None:
+        """The output declared ``mirrors=`` (one port per link of that input), if any."""
+        return next((o for o in self.outputs.values() if o.is_template), None)
+
+    def mirrored(self, inputs: dict, params: dict) -> list[tuple[str, _Any]]:
+        """``(field name, link)`` for each link into the mirrored input, in link order, given the node's
+        links and params as written in the file. Names may repeat: reporting that is the validator's."""
+        decl = self.mirror
+        if decl is None:
+            return []
+        links = inputs.get(decl.mirrors)
+        links = [] if links is None else links if isinstance(links, list) else [links]
+        renames = rename_map(params.get(decl.renames) if decl.renames else None)[0]
+        return [(field_name(lk.node, lk.port, renames), lk) for lk in links]
+
+    def connected(self, inputs: dict, params: dict) -> NodeSpec:
+        """This spec as one node of a graph has it: a ``mirrors`` declaration replaced by the ports it stands
+        for (the first link of a repeated name wins); the spec itself when it has none."""
+        decl = self.mirror
+        if decl is None:
+            return self
+        outputs: dict[str, Output] = {}
+        for name, o in self.outputs.items():
+            if o is not decl:
+                outputs[name] = o
+                continue
+            for fname, link in self.mirrored(inputs, params):
+                outputs.setdefault(fname, decl.mirrored(fname, link))
+        return dataclasses.replace(self, outputs=outputs)
+
     def problems(self) -> list[str]:
         """Inconsistencies in this spec, as messages (empty when the spec is sound)."""
         out: list[str] = []
@@ -157,8 +245,9 @@ class NodeSpec:
         return out
 
     def _pass_through_problems(self) -> list[str]:
-        """``follows`` names a single input whose type is a subtype of the output's; ``serves`` is a type."""
-        out = []
+        """``follows`` names a single input whose type is a subtype of the output's; ``serves`` is a type;
+        ``mirrors`` names a multi input likewise."""
+        out = self._mirror_problems()
         for name, o in self.outputs.items():
             if o.serves is not None and not isinstance(o.serves, PortType):
                 out.append(f"output {name!r}: serves takes a port type object, not {o.serves!r}")
@@ -175,6 +264,31 @@ class NodeSpec:
                     src.type, o.type):
                 out.append(f"output {name!r} ({o.type.name}) follows input {o.follows!r} ({src.type.name}): "
                            f"a pass-through output's type must be {src.type.name} or a supertype of it")
+        return out
+
+    def _mirror_problems(self) -> list[str]:
+        out = []
+        decls = [(n, o) for n, o in self.outputs.items() if o.mirrors is not None or o.renames is not None]
+        if len(decls) > 1:
+            out.append(f"outputs {', '.join(repr(n) for n, _ in decls)} all mirror inputs: a node mirrors one input")
+        for name, o in decls:
+            src = self.inputs.get(o.mirrors) if isinstance(o.mirrors, str) else None
+            if o.follows is not None:
+                out.append(f"output {name!r} both follows and mirrors an input: it does one or the other")
+            if src is None:
+                known = ", ".join(repr(n) for n, i in self.inputs.items() if i.multi) or "none"
+                out.append(f"output {name!r} mirrors {o.mirrors!r}, which is not an input (multi inputs: {known})")
+            elif not src.multi:
+                out.append(f"output {name!r} mirrors {o.mirrors!r}, which takes one link: a mirror has a port "
+                           "per link of a multi input (use follows= for one)")
+            elif isinstance(o.type, PortType) and isinstance(src.type, PortType) and not is_compatible(
+                    src.type, o.type):
+                out.append(f"output {name!r} ({o.type.name}) mirrors input {o.mirrors!r} ({src.type.name}): "
+                           f"its type must be {src.type.name} or a supertype of it")
+            if o.renames is not None:
+                param = self.params.get(o.renames) if isinstance(o.renames, str) else None
+                if param is None or param.kind.name != "strlist":
+                    out.append(f"output {name!r}: renames={o.renames!r} must name a strlist param of this node")
         return out
 
     def _command_problems(self) -> list[str]:

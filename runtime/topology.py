@@ -130,10 +130,54 @@ class GraphTypes:
         self.spec_of = spec_of
         self._link = link
         self._memo: dict[tuple[str, str], tuple[PortType, tuple[str, str]]] = {}
+        self._ports: dict[str, dict] = {}
+
+    def outputs(self, node: str) -> dict:
+        """The output ports ``node`` has in this graph, by name: its declared ones, with a ``mirrors``
+        declaration replaced by a port per link of that input (``NodeSpec.connected``); {} for an unknown node."""
+        found = self._ports.get(node)
+        if found is None:
+            spec = self.spec_of(node) if node in self.graph.nodes else None
+            entry = self.graph.nodes.get(node)
+            found = spec.connected(entry.inputs, entry.params).outputs if spec is not None else {}
+            self._ports[node] = found
+        return found
+
+    def output_names(self, node: str) -> list[str]:
+        """The names of ``node``'s output ports in this graph (see ``outputs``)."""
+        return list(self.outputs(node))
 
     def _output(self, node: str, port: str):
+        return self.outputs(node).get(port)
+
+    def _via(self, node: str, out) -> Link | None:
+        """The link a pass-through output hands on: its own link for a mirrored port, the feed of the
+        input it follows otherwise."""
+        return out.source if out.source is not None else self.feed(node, out.follows)
+
+    def duplicate_fields(self, node: str, inputs: dict | None = None) -> list[str]:
+        """Messages for names the ports of a ``mirrors`` declaration would share: two links into the input
+        with one field name, or a field named like another output. ``inputs`` defaults to the node's links
+        in the graph (the editor passes them as they would be after a drag)."""
         spec = self.spec_of(node) if node in self.graph.nodes else None
-        return spec.outputs.get(port) if spec is not None else None
+        decl = spec.mirror if spec is not None else None
+        if decl is None:
+            return []
+        entry = self.graph.nodes[node]
+        inputs = entry.inputs if inputs is None else inputs
+        seen: dict[str, Link] = {}
+        out = []
+        for name, link in spec.mirrored(inputs, entry.params):
+            if name in spec.outputs and spec.outputs[name] is not decl:
+                out.append(f"field {name!r} (from {link}) has the name of output {name!r} of {spec.type_id}; "
+                           f"give it another name with {decl.renames or 'a rename'}")
+            elif name in seen:
+                hint = f" (or give one another name: {decl.renames}: [{link}=NEW_NAME])" if decl.renames else ""
+                out.append(f"two links into {decl.mirrors!r} are both named {name!r}: {seen[name]} and {link}; "
+                           f"each field is handed on under its name, so connect only one{hint}")
+            else:
+                seen[name] = link
+        return out
 
     def feed(self, node: str, port: str) -> Link | None:
         """The one link into input ``port`` of ``node`` (None when unconnected or several)."""
@@ -168,10 +212,10 @@ class GraphTypes:
                 break
             seen.add(key)
             chain.append((key, out.type))
-            if out.follows is None:
+            if out.follows is None and out.source is None:
                 result = (out.type, key, False)
                 break
-            link = self.feed(key[0], out.follows)
+            link = self._via(key[0], out)
             if link is None:
                 break
             key = (link.node, link.port)
@@ -200,10 +244,13 @@ class GraphTypes:
         """For a pass-through output, what its type follows (``passes on what feeds a.model,
         from b.model``); empty for any other output."""
         out = self._output(node, port)
-        if out is None or out.follows is None:
+        if out is None or (out.follows is None and out.source is None):
             return ""
-        text = f"passes on what feeds {node}.{out.follows}"
-        found, link = self._resolve(node, port), self.feed(node, out.follows)
+        if out.source is not None:
+            text = f"passes on {out.source}, one of {node}.{out.mirrors}"
+        else:
+            text = f"passes on what feeds {node}.{out.follows}"
+        found, link = self._resolve(node, port), self._via(node, out)
         origin = found[1] if found else (node, port)
         if link is not None and origin not in ((node, port), (link.node, link.port)):
             text += f", from {origin[0]}.{origin[1]}"
@@ -264,10 +311,10 @@ class GraphTypes:
         out, todo, seen = [], [(node, port)], set()
         while todo:
             at = todo.pop()
-            spec = self.spec_of(at[0]) if at[0] in self.graph.nodes and at not in seen else None
+            ports = self.outputs(at[0]) if at not in seen else {}
             seen.add(at)
-            for name, o in (spec.outputs.items() if spec else ()):
-                if o.follows != at[1]:
+            for name, o in ports.items():
+                if at[1] not in (o.follows, o.source and o.mirrors):
                     continue
                 for dst, in_port, link in consumers.get((at[0], name), []):
                     decl = getattr(self.spec_of(dst), "inputs", {}).get(in_port)

@@ -23,7 +23,7 @@ from .overrides import Override, parse_overrides
 from .params import MISSING, Device, ParamError, Seed
 from .references import NAME_RE, is_full_ref, refs_in, substitute
 from .registry import Registry
-from .spec import NodeSpec
+from .spec import NodeSpec, rename_map
 from .topology import GraphTypes, dependencies, find_cycles, plan
 
 
@@ -116,6 +116,10 @@ class _Validator:
         for entry in self.g.nodes.values():
             if entry.id in specs:
                 self.out.nodes[entry.id].inputs = self.check_links(entry, specs)
+                if specs[entry.id].mirror is not None:
+                    self.check_mirror(entry, specs[entry.id], node_over.get(entry.id, {}))
+                    # what runs is the node as connected: a port per mirrored link
+                    self.out.nodes[entry.id].spec = specs[entry.id].connected(entry.inputs, entry.params)
             else:
                 self.check_link_targets(entry)
         self.check_served()
@@ -353,11 +357,50 @@ class _Validator:
         src = specs.get(link.node)
         if src is None:
             return None  # the source's own type is unknown; reported on that node
-        if link.port not in src.outputs:
-            self.problem(f"node {link.node!r} ({src.type_id}) has no output {link.port!r}"
-                         f"{did_you_mean(link.port, src.outputs)}", node_id, field, code="unknown_port")
+        names = self.types.output_names(link.node)
+        if link.port not in names:
+            decl = src.mirror
+            if decl is None:
+                self.problem(f"node {link.node!r} ({src.type_id}) has no output {link.port!r}"
+                             f"{did_you_mean(link.port, names)}", node_id, field, code="unknown_port")
+            else:
+                fields = [n for n in names if n not in src.outputs or src.outputs[n] is decl]
+                have = f"its fields: {', '.join(fields)}" if fields else "it has no fields yet"
+                self.problem(f"node {link.node!r} ({src.type_id}) has no output {link.port!r}: it hands on "
+                             f"the fields connected to its {decl.mirrors!r} input, and it is not one of them "
+                             f"({have}){did_you_mean(link.port, names)}", node_id, field, code="unknown_port")
             return None
         return src
+
+    def check_mirror(self, entry, spec: NodeSpec, overrides: dict[str, Override]) -> None:
+        """A node whose outputs mirror an input's links: one name per field, and a rename param written out
+        in the file (it names ports, so neither a ``${input}`` nor ``--set`` may change it)."""
+        decl = spec.mirror
+        field = f"input {decl.mirrors!r}"
+        for message in self.types.duplicate_fields(entry.id):
+            self.problem(message, entry.id, field, code="duplicate_field")
+        if decl.renames is None:
+            return
+        pfield = f"param {decl.renames!r}"
+        raw = entry.params.get(decl.renames)
+        if decl.renames in overrides:
+            self.problem("names output ports, so it cannot be set with --set; edit the graph instead",
+                         entry.id, pfield, code="bad_override")
+        if raw is not None and refs_in(raw):
+            self.problem("names output ports, so it must be written out, not taken from a graph input",
+                         entry.id, pfield, code="bad_param")
+            return
+        renames, bad = rename_map(raw)
+        for message in bad:
+            self.problem(message, entry.id, pfield, code="bad_param")
+        links = entry.inputs.get(decl.mirrors)
+        links = links if isinstance(links, list) else [links] if links is not None else []
+        known = {str(lk) for lk in links} | {lk.port for lk in links}
+        for src in renames:
+            if src not in known:
+                self.problem(f"renames {src!r}, which is not connected to {decl.mirrors!r} "
+                             f"(connected: {', '.join(map(str, links)) or 'nothing'})", entry.id, pfield,
+                             code="unused_rename", severity=WARNING)
 
     def check_link_targets(self, entry) -> None:
         for port, link in entry.links():

@@ -134,14 +134,16 @@ def decode(obj: _Any) -> _Any:
 
 
 class CacheEngine(Stage):
-    """Pass-through of the connected inputs, stored per item; see the module doc."""
+    """Pass-through of the connected fields, stored per item under their names; see the module doc."""
 
     kind = "cache"
     barrier = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, sources: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.slots = [(p, f) for p, f in self.inputs.items()]
+        #: output name -> the upstream field it hands on
+        self.sources = dict(sources or {})
+        self.slots = list(self.sources.items())
         self.variations = max(1, int(getattr(self.node, "variations", 1)))
         self.store = None
         self._keyers: list[ItemKeyer] | None = None
@@ -150,6 +152,9 @@ class CacheEngine(Stage):
         self._ready: set[tuple[int, int]] = set()
         #: counts of the last fill: hits, computed, failed
         self.stats = {"hits": 0, "computed": 0, "failed": 0}
+
+    def source_of(self, port: str):
+        return self.sources.get(port)
 
     def keyers(self) -> list[ItemKeyer]:
         if self._keyers is None:

@@ -123,6 +123,10 @@ class Stage:
         self.space = self._common_space()
 
     # -- structure -------------------------------------------------------------
+    def source_of(self, port: str) -> Field | None:
+        """The upstream field that output ``port`` hands on unchanged (a cache's), or None."""
+        return None
+
     def upstream(self) -> list[Field]:
         out: list[Field] = []
         for f in self.inputs.values():

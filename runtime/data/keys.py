@@ -69,7 +69,7 @@ def field_key(field: Field, memo: dict | None = None) -> str:
     """Structural key of a field; caches are transparent (their output is their input's content)."""
     memo = {} if memo is None else memo
     while field.stage.kind == "cache":
-        field = field.stage.inputs[field.port]
+        field = field.stage.source_of(field.port)
     return _h(stage_key(field.stage, memo), field.port)
 
 
@@ -85,7 +85,7 @@ def _closure(field: Field):
             continue
         seen.add(mark)
         if st.kind == "cache":
-            stack.append(st.inputs[f.port])
+            stack.append(st.source_of(f.port))
         else:
             for up in st.upstream():
                 stack.append(up)

@@ -213,6 +213,11 @@ def _source_caption(field: Field) -> Field | None:
 
 def _port_type(field: Field):
     """The PortType of ``field``'s output port, or None (a stage without a node spec)."""
+    for _ in range(64):  # through caches, to the stage that made the field
+        up = field.stage.source_of(field.port)
+        if up is None:
+            break
+        field = up
     spec = getattr(type(field.stage.node), "__node_spec__", None)
     out = spec.outputs.get(field.port) if spec is not None else None
     return getattr(out, "type", None)
@@ -238,7 +243,7 @@ def _value_behind(field: Field, type_name: str):
             value = stage.values.get(port)
             if value is not None and decl.type.is_a(wanted):
                 return stage.node_id, value
-        up = stage.inputs.get(field.port)
+        up = stage.source_of(field.port) or stage.inputs.get(field.port)
         if not isinstance(up, Field):
             same = [f for f in stage.upstream() if f.type == field.type]
             up = same[0] if len(same) == 1 else None

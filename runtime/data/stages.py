@@ -47,9 +47,9 @@ from __future__ import annotations
 
 from typing import Any as _Any, Mapping
 
-from ..params import Param, Seed
+from ..params import Param, Seed, StrList
 from ..port_types import SAMPLE, BatchSource as BatchSourceType, Field as AnyField, Resolution
-from ..spec import Input, Output
+from ..spec import Input, Output, field_name, rename_map
 from .cache import CacheEngine, RamStore
 from .engine import AggregateEngine, Field, PerSampleEngine, SourceEngine, Stage
 from .item import Item, SkipItem
@@ -167,21 +167,52 @@ class AggregateStage(DataStage):
 
 
 class CacheStage(DataStage):
-    """Stores the connected inputs per item and outputs them unchanged (declare the
-    slots as inputs and mirror them with ``@passthrough``). Implement
-    ``make_store(ctx)`` returning an object with ``has(key)``, ``get(key)`` (``cache.MISSING``
-    when absent) and ``put(key, value)``; it must pickle."""
+    """Stores the fields connected to ``fields`` per item and hands them on unchanged, each under its
+    name: the name of the output port it comes from (``rename`` gives one another), so a cache fits any
+    family's encoders. Implement ``make_store(ctx)`` returning an object with ``has(key)``, ``get(key)``
+    (``cache.MISSING`` when absent) and ``put(key, value)``; it must pickle."""
 
     engine = CacheEngine
     random = False
+    fields = Input(AnyField, multi=True, doc="per-sample fields to store; each is handed on under the name of "
+                   "the output port it comes from")
+    cached = Output(AnyField, mirrors="fields", renames="rename",
+                    doc="one output per connected field, named and typed like the port it comes from")
     variations = Param(int, 1, min=1, max=10000,
                        doc="distinct versions of random upstream stages to keep; epoch e uses e % variations")
+    rename = Param(StrList(), [], doc="hand a field on under another name: 'from=to' entries, from a port "
+                   "name or node.port (e.g. hidden=embedding)")
 
     def make_store(self, ctx):
         return RamStore()
 
-    def start(self, ctx, stage, values):
+    def run(self, ctx, fields):
+        spec = type(self).__node_spec__
+        sources = cache_fields(fields, self.rename)
+        stage = self.engine(self, ctx.node_id, ctx.type_id, spec.version, {"fields": list(fields)}, {},
+                            outputs=list(sources), sources=sources)
+        stage.ctx = ctx
         stage.store = self.make_store(ctx)
+        return {name: Field(stage, name, f.type) for name, f in sources.items()}
+
+
+def cache_fields(fields: list, rename: list[str] | None = None) -> dict[str, Field]:
+    """The fields a cache hands on, by name (``rename`` entries ``from=to``); a name given twice is an
+    error naming both links."""
+    renames, bad = rename_map(list(rename or []))
+    if bad:
+        raise ValueError(f"param 'rename': {bad[0]}")
+    out: dict[str, Field] = {}
+    for f in fields if isinstance(fields, list) else [fields]:
+        if not isinstance(f, Field):
+            raise TypeError(f"input 'fields' got {type(f).__name__}, not a data-graph field")
+        name = field_name(f.node_id, f.port, renames)
+        if name in out:
+            raise ValueError(f"two links into 'fields' are both named {name!r}: {out[name].link} and {f.link}")
+        out[name] = f
+    if not out:
+        raise ValueError("nothing to cache: connect at least one field to 'fields'")
+    return out
 
 
 def passthrough(*names: str, **typed):

@@ -22,7 +22,7 @@ def cached_graph(folder, cache: str, cache_dir=None, flip=0.5, tags=1, variation
                      flip=("data.random_flip", {"probability": flip}, {"image": "crop.image"}),
                      tensor=("data.to_tensor", {}, {"image": "flip.image"}),
                      tags=("data.shuffle_tags", {"keep_first": tags}, {"caption": "source.caption"}),
-                     cache=(cache, cache_params, {"image": "tensor.image", "caption": "tags.caption"}),
+                     cache=(cache, cache_params, {"fields": ["tensor.image", "tags.caption"]}),
                      batches=("data.batches", {"batch_size": 2},
                               {"fields": ["cache.image", "cache.caption"], "bucket": "bucket.bucket"}))
     nodes.update(extra)

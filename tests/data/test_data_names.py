@@ -54,7 +54,7 @@ def data_graph(folder):
         bucket=("data.aspect_bucket", {"resolution": 32, "quantization": 8}, {"size": "source.size"}),
         crop=("data.scale_crop", {}, {"image": "load.image", "bucket": "bucket.bucket"}),
         tensor=("data.to_tensor", {}, {"image": "crop.image"}),
-        cache=("data.ram_cache", {}, {"image": "tensor.image", "caption": "source.caption"}),
+        cache=("data.ram_cache", {}, {"fields": ["tensor.image", "source.caption"]}),
         batches=("data.batches", {"batch_size": 2}, {"fields": ["cache.image", "cache.caption"],
                                                       "bucket": "bucket.bucket"}),
         consume=("testdata.consume", {}, {"batches": "batches.batches"})))

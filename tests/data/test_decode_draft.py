@@ -191,7 +191,7 @@ def test_truncated_large_jpeg_is_skipped_with_the_bucket(data_registry, tmp_path
 def cache_nodes(folder, cache_dir, reduced):
     return bucketed(folder, reduced=reduced,
                     tensor=("data.to_tensor", {}, {"image": "crop.image"}),
-                    cache=("data.disk_cache", {"folder": str(cache_dir)}, {"image": "tensor.image"}),
+                    cache=("data.disk_cache", {"folder": str(cache_dir)}, {"fields": ["tensor.image"]}),
                     batches=("data.batches", {"batch_size": 2}, {"fields": ["cache.image"], "bucket": "bucket.bucket"}))
 
 

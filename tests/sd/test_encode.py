@@ -48,8 +48,8 @@ nodes:
     params: {{batch_size: 4, seed: 1}}
 """
 CACHE = """  cache:
-    type: data.ram_cache@1
-    in: {latent: encode_image.latent, embedding: encode_text.embedding, tokens: tokenize.tokens}
+    type: data.ram_cache@2
+    in: {fields: [encode_image.latent, encode_text.embedding, tokenize.tokens]}
 """
 
 
