@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from nodes.finetune_parts import WEIGHT_DTYPE_DOC, WEIGHT_DTYPES, train_parts
 from runtime import Choice, Input, Output, Param, node
 
 from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
@@ -34,18 +35,13 @@ class FinetuneSetup:
     text_encoder_lr = Param(float, 0.0, min=0, optional=True,
                             doc="learning rate of the text encoder; 0 or empty = the optimizer's")
     clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip when it runs in the loop")
-    weight_dtype = Param(Choice("float32", "bfloat16", "keep"), "float32",
-                         doc="dtype of the trained weights: float32 (full-precision updates; pair with fp16 or "
-                             "bf16 precision), bfloat16 (half the memory), or keep them as loaded")
+    weight_dtype = Param(Choice(*WEIGHT_DTYPES), "float32", doc=WEIGHT_DTYPE_DOC)
 
     def needed_batch_fields(self) -> dict[str, str]:
         """What train.loop's check asks: a trained text encoder reads token ids from the batches."""
         return {TOKENS: TOKENS_FOR_TEXT_ENCODER} if self.train_text_encoder else {}
 
     def run(self, ctx, model):
-        import torch
-
-        from nodes.diffusers_parts import torch_dtype
         from .model import check_sd_model
 
         model = check_sd_model(model, "sd.finetune_setup")
@@ -58,22 +54,7 @@ class FinetuneSetup:
         layers = model.text_encoder.config.num_hidden_layers
         if self.clip_skip >= layers:
             raise ValueError(f"param 'clip_skip': {self.clip_skip} is too large for a {layers}-layer text encoder")
-        model = dataclasses.replace(model, **ctx.own_copies("to train there", **{p: getattr(model, p) for p in trained}))
-        dtypes = dict(model.dtypes)
-        for name in ("unet", "vae", "text_encoder"):
-            part = getattr(model, name)
-            part.requires_grad_(name in trained)
-            if name in trained and self.weight_dtype != "keep":
-                part.to(torch_dtype(self.weight_dtype))
-                dtypes[name] = self.weight_dtype
-        half = [n for n in trained if getattr(model, n).dtype == torch.float16]
-        if half:
-            ctx.warn(f"training float16 weights ({', '.join(half)}): updates this small round to zero; "
-                     f"set weight_dtype to float32 or bfloat16")
         rates = {p: float(getattr(self, f"{p}_lr") or 0.0) for p in trained}
-        adapted = dataclasses.replace(model, train_text_encoder=self.train_text_encoder, clip_skip=self.clip_skip,
-                                      learning_rates={p: lr for p, lr in rates.items() if lr > 0}, dtypes=dtypes)
-        counts = {p: sum(w.numel() for w in getattr(model, p).parameters()) for p in trained}
-        ctx.log("fine-tuning " + ", ".join(
-            f"{p} ({counts[p]:,} weights, lr {rates[p] if rates[p] else 'of the optimizer'})" for p in trained))
-        return {"adapted": adapted}
+        model = train_parts(ctx, model, trained, self.weight_dtype, rates)
+        return {"adapted": dataclasses.replace(model, train_text_encoder=self.train_text_encoder,
+                                               clip_skip=self.clip_skip)}

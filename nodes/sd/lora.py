@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from runtime import Choice, Input, Output, Param, Seed, node
 
-from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS, target_modules
+from nodes.lora_adapters import LoraInfo, add_lora, check_regex
+from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS
 
 from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
 from .types import SDModel
@@ -43,47 +43,22 @@ class LoraSetup:
         return {TOKENS: TOKENS_FOR_TEXT_ENCODER} if self.train_text_encoder else {}
 
     def run(self, ctx, model):
-        from peft import LoraConfig
-
-        from .model import LoraInfo
-
         if model.lora is not None:
             raise ValueError("the model already has LoRA adapters (two sd.lora_setup nodes in a row?)")
-        init = True if self.init == "default" else "gaussian"
-        regex = self.target_regex or None
-        if regex:
-            try:
-                re.compile(regex)
-            except re.error as e:
-                raise ValueError(f"target_regex {regex!r} is not a valid regular expression: {e}") from None
+        regex = check_regex(self.target_regex)
         changed = ["unet"] + (["text_encoder"] if self.train_text_encoder else [])
         model = dataclasses.replace(model, **ctx.own_copies("to add the adapters there",
                                                             **{n: getattr(model, n) for n in changed}))
-        model.unet.requires_grad_(False)
-        model.text_encoder.requires_grad_(False)
-        model.vae.requires_grad_(False)
-        counts = {}
-        parts = [("unet", model.unet, UNET_PRESETS)]
-        if self.train_text_encoder:
-            parts.append(("text_encoder", model.text_encoder, TEXT_PRESETS))
-        for name, module, presets in parts:
-            targets = target_modules(module, self.targets, regex, presets)
-            if not targets:
-                raise ValueError(f"no layer of the {name} matches "
-                                 + (f"target_regex {regex!r}" if regex else f"preset {self.targets!r}"))
-            config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                                init_lora_weights=init, target_modules=targets)
-            with ctx.torch_seeded(self.seed, name):  # peft draws the initial weights from torch's generator
-                module.add_adapter(config)
-            for p in module.parameters():  # adapters train in float32 even on a float16 base
-                if p.requires_grad:
-                    p.data = p.data.float()
-            counts[name] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        for part in model.parts().values():
+            part.requires_grad_(False)
+        presets = {"unet": UNET_PRESETS, "text_encoder": TEXT_PRESETS}
+        counts = {n: add_lora(ctx, n, getattr(model, n), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
+                              preset=self.targets, regex=regex, presets=presets[n], init=self.init, seed=self.seed)
+                  for n in changed}
         info = LoraInfo(self.rank, self.alpha, regex or self.targets, unet=True,
-                        text_encoder=self.train_text_encoder)
+                        text_encoder=self.train_text_encoder, parts=tuple(changed))
         adapted = dataclasses.replace(model, lora=info, train_text_encoder=self.train_text_encoder,
                                       clip_skip=self.clip_skip)
-        total = sum(counts.values())
-        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha}: {total:,} trainable parameters "
+        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha}: {sum(counts.values()):,} trainable parameters "
                 + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         return {"adapted": adapted}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any as _Any
 
 from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
+from nodes.lora_adapters import LoraInfo
 from nodes.train.bundle import require_field
 from nodes.train.ddpm import DDPMBundle
 
@@ -19,18 +20,6 @@ TEXT_EMBEDDING, TOKENS, LATENT = "embedding", "tokens", "latent"
 #: how to give the batches token ids when a setup trains the text encoder (train.loop's check says it)
 TOKENS_FOR_TEXT_ENCODER = ("the text encoder trains (train_text_encoder), so its input must be in the batches: "
                            "connect sd.tokenize's 'tokens' output to the batches node's fields")
-
-
-@dataclass
-class LoraInfo:
-    """What ``sd.lora_setup`` did: savers write it into the file metadata."""
-
-    rank: int
-    alpha: float
-    targets: str
-    unet: bool = True
-    text_encoder: bool = False
-    adapter_name: str = "default"
 
 
 @dataclass

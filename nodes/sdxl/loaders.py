@@ -5,7 +5,7 @@ from __future__ import annotations
 from runtime import Choice, Dir, FileOrDir, Output, Param, Seed, node
 from runtime.port_types import VAE, TextEncoder, Tokenizer
 
-from .model import HOW_TO_FEED
+from .model import HOW_TO_FEED, LATENT, TIME_IDS
 from .types import SDXLModel
 
 
@@ -26,8 +26,9 @@ class _ModelOutputs:
                 "tokenizer": tok1, "tokenizer_2": tok2}
 
     def needed_batch_fields(self) -> dict[str, str]:
-        """What train.loop's check asks: the UNet trains on latents, both encoders' conditioning and sizes."""
-        return dict(HOW_TO_FEED)
+        """What train.loop's check asks: the UNet trains on latents and sizes (the text conditioning the
+        batches need depends on the setup: cached embeddings, or token ids when a text encoder trains)."""
+        return {k: HOW_TO_FEED[k] for k in (LATENT, TIME_IDS)}
 
 
 @node("sdxl.tiny_model", title="Tiny SDXL model", category="Model")

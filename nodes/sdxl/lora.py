@@ -1,0 +1,68 @@
+"""LoRA setup for SDXL: peft adapters on the UNet and optionally either or both CLIP text encoders."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from runtime import Choice, Input, Output, Param, Seed, node
+
+from nodes.lora_adapters import LoraInfo, add_lora, check_regex
+from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS
+
+from .model import text_fields
+from .types import SDXLModel
+
+TEXT_ENCODERS = {"none": (), "first": ("text_encoder",), "second": ("text_encoder_2",),
+                 "both": ("text_encoder", "text_encoder_2")}
+
+
+@node("sdxl.lora_setup", title="LoRA (SDXL)", category="Setup")
+class LoraSetup:
+    """Add LoRA adapters (peft) to the SDXL UNet and optionally its text encoders; only the adapters train.
+
+    A part that another node of the run also uses (a sampler of the base model, the data graph's
+    sdxl.encode_text) gets the adapters on a copy, so what that node sees never changes (the log says
+    what was copied). With adapters on a text encoder, both encoders run in the training forward, so
+    the batches need both tokenizers' ``tokens`` and ``tokens_2`` instead of cached embeddings."""
+
+    model = Input(SDXLModel, doc="base model to adapt")
+    adapted = Output(SDXLModel, doc="model whose only trainable weights are the adapters")
+    rank = Param(int, 16, min=1, max=1024, doc="LoRA rank (dimension)")
+    alpha = Param(float, 16.0, min=0, doc="LoRA alpha; the update is scaled by alpha / rank")
+    dropout = Param(float, 0.0, min=0, max=1, doc="dropout on the adapter input during training")
+    targets = Param(Choice("attn", "attn-mlp", "all-linear"), "attn",
+                    doc="which layers get adapters: attention projections, + feed-forward, or every linear layer")
+    target_regex = Param(str, optional=True,
+                         doc="instead of the preset: a regex matched against full module names (e.g. .*attn2.*)")
+    text_encoders = Param(Choice(*TEXT_ENCODERS), "none",
+                          doc="also add adapters to the first (CLIP-L), second (CLIP-G) or both text encoders")
+    clip_skip = Param(int, 0, min=0, max=12, doc="layers to skip before the penultimate one when the encoders "
+                                                 "run in the loop")
+    init = Param(Choice("default", "gaussian"), "default",
+                 doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
+    seed = Param(Seed, 0, doc="seed of the adapter initialisation (mixed with the node id)")
+
+    def needed_batch_fields(self) -> dict[str, str]:
+        """What train.loop's check asks: cached text conditioning, or token ids when an encoder trains."""
+        return text_fields(bool(TEXT_ENCODERS[self.text_encoders]))
+
+    def run(self, ctx, model):
+        if model.lora is not None:
+            raise ValueError("the model already has LoRA adapters (two sdxl.lora_setup nodes in a row?)")
+        regex = check_regex(self.target_regex)
+        changed = ["unet", *TEXT_ENCODERS[self.text_encoders]]
+        model = dataclasses.replace(model, **ctx.own_copies("to add the adapters there",
+                                                            **{n: getattr(model, n) for n in changed}))
+        for part in model.parts().values():
+            part.requires_grad_(False)
+        counts = {n: add_lora(ctx, n, getattr(model, n), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
+                              preset=self.targets, regex=regex, presets=UNET_PRESETS if n == "unet" else TEXT_PRESETS,
+                              init=self.init, seed=self.seed)
+                  for n in changed}
+        trains_text = len(changed) > 1
+        info = LoraInfo(self.rank, self.alpha, regex or self.targets, unet=True, text_encoder=trains_text,
+                        parts=tuple(changed))
+        adapted = dataclasses.replace(model, lora=info, train_text_encoder=trains_text, clip_skip=self.clip_skip)
+        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha}: {sum(counts.values()):,} trainable parameters "
+                + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+        return {"adapted": adapted}
