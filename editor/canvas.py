@@ -31,7 +31,7 @@ from runtime.graph import Link  # noqa: E402
 from . import style  # noqa: E402
 from .auto_layout import layered_positions  # noqa: E402
 from .document import Document, Refused  # noqa: E402
-from .node_items import NoteBackdrop, SpecNode, SpecNodeItem, make_view_node  # noqa: E402
+from .node_items import NoteBackdrop, SpecNode, SpecNodeItem, add_output_port, make_view_node  # noqa: E402
 
 #: drag-and-drop payload of the node library: a node type id
 NODE_MIME = "application/x-nodetrainer-node-type"
@@ -248,7 +248,8 @@ class Canvas(QtCore.QObject):
         return [
             (doc.node_added, self._on_node_added),
             (doc.node_removed, self._on_node_removed),
-            (doc.links_changed, self.sync_links),
+            (doc.links_changed, self._on_links_changed),
+            (doc.params_changed, self.sync_ports),
             (doc.node_moved, self._on_node_moved),
             (doc.notes_changed, self.sync_notes),
         ]
@@ -286,7 +287,8 @@ class Canvas(QtCore.QObject):
         entry = self.doc.graph.nodes[node_id]
         spec = self.doc.registry.get(entry.type)
         suggestions = self.doc.registry.suggest(entry.type) if spec is None else []
-        node = make_view_node(entry, spec, self._used_outputs(node_id) if spec is None else (), suggestions)
+        outputs = self.doc.output_ports(node_id) if spec is not None else None
+        node = make_view_node(entry, spec, self._used_outputs(node_id) if spec is None else (), suggestions, outputs)
         pos = self.doc.graph.layout.get(node_id) or self._auto_pos.get(node_id) or self._free_spot()
         self.graph.add_node(node, pos=[float(pos[0]), float(pos[1])], selected=False, push_undo=False)
         self.views[node_id] = node
@@ -320,6 +322,30 @@ class Canvas(QtCore.QObject):
         if node is not None and pos is not None and node.view.xy_pos != [float(pos[0]), float(pos[1])]:
             node.view.xy_pos = [float(pos[0]), float(pos[1])]
             node.model.pos = [float(pos[0]), float(pos[1])]
+
+    def _on_links_changed(self, node_id: str) -> None:
+        self.sync_ports(node_id)
+        self.sync_links(node_id)
+
+    def sync_ports(self, node_id: str) -> None:
+        """Give a node whose outputs mirror an input (a cache) a port per field, as the document has them:
+        a field connected adds one, a field disconnected (or renamed) removes its port."""
+        node = self.views.get(node_id)
+        spec = self.doc.spec(node_id) if node is not None else None
+        if spec is None or spec.mirror is None:
+            return
+        wanted = self.doc.output_ports(node_id)
+        have = [(p.name(), tuple(p.color[:3])) for p in node.output_ports()]
+        if have == [(n, style.rgb(t.color)[:3]) for n, (_, t) in wanted.items()]:
+            return
+        for port in list(node.output_ports()):
+            port.clear_connections(push_undo=False, emit_signal=False)
+            node.delete_output(port)
+        for p, port_type in wanted.values():
+            add_output_port(node, p, port_type)
+        node.view.draw_node()
+        for consumer in {c for c, _, _ in self.doc.graph.consumers(node_id)}:
+            self.sync_links(consumer)
 
     def sync_links(self, node_id: str) -> None:
         """Make the view's links into ``node_id`` equal the document's."""

@@ -237,9 +237,11 @@ class Document(QtCore.QObject):
             yield
             return
         before = self._capture()
+        fields = self._mirrored_fields()
         self._editing = True
         try:
             yield
+            self._follow_fields(fields)
         except BaseException:
             self._editing = False
             after = self._capture()
@@ -317,6 +319,44 @@ class Document(QtCore.QObject):
             self.meta_changed.emit()
         self.changed.emit()
 
+    def _mirrored_fields(self) -> dict[str, dict[Link, str]]:
+        """For each node whose outputs mirror an input (a cache): its links there -> their field names."""
+        out = {}
+        for nid, entry in self.graph.nodes.items():
+            spec = self.registry.get(entry.type)
+            if spec is not None and spec.mirror is not None:
+                out[nid] = {link: name for name, link in reversed(spec.mirrored(entry.inputs, entry.params))}
+        return out
+
+    def _follow_fields(self, before: dict[str, dict[Link, str]]) -> None:
+        """Edges from a cache's fields follow what this edit did to them: a field renamed (its link kept)
+        takes its edges along; a field no longer connected loses them (its port is gone)."""
+        after = self._mirrored_fields()
+        for nid, old in before.items():
+            new = after.get(nid)
+            if new is None or new == old:
+                continue
+            names = set(new.values())
+            moved = {name: new[lk] for lk, name in old.items() if lk in new and new[lk] != name}
+            gone = {name for name in old.values() if name not in names and name not in moved}
+            for entry in self.graph.nodes.values():
+                for port, value in list(entry.inputs.items()):
+                    links = value if isinstance(value, list) else [value]
+                    kept = [Link(nid, moved[lk.port]) if lk.node == nid and lk.port in moved else lk
+                            for lk in links if not (lk.node == nid and lk.port in gone)]
+                    if kept == links:
+                        continue
+                    if not kept:
+                        del entry.inputs[port]
+                    else:
+                        entry.inputs[port] = kept if isinstance(value, list) else kept[0]
+
+    def output_ports(self, node_id: str) -> dict[str, tuple[_Any, PortType]]:
+        """name -> (output, its type as connected) for the ports ``node_id`` has in this graph: a cache has
+        one per field, typed like what feeds it."""
+        types = GraphTypes(self.graph, self.spec)
+        return {name: (o, types.output_type(node_id, name)) for name, o in types.outputs(node_id).items()}
+
     # -- queries -------------------------------------------------------------------
     def spec(self, node_id: str):
         entry = self.graph.nodes.get(node_id)
@@ -337,11 +377,14 @@ class Document(QtCore.QObject):
         for nid, sp in ((src, s_spec), (dst, d_spec)):
             if sp is None:
                 return f"node {nid!r} has an unknown type ({g.nodes[nid].type}): its ports are not known"
-        if out_port not in s_spec.outputs:
-            return f"{s_spec.type_id} has no output {out_port!r}"
         if in_port not in d_spec.inputs:
             return f"{d_spec.type_id} has no input {in_port!r}"
         types = GraphTypes(g, self.spec)  # the validator's types: a pass-through has the type it is fed
+        if out_port not in types.outputs(src):
+            return f"{s_spec.type_id} has no output {out_port!r}"
+        why = self._duplicate_field(types, Link(src, out_port), dst, in_port)
+        if why:
+            return why
         out_t, in_t = types.output_type(src, out_port), d_spec.inputs[in_port].type
         if not types.fits(src, out_port, in_t):
             why = types.passes_on(src, out_port)
@@ -350,6 +393,16 @@ class Document(QtCore.QObject):
         if src in self.downstream(dst) or src == dst:
             return f"connecting {src}.{out_port} to {dst}.{in_port} would make a cycle"
         return self._knock_on(types, Link(src, out_port), dst, in_port)
+
+    def _duplicate_field(self, types: GraphTypes, link: Link, dst: str, in_port: str) -> str | None:
+        """A field name the link would give ``dst`` (a cache) twice, as the validator words it."""
+        decl = self.spec(dst).mirror
+        current = self.graph.nodes[dst].inputs.get(in_port)
+        if decl is None or decl.mirrors != in_port or link in (current if isinstance(current, list) else [current]):
+            return None
+        before = set(types.duplicate_fields(dst))
+        new = [m for m in types.duplicate_fields(dst, self._links_with(dst, in_port, link)) if m not in before]
+        return f"{dst}: {new[0]}" if new else None
 
     def _knock_on(self, types: GraphTypes, link: Link, dst: str, in_port: str) -> str | None:
         """What the link would break beyond its own edge: a model an objective of ``dst`` does not serve,

@@ -470,9 +470,19 @@ class NoteBackdrop(BackdropNode):
     NODE_NAME = "Note"
 
 
+def add_output_port(node: SpecNode, p, port_type):
+    """An output port on ``node`` for output ``p`` drawn as ``port_type`` (its type as connected)."""
+    port = node.add_output(p.name, color=style.rgb(port_type.color),
+                           painter_func=sample_port_painter if port_type.lifetime == SAMPLE else value_port_painter)
+    port.view.doc_tooltip = tooltips.port_tooltip(p, False, port_type)
+    return port
+
+
 def make_view_node(entry: NodeEntry, spec: NodeSpec | None, used_outputs: list[str] = (),
-                   suggestions: list[str] = ()) -> SpecNode:
-    """A canvas node for a graph node. Ports are added before it joins the scene (one layout pass)."""
+                   suggestions: list[str] = (), outputs: dict | None = None) -> SpecNode:
+    """A canvas node for a graph node. Ports are added before it joins the scene (one layout pass).
+
+    ``outputs``: name -> (Output, type) as connected (``Document.output_ports``); default the spec's."""
     node = SpecNode()
     item: SpecNodeItem = node.view
     item.node_id = entry.id
@@ -492,10 +502,12 @@ def make_view_node(entry: NodeEntry, spec: NodeSpec | None, used_outputs: list[s
             port = node.add_input(p.name, multi_input=p.multi, color=style.rgb(p.type.color),
                                   painter_func=sample_port_painter if p.type.lifetime == SAMPLE else value_port_painter)
             port.view.doc_tooltip = tooltips.port_tooltip(p, True)
-        for p in spec.outputs.values():
-            port = node.add_output(p.name, color=style.rgb(p.type.color),
-                                   painter_func=sample_port_painter if p.type.lifetime == SAMPLE else value_port_painter)
-            port.view.doc_tooltip = tooltips.port_tooltip(p, False)
+        if outputs is None:
+            outputs = {n: (p, p.type) for n, p in spec.outputs.items() if not p.is_template}
+        for p, port_type in outputs.values():
+            add_output_port(node, p, port_type)
+        if spec.mirror is not None:
+            node.set_port_deletion_allowed(True)  # a cache's ports come and go with its fields
         item.base_tooltip = tooltips.node_tooltip(spec, entry.id)
     node.model.name = node.NODE_NAME
     item.name = node.NODE_NAME

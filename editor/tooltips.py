@@ -16,13 +16,18 @@ def _doc_html(text: str) -> str:
     return "".join(f"<p>{escape(p)}</p>" for p in paras)
 
 
-def port_tooltip(port: Input | Output, is_input: bool) -> str:
-    t = port.type
+def port_tooltip(port: Input | Output, is_input: bool, type=None) -> str:
+    """``type``: the type the port has as connected, when it is not the declared one (a cache's field)."""
+    t = type or port.type
     flags = [t.lifetime]
     if is_input:
         flags.insert(0, "optional" if port.optional else "required")
         if port.multi:
             flags.append("takes several links")
+    elif getattr(port, "source", None) is not None:
+        flags.append(f"hands on {port.source}")
+    elif getattr(port, "mirrors", None) is not None:
+        flags.append(f"one port per link of {port.mirrors}")
     chain = " &rarr; ".join(escape(a.name) for a in t.ancestry())
     html = f"<b>{escape(port.name)}</b>: {escape(t.name)} <i>({', '.join(flags)})</i>"
     if port.doc:
