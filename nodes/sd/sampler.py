@@ -38,7 +38,8 @@ class SDSampler(ModelSampler):
         from nodes.train.loop import resolve_device
 
         from nodes.diffusers_parts import quiet_libraries
-        from .lora_check import check_lora_fits, check_model_weights, read_lora_file
+        from nodes.lora_check import check_model_weights, read_lora_file
+        from .lora_check import check_lora_fits
         from .model import check_sd_model
 
         model = check_sd_model(model, "sd.sample")
@@ -156,7 +157,7 @@ class Sample:
 
     def check(self, c):
         """Before the run: the LoRA file is a complete safetensors file (its keys need the model)."""
-        from .lora_check import not_safe_message
+        from nodes.lora_check import not_safe_message
         from nodes.weights_check import safetensors_problem
 
         if self.lora and Path(self.lora).is_file():
@@ -166,7 +167,7 @@ class Sample:
 
     def run(self, ctx, model):
         if self.lora and model is None:  # read now: a bad file fails before training, not at its first preview
-            from .lora_check import read_lora_file
+            from nodes.lora_check import read_lora_file
 
             read_lora_file(self.lora)
         sampler = SDSampler(**{name: getattr(self, name) for name in type(self).__node_spec__.params})
