@@ -57,11 +57,11 @@ def _cast(t, dtype):
 
 
 def part_state_dicts(model, dtype_name: str = "keep") -> dict[str, dict]:
-    """Plain weights of the UNet, VAE and text encoder of an SD model; ``dtype_name`` from ``DTYPES``."""
+    """Plain weights of each of the model's parts (``model.part_names``); ``dtype_name`` from ``DTYPES``."""
     from nodes.diffusers_parts import torch_dtype
 
     dtype = None if dtype_name == "keep" else torch_dtype(dtype_name)
-    return {name: plain_state_dict(getattr(model, name), dtype) for name in ("unet", "vae", "text_encoder")}
+    return {name: plain_state_dict(part, dtype) for name, part in model.parts().items()}
 
 
 def dtype_label(state_dicts: dict[str, dict]) -> str:

@@ -9,7 +9,7 @@ byte-reproducible safetensors).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any as _Any
 
@@ -46,6 +46,24 @@ def base_metadata(model, graph_name: str, fmt: str) -> dict[str, str]:
         "nodetrainer_steps": str(steps_of(model)),
         "nodetrainer_graph": graph_name,
     }
+
+
+def model_metadata(model, graph_name: str, fmt: str, dtype: str, architecture: str) -> dict[str, str]:
+    """Header metadata of a full-model file: what it is, where it came from, how long it trained."""
+    meta = {
+        **base_metadata(model, graph_name, fmt),
+        "nodetrainer_dtype": dtype,
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": architecture,
+        "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
+        "modelspec.title": graph_name or "nodetrainer model",
+        "modelspec.prediction_type": "v" if getattr(model, "prediction_type", "") == "v_prediction" else "epsilon",
+    }
+    if getattr(model, "lora", None) is not None:
+        meta["nodetrainer_lora_fused"] = f"rank {model.lora.rank}, alpha {model.lora.alpha}"
+    if getattr(model, "embedding", None) is not None:
+        meta["nodetrainer_embedding"] = " ".join(model.embedding.tokens)
+    return meta
 
 
 def save_tensors(path: Path, tensors: dict, metadata: dict[str, str], dtype=None) -> Path:
@@ -90,6 +108,53 @@ class FileSaver(ModelSaver):
     def check(self, model):
         """``model`` if this saver can write it; subclasses refuse other families."""
         return model
+
+
+@dataclass
+class LoraFileSaver(FileSaver):
+    """The model's LoRA as a kohya file (``<name>.safetensors``) and/or a diffusers/peft file
+    (``<name>.diffusers.safetensors``). A family implements ``write_kohya`` and ``write_diffusers``."""
+
+    formats: str = "both"
+    dtype: str = "float16"
+    _warned: bool = field(default=False, init=False, repr=False, compare=False)
+    default_folder = "lora"
+    format = "lora"
+    setup_node = "a LoRA setup"
+
+    def write_kohya(self, model, path: Path, dtype, graph_name: str) -> tuple[Path, list[str]]:
+        """Write the kohya file; return it and the adapted layers it leaves out."""
+        raise NotImplementedError
+
+    def write_diffusers(self, model, path: Path, dtype, graph_name: str) -> Path:
+        raise NotImplementedError
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from nodes.diffusers_parts import torch_dtype
+        from nodes.weights_check import listed
+
+        model = self.check(model)
+        if model.lora is None:
+            raise ValueError(f"the model has no LoRA adapters: train it through {self.setup_node} first")
+        dtype = torch_dtype(self.dtype)
+        extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": steps_of(model)}
+        paths = []
+        if self.formats in ("both", "kohya"):
+            path, left_out = self.write_kohya(model, self.target(ctx, f"{self.name}.safetensors", step), dtype,
+                                              ctx.graph_name)
+            if left_out and not self._warned:
+                self._warned = True  # once per saver, not at every periodic save
+                other = " (the diffusers file has them)" if self.formats == "both" else ""
+                ctx.warn(f"the kohya file leaves out {len(left_out)} adapted layer(s) that kohya's loader drops and "
+                         f"older A1111 cannot place: {listed(left_out, 8)}{other}", left_out=left_out[:100])
+            ctx.saved(path, "kohya_lora", **extra)
+            paths.append(path)
+        if self.formats in ("both", "diffusers"):
+            path = self.write_diffusers(model, self.target(ctx, f"{self.name}.diffusers.safetensors", step), dtype,
+                                        ctx.graph_name)
+            ctx.saved(path, "diffusers_lora", **extra)
+            paths.append(path)
+        return paths
 
 
 class SaverNode:

@@ -8,10 +8,10 @@ Every write is atomic; a full disk fails the save with a message naming the path
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from nodes.saving import FULL_DTYPES, MODEL_DOC, FileSaver, SaverNode, check_name, steps_of
+from nodes.saving import FULL_DTYPES, MODEL_DOC, FileSaver, LoraFileSaver, SaverNode, check_name, steps_of
 from runtime import Choice, Dir, Input, Param, node
 
 from .types import SDModel
@@ -30,44 +30,21 @@ class _SDSaver(FileSaver):
 
 
 @dataclass
-class LoraSaver(_SDSaver):
-    """The model's LoRA as a kohya file (``<name>.safetensors``) and/or a diffusers/peft file
-    (``<name>.diffusers.safetensors``)."""
+class LoraSaver(LoraFileSaver, _SDSaver):
+    """The model's LoRA as a kohya file and/or a diffusers/peft file."""
 
-    formats: str = "both"
-    dtype: str = "float16"
-    _warned: bool = field(default=False, init=False, repr=False, compare=False)
-    default_folder = "lora"
     node = "sd.save_lora"
-    format = "lora"
+    setup_node = "sd.lora_setup"
 
-    def save(self, ctx, model, step=None) -> list[Path]:
-        from nodes.diffusers_parts import torch_dtype
-        from .lora_files import save_diffusers_lora, save_kohya_lora
-        from nodes.weights_check import listed
+    def write_kohya(self, model, path, dtype, graph_name):
+        from .lora_files import save_kohya_lora
 
-        model = self.check(model)
-        if model.lora is None:
-            raise ValueError("the model has no LoRA adapters: train it through sd.lora_setup first")
-        dtype = torch_dtype(self.dtype)
-        extra = {"rank": model.lora.rank, "alpha": model.lora.alpha, "steps": steps_of(model)}
-        paths = []
-        if self.formats in ("both", "kohya"):
-            path, left_out = save_kohya_lora(model, self.target(ctx, f"{self.name}.safetensors", step), dtype,
-                                             ctx.graph_name)
-            if left_out and not self._warned:
-                self._warned = True  # once per saver, not at every periodic save
-                other = " (the diffusers file has them)" if self.formats == "both" else ""
-                ctx.warn(f"the kohya file leaves out {len(left_out)} adapted layer(s) that kohya's loader drops and "
-                         f"older A1111 cannot place: {listed(left_out, 8)}{other}", left_out=left_out[:100])
-            ctx.saved(path, "kohya_lora", **extra)
-            paths.append(path)
-        if self.formats in ("both", "diffusers"):
-            path = save_diffusers_lora(model, self.target(ctx, f"{self.name}.diffusers.safetensors", step), dtype,
-                                       ctx.graph_name)
-            ctx.saved(path, "diffusers_lora", **extra)
-            paths.append(path)
-        return paths
+        return save_kohya_lora(model, path, dtype, graph_name)
+
+    def write_diffusers(self, model, path, dtype, graph_name):
+        from .lora_files import save_diffusers_lora
+
+        return save_diffusers_lora(model, path, dtype, graph_name)
 
 
 @dataclass
