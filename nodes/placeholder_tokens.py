@@ -1,5 +1,10 @@
 """New placeholder tokens for textual inversion: a tokenizer that expands them, an embedding that trains only them.
 
+- ``check_placeholder`` turns the setup's placeholder param into its tokens (``<tok>``,
+  ``<tok>_1``, ...), refusing a word with spaces or one a tokenizer already knows;
+  ``initial_vectors`` starts them from a text's token embeddings; ``train_new_tokens``
+  puts them into a text encoder. Every family with CLIP-style encoders uses these (SD
+  with one encoder, SDXL with two).
 - ``PlaceholderTokenizer`` wraps a plain tokenizer that has the placeholder's tokens
   added. Its calls (``__call__``, ``encode``, ``tokenize``) first expand each
   placeholder to its multi-vector sequence (``<tok>`` -> ``<tok> <tok>_1 <tok>_2``,
@@ -26,6 +31,49 @@ from __future__ import annotations
 import copy
 import re
 from typing import Any as _Any
+
+
+MAX_VECTORS = 75  # CLIP's 77 positions minus start and end
+PLACEHOLDER_RE = re.compile(r"\S+")
+
+
+# -- the placeholder's tokens --------------------------------------------------------------
+
+def placeholder_tokens(placeholder: str, count: int) -> list[str]:
+    """``<tok>``, ``<tok>_1``, ... ``<tok>_{count-1}`` (diffusers' multi-vector naming)."""
+    return [placeholder] + [f"{placeholder}_{i}" for i in range(1, count)]
+
+
+def check_placeholder(placeholder: str, count: int, tokenizers: dict) -> list[str]:
+    """The placeholder's ``count`` tokens; a one-line ValueError naming the param 'placeholder' when it is
+    not one word or when one of its tokens is already in a tokenizer (``tokenizers``: name -> tokenizer)."""
+    if not PLACEHOLDER_RE.fullmatch(placeholder or ""):
+        raise ValueError(f"param 'placeholder': {placeholder!r} must be one word without spaces")
+    tokens = placeholder_tokens(placeholder, count)
+    for name, tokenizer in tokenizers.items():
+        vocab = tokenizer.get_vocab()
+        known = [t for t in tokens if t in vocab]
+        if known:
+            raise ValueError(f"param 'placeholder': {', '.join(known)} is already a token of {name}; "
+                             f"choose a new word (e.g. in angle brackets: <{placeholder.strip('<>')}-1>)")
+    return tokens
+
+
+def initial_vectors(tokenizer, text_encoder, text: str, count: int):
+    """``count`` vectors from ``text_encoder``'s token embeddings of ``text``, spread over its tokens as A1111
+    does (vector i takes token i * k // count of k); zeros when the text has no tokens. float32."""
+    import torch
+
+    ids = tokenizer(text, add_special_tokens=False).input_ids if text.strip() else []
+    table = text_encoder.get_input_embeddings().weight.detach()
+    if not ids:
+        return torch.zeros(count, table.shape[1], dtype=torch.float32, device=table.device)
+    return torch.stack([table[ids[i * len(ids) // count]] for i in range(count)]).float()
+
+
+def default_name(placeholder: str) -> str:
+    """A file name from the placeholder (A1111 uses the file name as the prompt word)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", placeholder).strip("-.") or "embedding"
 
 
 # -- tokenizer --------------------------------------------------------------------------
@@ -95,6 +143,25 @@ def plain_tokenizer(tokenizer):
 
 # -- text encoder -------------------------------------------------------------------------
 
+def train_new_tokens(ctx, text_encoder, token_ids: list[int], init) -> int:
+    """Make rows ``token_ids`` of ``text_encoder``'s token embedding the only trainable weights, starting at
+    ``init`` (n x dim): the table grows when the ids pass its end, and becomes a ``TrainableTokens``. The
+    caller freezes the rest of the encoder. Returns the table's rows before."""
+    import torch
+
+    base_rows = text_encoder.get_input_embeddings().num_embeddings
+    if max(token_ids) >= base_rows:
+        # transformers fills the new rows from torch's global generator (they are overwritten below)
+        with ctx.torch_seeded(0, "resize_token_embeddings"):
+            text_encoder.resize_token_embeddings(max(token_ids) + 1, mean_resizing=False)
+    table = text_encoder.get_input_embeddings()
+    table.requires_grad_(False)
+    with torch.no_grad():
+        table.weight[token_ids] = init.to(table.weight.dtype)
+    text_encoder.set_input_embeddings(_trainable_tokens_class()(table, token_ids, init))
+    return base_rows
+
+
 def _define_trainable_tokens() -> type:
     import torch
 
@@ -139,8 +206,14 @@ def _define_trainable_tokens() -> type:
     return TrainableTokens
 
 
+def _trainable_tokens_class() -> type:
+    cls = globals().get("TrainableTokens")
+    if cls is None:
+        globals()["TrainableTokens"] = cls = _define_trainable_tokens()
+    return cls
+
+
 def __getattr__(name: str):
     if name == "TrainableTokens":
-        globals()[name] = cls = _define_trainable_tokens()
-        return cls
+        return _trainable_tokens_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,12 +13,13 @@ diffusers' ``load_textual_inversion(path, token=...)`` reads it too.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 from runtime import Input, Output, Param, node
 from runtime.port_types import Tokenizer
 
+# default_name: sd.save_embedding names files with it
+from nodes.placeholder_tokens import MAX_VECTORS, check_placeholder, default_name, initial_vectors  # noqa: F401
 from nodes.saving import base_metadata
 
 from .metadata import architecture
@@ -26,25 +27,6 @@ from .model import TOKENS
 from .types import SDModel
 
 EMBEDDING_KEY = "emb_params"
-MAX_VECTORS = 75  # CLIP's 77 positions minus start and end
-PLACEHOLDER_RE = re.compile(r"\S+")
-
-
-def placeholder_tokens(placeholder: str, count: int) -> list[str]:
-    """``<tok>``, ``<tok>_1``, ... ``<tok>_{count-1}``."""
-    return [placeholder] + [f"{placeholder}_{i}" for i in range(1, count)]
-
-
-def initial_vectors(model, text: str, count: int):
-    """``count`` vectors from the token embeddings of ``text``, spread over its tokens as A1111 does
-    (vector i takes token i * k // count of k); zeros when the text has no tokens."""
-    import torch
-
-    ids = model.tokenizer(text, add_special_tokens=False).input_ids if text.strip() else []
-    table = model.text_encoder.get_input_embeddings().weight.detach()
-    if not ids:
-        return torch.zeros(count, table.shape[1], dtype=torch.float32, device=table.device)
-    return torch.stack([table[ids[i * len(ids) // count]] for i in range(count)]).float()
 
 
 @node("sd.embedding_setup", title="Embedding (textual inversion)", category="Setup")
@@ -75,42 +57,25 @@ class EmbeddingSetup:
                         "node's fields (the placeholder's vectors train through the text encoder)"}
 
     def run(self, ctx, model):
-        import torch
-
         from .model import EmbeddingInfo, check_sd_model, fingerprint_of
-        from nodes.placeholder_tokens import TrainableTokens, with_placeholder
+        from nodes.placeholder_tokens import train_new_tokens, with_placeholder
 
         model = check_sd_model(model, "sd.embedding_setup")
         if model.embedding is not None:
             raise ValueError(f"the model already has the embedding {model.embedding.placeholder!r} "
                              f"(two sd.embedding_setup nodes in a row?)")
-        if not PLACEHOLDER_RE.fullmatch(self.placeholder or ""):
-            raise ValueError(f"param 'placeholder': {self.placeholder!r} must be one word without spaces")
+        tokens = check_placeholder(self.placeholder, self.vectors, {"the tokenizer": model.tokenizer})
         layers = model.text_encoder.config.num_hidden_layers
         if self.clip_skip >= layers:
             raise ValueError(f"param 'clip_skip': {self.clip_skip} is too large for a {layers}-layer text encoder")
-        tokens = placeholder_tokens(self.placeholder, self.vectors)
-        vocab = model.tokenizer.get_vocab()
-        known = [t for t in tokens if t in vocab]
-        if known:
-            raise ValueError(f"param 'placeholder': {', '.join(known)} is already a token of the tokenizer; "
-                             f"choose a new word (e.g. in angle brackets: <{self.placeholder.strip('<>')}-1>)")
-        init = initial_vectors(model, self.initial_text, self.vectors)
+        init = initial_vectors(model.tokenizer, model.text_encoder, self.initial_text, self.vectors)
         tokenizer = with_placeholder(model.tokenizer, self.placeholder, tokens)
         ids = tokenizer.convert_tokens_to_ids(tokens)
 
         te = ctx.own_copies("to add the new tokens there", text_encoder=model.text_encoder)["text_encoder"]
-        base_rows = te.get_input_embeddings().num_embeddings
-        if max(ids) >= base_rows:
-            # transformers fills the new rows from torch's global generator (they are overwritten below)
-            with ctx.torch_seeded(0, "resize_token_embeddings"):
-                te.resize_token_embeddings(max(ids) + 1, mean_resizing=False)
         for part in (model.unet, model.vae, te):
             part.requires_grad_(False)
-        table = te.get_input_embeddings()
-        with torch.no_grad():
-            table.weight[ids] = init.to(table.weight.dtype)
-        te.set_input_embeddings(TrainableTokens(table, ids, init))
+        base_rows = train_new_tokens(ctx, te, ids, init)
 
         info = EmbeddingInfo(self.placeholder, tokens, ids, self.initial_text, base_rows)
         fp = fingerprint_of("embedding", model.fingerprint, tokens, ids, self.initial_text)
@@ -139,8 +104,3 @@ def save_embedding_file(model, path: Path, dtype, graph_name: str = "") -> Path:
 
     vectors = model.embedding_vectors()
     return save_tensors(path, {EMBEDDING_KEY: vectors}, embedding_metadata(model, graph_name), dtype)
-
-
-def default_name(placeholder: str) -> str:
-    """A file name from the placeholder (A1111 uses the file name as the prompt word)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", placeholder).strip("-.") or "embedding"
