@@ -19,12 +19,20 @@ previews, periodic save, backups, TensorBoard, validation loss) but none due,
 alternating with plain runs: the step-time overhead of the hooks (target <= 2%),
 then the cost of a backup (the backup command) and of resuming from it.
 
-    python benchmarks/bench_train.py [--steps 60] [--threads 1] [--quickstart] [--no-lifecycle] [--no-example]
+With ``--family sdxl``: the tiny SDXL model's LoRA training instead (benchmarks/sdxl_bench_graph.yaml:
+latents, both encoders' embeddings, pooled embeddings and size conditioning from a RAM cache) against the
+same training written with diffusers + peft (``plain_sdxl``), on the same cached batches; it checks both
+train the same number of weights on batches of the same shapes, and prints both step times and their
+ratio (target <= 1.05). The SD-only parts (example, optimizer, lifecycle, quickstart) do not run.
+
+    python benchmarks/bench_train.py [--family sd|sdxl] [--steps 60] [--threads 1] [--quickstart]
+                                     [--no-lifecycle] [--no-example]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import resource
 import statistics
@@ -32,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -361,21 +370,173 @@ def quickstart_rss() -> tuple[float, float, int]:
     return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, proc.returncode
 
 
+# -- SDXL ----------------------------------------------------------------------------------------------
+
+SDXL_GRAPH = ROOT / "benchmarks" / "sdxl_bench_graph.yaml"
+SDXL_FIELDS = ("latent", "embedding", "pooled_embedding", "time_ids")  # what the UNet step reads
+
+
+@dataclass
+class Run:
+    """One training run of either side: step times, losses, trainable weights and each step's batch shapes."""
+
+    times: list[float]
+    losses: list[float]
+    trainable: int
+    shapes: list[dict[str, tuple[int, ...]]] = field(default_factory=list)
+
+
+def batch_shapes(batch: dict) -> dict[str, tuple[int, ...]]:
+    """The shapes of the fields the SDXL UNet step reads, in one batch."""
+    return {k: tuple(batch[k].shape) for k in SDXL_FIELDS}
+
+
+def shape_counts(shapes: list[dict]) -> str:
+    """The distinct batch shapes of a run, each with how many steps had it."""
+    counts = collections.Counter(tuple(s.values()) for s in shapes)
+    return "; ".join(f"{n} x (" + ", ".join(f"{k} {list(v)}" for k, v in zip(SDXL_FIELDS, key)) + ")"
+                     for key, n in counts.items())
+
+
+def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[list[dict]]]:
+    """Run benchmarks/sdxl_bench_graph.yaml (tiny SDXL, RAM cache, sdxl.lora_setup, train.loop) for
+    ``steps`` steps; return the run and its batches per epoch as lists (what the plain loop trains on)."""
+    from runtime.events import EventBus, ListSink
+    from runtime.executor import execute
+    from runtime.graph_file import load_graph
+    from runtime.registry import default_registry
+    from runtime.validate import validate
+
+    reg = default_registry()
+    v = validate(load_graph(SDXL_GRAPH, reg), reg, [f"steps={steps}", f"seed={seed}"])
+    assert v.ok, v.problems
+    sink = ListSink()
+    r = execute(v, workspace=workspace, bus=EventBus([sink]), targets=("train",), keep=("batches", "train"))
+    assert r.ok, r.error
+    progress = [e for e in sink.of("progress") if e["node"] == "train"]
+    source = r.outputs["batches"]["batches"]
+    epochs = (steps + len(source) - 1) // len(source)
+    data = [[dict(b) for b in source.epoch(e)] for e in range(epochs)]
+    trained = r.outputs["train"]["trained"]
+    seen = [batch_shapes(b) for epoch in data for b in epoch][:steps]  # the batches the loop trained on
+    run = Run([e["step_time"] for e in progress], [e["loss"] for e in progress],
+              sum(p.numel() for p in trained.trainable_parameters()), seen)
+    return run, data
+
+
+def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
+    """The same SDXL LoRA training written directly against diffusers, peft and torch: the tiny SDXL UNet
+    (same config, same weights), rank-4 LoRA on the attention projections, AdamW (lr 1e-3, weight decay
+    0.01; torch's fused kernel, as train.optimizer picks on this device), cosine schedule with 10 % warmup, DDPM noise, epsilon target, MSE, clipping at 1.0; the UNet
+    conditioned on the cached hidden states, pooled embeddings and size numbers (``added_cond_kwargs``)."""
+    import json
+
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers.optimization import get_scheduler
+    from peft import LoraConfig
+
+    tiny = ROOT / "assets" / "tiny_sdxl"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # sdxl.tiny_model's seed: the UNet is its first draw, so the same weights
+        unet = UNet2DConditionModel.from_config(json.loads((tiny / "unet" / "config.json").read_text()))
+        unet.requires_grad_(False)
+        torch.manual_seed(seed)  # peft initialises the adapters from torch's generator
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    sched = DDPMScheduler.from_config(json.loads((tiny / "scheduler" / "scheduler_config.json").read_text()))
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)  # the same update kernel
+    lr_sched = get_scheduler("cosine", opt, num_warmup_steps=round(0.1 * steps), num_training_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    run = Run([], [], sum(p.numel() for p in params))
+    t = time.perf_counter()
+    while len(run.times) < steps:
+        for batch in data[len(run.times) // len(data[0])]:
+            x0 = batch["latent"].float()
+            noise = torch.randn(x0.shape, generator=gen)
+            ts = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=gen)
+            pred = unet(sched.add_noise(x0, noise, ts), ts, encoder_hidden_states=batch["embedding"],
+                        added_cond_kwargs={"text_embeds": batch["pooled_embedding"], "time_ids": batch["time_ids"]},
+                        return_dict=False)[0]
+            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            lr_sched.step()
+            opt.zero_grad(set_to_none=True)
+            run.losses.append(loss.item())
+            run.shapes.append(batch_shapes(batch))
+            now = time.perf_counter()
+            run.times.append(now - t)
+            t = now
+            if len(run.times) >= steps:
+                break
+    return run
+
+
+def compare_sdxl(steps: int, rounds: int) -> tuple[Run, Run, list[float], list[float], list[float]]:
+    """``compare`` for SDXL: the warm-up runs (graph, plain; not timed), then the step times of both,
+    pooled over ``rounds`` rounds that alternate which goes first, and each round's ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        graph_warm, data = graph_sdxl(steps, Path(tmp) / "warmup")
+        plain_warm = plain_sdxl(steps, data)
+        graph_times, plain_times, pairs = [], [], []
+        for r in range(rounds):
+            got = {}
+            for which in ("graph", "plain") if r % 2 == 0 else ("plain", "graph"):
+                got[which] = (graph_sdxl(steps, Path(tmp) / f"graph{r}")[0] if which == "graph"
+                              else plain_sdxl(steps, data)).times
+            graph_times += got["graph"]
+            plain_times += got["plain"]
+            pairs.append(statistics.median(got["graph"]) / statistics.median(got["plain"]))
+    return graph_warm, plain_warm, graph_times, plain_times, pairs
+
+
+def sdxl_figures(steps: int, rounds: int) -> None:
+    """Print what both sides train (weights, batch shapes), their median step times and the ratio."""
+    import torch
+
+    graph, plain, graph_times, plain_times, pairs = compare_sdxl(steps, rounds)
+    assert graph.trainable == plain.trainable, (graph.trainable, plain.trainable)
+    assert graph.shapes == plain.shapes, (graph.shapes, plain.shapes)
+    g, p = statistics.median(graph_times), statistics.median(plain_times)
+    print("family                 sdxl (tiny SDXL UNet, rank-4 LoRA on to_q/k/v/out)")
+    print(f"trainable weights      graph {graph.trainable:,}, plain {plain.trainable:,}")
+    print(f"batch shapes (both)    {shape_counts(graph.shapes)}")
+    print(f"steps per run          {steps} (torch threads: {torch.get_num_threads()}); "
+          f"{rounds} rounds after a warm-up round")
+    print(f"graph   median step    {g * 1000:8.2f} ms   (mean {statistics.mean(graph_times) * 1000:.2f} ms)")
+    print(f"plain   median step    {p * 1000:8.2f} ms   (mean {statistics.mean(plain_times) * 1000:.2f} ms)")
+    print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05; per round: "
+          + ", ".join(f"{r:.3f}" for r in pairs) + ")")
+    print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=60, help="training steps per run")
+    ap.add_argument("--family", choices=("sd", "sdxl"), default="sd",
+                    help="the model family: sd (the quickstart) or sdxl (the tiny SDXL LoRA graph)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per run (default: 60; sdxl 40)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--quickstart", action="store_true", help="also measure the quickstart's wall time and peak RSS")
+    ap.add_argument("--quickstart", action="store_true",
+                    help="also measure the quickstart's wall time and peak RSS (sd only)")
     ap.add_argument("--rounds", type=int, default=4,
                     help="rounds of alternating runs (graph / plain loop, and plain / hooked graph)")
-    ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures")
+    ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures (sd only)")
     ap.add_argument("--no-example", action="store_true",
-                    help="skip the comparison with the diffusers example's way of training")
+                    help="skip the comparison with the diffusers example's way of training (sd only)")
     args = ap.parse_args()
+    args.steps = args.steps or (40 if args.family == "sdxl" else 60)
+    if args.family != "sd" and args.quickstart:
+        ap.error("--quickstart measures the SD quickstart: it does not go with --family " + args.family)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.family == "sdxl":
+        sdxl_figures(args.steps, args.rounds)
+        return
     graph_times, plain_times, pairs = compare(args.steps, args.rounds)
     g, p = statistics.median(graph_times), statistics.median(plain_times)
     print(f"steps per run          {args.steps} (torch threads: {torch.get_num_threads()}); "
