@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runtime.paths import ASSETS_DIR
 
-from nodes.diffusers_parts import files_fingerprint, fingerprint_of
+from nodes.diffusers_parts import files_fingerprint, fingerprint_of, quiet_libraries
 
 from nodes.train.ddpm import training_scheduler
 
@@ -29,7 +29,6 @@ def build_tiny(seed: int = 0, prediction_type: str = "epsilon") -> SDXLModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from nodes.diffusers_parts import quiet_libraries
 
     quiet_libraries()
     configs = {p: tiny_config(p) for p in ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")}
@@ -52,6 +51,16 @@ def build_tiny(seed: int = 0, prediction_type: str = "epsilon") -> SDXLModel:
                      dtypes={p: "float32" for p in ("unet", "vae", "text_encoder", "text_encoder_2")}, fingerprint=fp)
 
 
+def save_diffusers(model: SDXLModel, folder: str | Path) -> Path:
+    """Write ``model`` as a diffusers folder (what ``sdxl.load_model`` reads back), as sdxl.save_diffusers does."""
+    from nodes.lora_fusion import part_state_dicts
+
+    from .files import write_diffusers_folder
+
+    quiet_libraries()
+    return write_diffusers_folder(model, Path(folder), part_state_dicts(model, "keep"))
+
+
 # -- loading from disk -------------------------------------------------------------
 
 FOLDER_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
@@ -69,7 +78,7 @@ def load_sdxl(path: str | Path, config: str | Path | None = None, dtypes: dict |
     ``.safetensors`` checkpoint in the original layout (``config``: a local diffusers SDXL folder, offline).
 
     Raises ``ValueError`` with a plain explanation when the path is not a usable model."""
-    from nodes.diffusers_parts import quiet_libraries, torch_dtype
+    from nodes.diffusers_parts import torch_dtype
 
     path = Path(path)
     dtypes = {**{p: "float32" for p in WEIGHTED}, **(dtypes or {})}

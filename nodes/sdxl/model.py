@@ -24,7 +24,8 @@ HOW_TO_FEED = {
     TOKENS: "a text encoder trains, so it runs in the training forward: connect sd.tokenize's 'tokens' output "
             "(with the model's 'tokenizer') to the batches node's fields, named 'tokens'",
     TOKENS_2: "a text encoder trains, so it runs in the training forward: connect a second sd.tokenize (with "
-              "'tokenizer_2') to the batches node's fields, its output named 'tokens_2'",
+              "'tokenizer_2') through a cache that renames it (rename: [tokenize_2.tokens=tokens_2]) to the "
+              "batches node's fields",
     LATENT: "connect the VAE encoder's 'latent' output (or a cache of it) to the batches node's fields",
     EMBEDDING: "connect sdxl.encode_text's 'embedding' output to the batches node's fields",
     POOLED: "connect sdxl.encode_text's 'pooled_embedding' output to the batches node's fields",

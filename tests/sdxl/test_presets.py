@@ -1,0 +1,84 @@
+"""The shipped SDXL presets, run end to end through the CLI with a saved tiny SDXL as the base model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runtime.paths import ASSETS_DIR, GRAPHS_DIR
+from tests.conftest import parse_events, run_cli
+
+PRESETS = ["sdxl-lora.yaml", "sdxl-finetune.yaml", "sdxl-embedding.yaml"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from nodes.sdxl.build import build_tiny, save_diffusers
+
+    return save_diffusers(build_tiny(seed=0), tmp_path_factory.mktemp("sdxl") / "base")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_are_canonical_and_validate(name):
+    from runtime.graph_file import dumps_graph, load_graph
+
+    path = GRAPHS_DIR / name
+    assert dumps_graph(load_graph(path)) == path.read_text()  # the editor saves it unchanged
+    r = run_cli("validate", path)
+    assert r.returncode == 0 and "valid" in r.stdout, r.stdout + r.stderr
+
+
+def run_preset(tmp_path, base, name, *sets):
+    ws = tmp_path / "run"
+    args = ["--set", f"base_model={base}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
+            "--set", "resolution=64", "--set", "steps=2", "--set", "bucket.quantization=16",
+            "--set", f"cache.folder={tmp_path / 'cache'}", "--set", "sample.steps=2", "--set", "previews.steps=2"]
+    for s in sets:
+        args += ["--set", s]
+    r = run_cli("run", GRAPHS_DIR / name, "--events", "jsonl", "--workspace", ws, *args, timeout=900)
+    events = parse_events(r.stdout)
+    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
+    assert r.returncode == 0, (errors, r.stderr[-3000:])
+    assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
+    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
+    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
+    return ws, own, events
+
+
+def weights(module) -> dict:
+    return {k: v.detach().float().clone() for k, v in module.state_dict().items()}
+
+
+def changed(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_lora_preset_trains_saves_both_formats_and_samples(tmp_path, base):
+    ws, saved, events = run_preset(tmp_path, base, "sdxl-lora.yaml", "rank=2", "sample_every=2", "save_every=2",
+                                   "lora.text_encoders=both")
+    assert saved == {"kohya_lora": str(ws / "lora" / "lora.safetensors"),
+                     "diffusers_lora": str(ws / "lora" / "lora.diffusers.safetensors")}
+    previews = [e["step"] for e in events if e["event"] == "sample" and e["node"] == "train"]
+    assert previews == [2]
+    periodic = sorted(e["path"] for e in events if e["event"] == "saved" and e["node"] == "train")
+    assert str(ws / "lora" / "lora-step000002.safetensors") in periodic
+    assert any((tmp_path / "cache").rglob("*")), "the disk cache was not written"
+
+
+@pytest.mark.slow
+def test_finetune_preset_trains_the_unet_and_a_text_encoder(tmp_path, base):
+    from nodes.sdxl.build import load_sdxl
+
+    ws, saved, _ = run_preset(tmp_path, base, "sdxl-finetune.yaml", "finetune.train_text_encoder_2=true",
+                              "sample_every=0", "save_every=0")
+    assert saved == {"diffusers": str(ws / "models" / "model"), "checkpoint": str(ws / "models" / "model.safetensors")}
+    tuned, original = load_sdxl(saved["diffusers"]), load_sdxl(base)
+    assert changed(weights(tuned.unet), weights(original.unet))
+    assert changed(weights(tuned.text_encoder_2), weights(original.text_encoder_2))
+    frozen = {k: v.half().float() for k, v in weights(original.text_encoder).items()}  # the preset loads it in fp16
+    assert not changed(weights(tuned.text_encoder), frozen)
+    assert not changed(weights(tuned.vae), weights(original.vae))
+    single = load_sdxl(saved["checkpoint"], config=base)
+    a, b = weights(single.unet), weights(tuned.unet)
+    assert all(torch.allclose(a[k], b[k].half().float(), atol=1e-3) for k in a)
