@@ -152,8 +152,11 @@ class SDXLSampler(ModelSampler):
         return any(isinstance(m, BaseTunerLayer) for m in module.modules())
 
     def _load_lora(self, ctx, pipe, before: dict) -> None:
+        import warnings
+
         active = list(pipe.get_active_adapters()) if any(before.values()) else []
-        with ctx.torch_seeded(self.seed, "lora"):  # peft initialises the layers it then loads into
+        with ctx.torch_seeded(self.seed, "lora"), warnings.catch_warnings():  # peft initialises the layers it loads
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # the model's own adapter
             pipe.load_lora_weights(self.lora, adapter_name=ADAPTER, use_safetensors=True)
         pipe.set_adapters(active + [ADAPTER], adapter_weights=[1.0] * len(active) + [self.lora_scale])
 

@@ -108,6 +108,20 @@ def test_our_image_is_the_stock_sdxl_pipelines(tiny, runner, scheduler, negative
     assert (pixels(ours) == np.asarray(image, dtype=np.float32)).all()
 
 
+def test_half_precision_weights_sample_and_the_float16_vae_stays_float16(runner):
+    """A bfloat16 UNet and encoders sample under autocast; SDXL's VAE overflows in float16, so it decodes
+    in float32 (as the pipeline does) and is float16 again afterwards."""
+    from nodes.sdxl.build import build_tiny
+
+    model = build_tiny(seed=0)
+    for part in ("unet", "text_encoder", "text_encoder_2"):
+        getattr(model, part).to(torch.bfloat16)
+    model.vae.to(torch.float16)
+    [path] = sample(runner, model, cfg=3.0)
+    assert np.isfinite(pixels(path)).all() and pixels(path).std() > 0
+    assert model.vae.dtype == torch.float16 and model.unet.dtype == torch.bfloat16
+
+
 def test_size_and_clip_skip_are_checked(tiny, runner, registry):
     from tests.sd.test_bad_inputs import validate_text
 
