@@ -192,6 +192,24 @@ def test_diffusers_loads_the_file_into_both_encoders_and_encodes_prompts_as_we_d
     assert not torch.allclose(plain, theirs)  # the placeholder's vectors are in the conditioning
 
 
+
+def test_the_sampler_expands_the_placeholder_in_prompts(trained, runner):
+    import numpy as np
+    from PIL import Image
+
+    from nodes.sdxl.sampler import Sample
+
+    def image(prompt: str, node: str):
+        [path] = runner.run(Sample, node, {"model": trained[0]}, width=32, height=32, steps=2, device="cpu", seed=3,
+                            cfg=1.0, prompts=[prompt])["images"]
+        return np.asarray(Image.open(path), dtype=np.float32)
+
+    short, expanded = image("a photo of <shape>", "short"), image("a photo of <shape> <shape>_1", "expanded")
+    without = image("a photo of", "without")
+    assert np.array_equal(short, expanded)  # <shape> became both of its tokens, as in training
+    assert not np.array_equal(short, without)
+
+
 # -- the setup ---------------------------------------------------------------------------------------
 
 def setup_ctx(runner, users: dict):
