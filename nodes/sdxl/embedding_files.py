@@ -15,11 +15,11 @@ from pathlib import Path
 from nodes.saving import MODEL_DOC, FileSaver, SaverNode, base_metadata, check_name, steps_of
 from runtime import Choice, Dir, Input, Param, node
 
+from .files import ARCHITECTURE
 from .types import SDXLModel
 
 #: file key -> the model's encoder it belongs to
 KEYS = {"clip_l": "text_encoder", "clip_g": "text_encoder_2"}
-ARCHITECTURE = "stable-diffusion-xl-v1-base"
 FORMAT = "sdxl_embedding"
 
 
