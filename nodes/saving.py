@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any as _Any
 
 from nodes.train.artifacts import ModelSaver, step_path
-from runtime import Output
-from runtime.port_types import Saver
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]*")
 #: dtype choices of full-model savers (keep: each part's own)
 FULL_DTYPES = ("keep", "float16", "bfloat16", "float32")
+SAVER_DOC = "this saver, for periodic-save hooks (it writes models of the type it serves)"
 MODEL_DOC = ("save this model when the graph reaches the node (e.g. train.trained); leave it unconnected to use "
              "the saver only in periodic-save hooks")
 
@@ -158,10 +157,9 @@ class LoraFileSaver(FileSaver):
 
 
 class SaverNode:
-    """Shape of saver nodes: an optional typed ``model`` input (declared by each family's node), a
-    ``saver`` output; subclasses build their ``FileSaver`` in ``make_saver``."""
-
-    saver = Output(Saver, doc="this saver, for periodic-save hooks")
+    """Shape of saver nodes: an optional typed ``model`` input and a ``saver`` output that serves that
+    type (both declared by each family's node: ``Output(Saver, serves=MyModel, doc=SAVER_DOC)``);
+    subclasses build their ``FileSaver`` in ``make_saver``."""
 
     def make_saver(self) -> ModelSaver:
         raise NotImplementedError

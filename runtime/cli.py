@@ -240,8 +240,11 @@ def describe_text(spec) -> str:
         flags.append(t.lifetime)
         if getattr(p, "follows", None):
             flags.append(f"the type of what feeds {p.follows}")
-        if getattr(p, "serves", None) is not None:
-            flags.append(f"serves {getattr(p.serves, 'name', p.serves)} models")
+        served = getattr(p, "serves", None)
+        if isinstance(served, str):
+            flags.append(f"serves the models that what feeds {served} serves")
+        elif served is not None:
+            flags.append(f"serves {served.name} models")
         return f"  {p.name}: {t.name} ({', '.join(flags)})" + (f"  {p.doc}" if p.doc else "")
 
     if spec.inputs:

@@ -64,8 +64,10 @@ class Output:
     ``follows="model"`` makes it a pass-through: in a graph its type is the type of whatever feeds
     input ``model`` (recursively through other pass-throughs); ``type`` is then the upper bound and
     must be a supertype of that input's type. ``serves=T`` says the value is for models of type ``T``
-    (an objective): a node it feeds refuses, on its inputs that take a supertype of ``T`` (its model
-    inputs), a model whose type is not a ``T``.
+    (an objective, a family's sampler or saver): a node it feeds refuses, on its inputs that take a
+    supertype of ``T`` (its model inputs), a model whose type is not a ``T``. ``serves="samplers"``
+    (the name of an input) says the value is for the models whatever feeds that input serves (a hook
+    made of samplers), so train.loop refuses an SD sampler in the hook of an SDXL loop.
 
     ``mirrors="fields"`` declares not one port but one per link of the multi input ``fields``: each is
     named like the link's source port and has the type of that source (bounded by ``type``); a cache
@@ -249,7 +251,11 @@ class NodeSpec:
         ``mirrors`` names a multi input likewise."""
         out = self._mirror_problems()
         for name, o in self.outputs.items():
-            if o.serves is not None and not isinstance(o.serves, PortType):
+            if isinstance(o.serves, str) and o.serves not in self.inputs:
+                known = ", ".join(map(repr, self.inputs)) or "none"
+                out.append(f"output {name!r}: serves {o.serves!r} is not a port type object or an input "
+                           f"(inputs: {known})")
+            elif o.serves is not None and not isinstance(o.serves, (PortType, str)):
                 out.append(f"output {name!r}: serves takes a port type object, not {o.serves!r}")
             if o.follows is None:
                 continue

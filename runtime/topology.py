@@ -279,9 +279,25 @@ class GraphTypes:
         out: list[tuple[str, str]] = []
         for by_port, by_links in links.items():
             for by in by_links:
-                served = getattr(self._output(by.node, by.port), "serves", None)
-                if isinstance(served, PortType):
+                for served in self.served(by):
                     out.extend(self._unserved(spec, links, by_port, by, served))
+        return out
+
+    def served(self, link: Link, depth: int = 0) -> list[PortType]:
+        """The model types the value on ``link`` is for: its output's ``serves`` type, or, for
+        ``serves="<input>"``, what the links into that input serve (recursively; none past a cycle)."""
+        served = getattr(self._output(link.node, link.port), "serves", None)
+        if isinstance(served, PortType):
+            return [served]
+        if not isinstance(served, str) or depth > len(self.graph.nodes) or link.node not in self.graph.nodes:
+            return []
+        feeds = self.graph.nodes[link.node].inputs.get(served)
+        feeds = feeds if isinstance(feeds, list) else [feeds] if feeds is not None else []
+        out: list[PortType] = []
+        for feed in feeds:
+            for t in self.served(feed, depth + 1):
+                if t not in out:
+                    out.append(t)
         return out
 
     def _unserved(self, spec: NodeSpec, links: dict[str, list[Link]], by_port: str, by: Link,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodes.saving import FULL_DTYPES, MODEL_DOC, FileSaver, LoraFileSaver, SaverNode, check_name, steps_of
-from runtime import Choice, Dir, Input, Param, node
+from nodes.saving import FULL_DTYPES, MODEL_DOC, SAVER_DOC, FileSaver, LoraFileSaver, SaverNode, check_name, steps_of
+from runtime import Choice, Dir, Input, Output, Param, node
+from runtime.port_types import Saver
 
 from .types import SDModel
 
@@ -122,6 +123,7 @@ class EmbeddingSaver(_SDSaver):
 
 class _SaverNode(SaverNode):
     model = Input(SDModel, optional=True, doc=MODEL_DOC)
+    saver = Output(Saver, serves=SDModel, doc=SAVER_DOC)
 
 
 @node("sd.save_lora", title="Save LoRA", category="Save", sink=True)

@@ -248,7 +248,7 @@ class Sample:
 
     model = Input(SDXLModel, optional=True, doc="an SDXL model (trained or not)")
     images = Output(FileList, doc="the PNG files written")
-    sampler = Output(Sampler, doc="these settings, for train.sample_hook")
+    sampler = Output(Sampler, serves=SDXLModel, doc="these settings, for train.sample_hook")
     prompts = Param(StrList, ["a red circle on a blue background"], doc="one image set per prompt")
     negative_prompt = Param(str, "", doc="what to steer away from (used when cfg > 1; empty: none, as zeros)")
     seed = Param(Seed, 0, doc="seed of the first image; each further image adds 1")

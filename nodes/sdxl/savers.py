@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodes.saving import FULL_DTYPES, MODEL_DOC, FileSaver, LoraFileSaver, SaverNode, steps_of
-from runtime import Choice, Dir, Input, Param, node
+from nodes.saving import FULL_DTYPES, MODEL_DOC, SAVER_DOC, FileSaver, LoraFileSaver, SaverNode, steps_of
+from runtime import Choice, Dir, Input, Output, Param, node
+from runtime.port_types import Saver
 
 from .types import SDXLModel
 
@@ -99,6 +100,7 @@ class CheckpointSaver(_SDXLSaver):
 
 class _SaverNode(SaverNode):
     model = Input(SDXLModel, optional=True, doc=MODEL_DOC)
+    saver = Output(Saver, serves=SDXLModel, doc=SAVER_DOC)
 
 
 @node("sdxl.save_lora", title="Save LoRA (SDXL)", category="Save", sink=True)

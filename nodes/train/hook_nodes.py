@@ -65,8 +65,8 @@ class PeriodicSave(ScheduleParams):
     A failed save (a full disk, any writer's error) is reported and training goes on; a failed save at
     the end writes a backup to resume from and fails the run."""
 
-    savers = Input(Saver, multi=True, doc="saver nodes' `saver` outputs (sd.save_lora, sd.save_checkpoint, ...)")
-    hook = Output(Hook, doc="connect to train.loop's hooks")
+    savers = Input(Saver, multi=True, doc="saver nodes' `saver` outputs (sd.save_lora, sdxl.save_checkpoint, ...)")
+    hook = Output(Hook, serves="savers", doc="connect to train.loop's hooks (for the models its savers write)")
     every = Param(int, 500, min=0, doc="how often: every this many units (0 = only on command)")
     at_end = Param(bool, False, doc="also save when training ends (file names without a step)")
 
@@ -103,8 +103,8 @@ class SamplePreviews(ScheduleParams):
     steps, CFG, size). With an EMA hook connected, samples with the EMA weights too. The sample
     command samples now. A sampler that fails is reported and training goes on."""
 
-    samplers = Input(Sampler, multi=True, doc="sampler nodes' `sampler` outputs (sd.sample)")
-    hook = Output(Hook, doc="connect to train.loop's hooks")
+    samplers = Input(Sampler, multi=True, doc="sampler nodes' `sampler` outputs (sd.sample, sdxl.sample)")
+    hook = Output(Hook, serves="samplers", doc="connect to train.loop's hooks (for the models its samplers take)")
     every = Param(int, 250, min=0, doc="how often: every this many units (0 = only on command)")
     non_ema = Param(bool, True, doc="with an EMA hook: also sample the live (non-EMA) weights")
 

@@ -175,7 +175,7 @@ def test_registry_refuses_follows_on_a_multi_input_and_a_serves_that_is_not_a_ty
     with pytest.raises(SpecError, match="follows 'models', which takes several links"):
         Registry().register(multi)
     serves = make("famtest.serves", out=Output(DiffusionModel, serves="SDModel"))
-    with pytest.raises(SpecError, match="serves takes a port type object"):
+    with pytest.raises(SpecError, match="serves .SDModel. is not a port type object or an input"):
         Registry().register(serves)
 
 

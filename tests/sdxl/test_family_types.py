@@ -48,3 +48,27 @@ def test_an_sd_model_is_refused_by_the_sdxl_setups(setup):
                         reg)
     [problem] = [p for p in validate(graph, reg).problems if p.node == "s" and p.severity == "error"]
     assert "base.model is SDModel" in problem.message and "takes SDXLModel" in problem.message
+
+
+HOOK_GRAPH = GRAPH.replace("  save: {type: SAVER, in: {model: train.trained}}\n", """  previews: {type: SAMPLER}
+  samples: {type: train.sample_hook, in: {samplers: [previews.sampler]}}
+  periodic: {type: SAVER}
+  saves: {type: train.save_hook, in: {savers: [periodic.saver]}}
+""").replace("objective: obj.objective}", "objective: obj.objective, hooks: [samples.hook, saves.hook]}")
+
+
+def hook_problems(sampler: str, saver: str) -> list:
+    reg = default_registry()
+    text = (HOOK_GRAPH.replace("BASE", "sdxl.tiny_model").replace("SETUP", "sdxl.lora_setup")
+            .replace("SAMPLER", sampler).replace("SAVER", saver))
+    return [p for p in validate(loads_graph(text, reg), reg).problems if p.severity == "error" and p.node == "train"
+            and p.code == "type_mismatch"]
+
+
+def test_samplers_and_savers_in_the_loops_hooks_must_serve_its_model():
+    assert hook_problems("sdxl.sample", "sdxl.save_lora") == []
+    problems = hook_problems("sd.sample", "sd.save_lora")
+    assert {p.field for p in problems} == {"input 'model'"} and len(problems) == 2
+    messages = " | ".join(p.message for p in problems)
+    assert "samples.hook (input 'hooks') serves SDModel models, but setup.adapted is SDXLModel" in messages
+    assert "saves.hook (input 'hooks') serves SDModel models" in messages
