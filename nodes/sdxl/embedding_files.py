@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodes.saving import MODEL_DOC, FileSaver, SaverNode, base_metadata, check_name, steps_of
-from runtime import Choice, Dir, Input, Param, node
+from nodes.saving import MODEL_DOC, SAVER_DOC, FileSaver, SaverNode, base_metadata, check_name, steps_of
+from runtime import Choice, Dir, Input, Output, Param, node
+from runtime.port_types import Saver
 
 from .files import ARCHITECTURE
 from .types import SDXLModel
@@ -98,6 +99,7 @@ class SaveEmbedding(SaverNode):
     ``embeddings/`` unless ``folder`` is set."""
 
     model = Input(SDXLModel, optional=True, doc=MODEL_DOC)
+    saver = Output(Saver, serves=SDXLModel, doc=SAVER_DOC)
     name = Param(str, optional=True, doc="file name without extension (default: the placeholder without <>)")
     dtype = Param(Choice("float32", "float16", "bfloat16"), "float32", doc="dtype of the saved vectors")
     folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/embeddings)")

@@ -82,3 +82,19 @@ def test_finetune_preset_trains_the_unet_and_a_text_encoder(tmp_path, base):
     single = load_sdxl(saved["checkpoint"], config=base)
     a, b = weights(single.unet), weights(tuned.unet)
     assert all(torch.allclose(a[k], b[k].half().float(), atol=1e-3) for k in a)
+
+
+@pytest.mark.slow
+def test_embedding_preset_trains_both_encoders_vectors_and_saves_clip_l_and_clip_g(tmp_path, base):
+    from safetensors import safe_open
+
+    ws, saved, events = run_preset(tmp_path, base, "sdxl-embedding.yaml", "placeholder=<red-thing>", "vectors=2",
+                                   "save_every=1", "sample_every=0")
+    periodic = [e["path"] for e in events if e["event"] == "saved" and e["node"] == "train"]
+    assert str(ws / "embeddings" / "red-thing-step000001.safetensors") in periodic
+    [path] = saved.values()
+    assert path == str(ws / "embeddings" / "red-thing.safetensors")
+    with safe_open(path, "pt") as f:
+        assert sorted(f.keys()) == ["clip_g", "clip_l"]
+        assert f.get_tensor("clip_l").shape == (2, 32) and f.get_tensor("clip_g").shape == (2, 48)
+        assert f.metadata()["nodetrainer_placeholder"] == "<red-thing>"
