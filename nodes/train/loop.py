@@ -322,7 +322,9 @@ class Steps:
                           it_s=round(len(self.window) / sum(self.window), 3), step_time=round(step_time, 5))
 
     def after_update(self) -> None:
-        """The hooks' ``on_step_end``, then the commands that arrived."""
+        """The hooks' ``on_step_end``, then the commands that arrived. The model's ``progress`` is the
+        step just made, so what a hook saves says how long it trained."""
+        self.model.progress = {"step": self.state.step, "epoch": self.state.epoch}
         call(self.hooks, "on_step_end", self.run, self.update_loss)
         self.update_loss = 0.0
         run_commands(self.ctx, self.hooks, self.run)

@@ -55,14 +55,19 @@ def changed(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow
 def test_lora_preset_trains_saves_both_formats_and_samples(tmp_path, base):
-    ws, saved, events = run_preset(tmp_path, base, "sdxl-lora.yaml", "rank=2", "sample_every=2", "save_every=2",
+    from safetensors import safe_open
+
+    ws, saved, events = run_preset(tmp_path, base, "sdxl-lora.yaml", "rank=2", "sample_every=2", "save_every=1",
                                    "lora.text_encoders=both")
     assert saved == {"kohya_lora": str(ws / "lora" / "lora.safetensors"),
                      "diffusers_lora": str(ws / "lora" / "lora.diffusers.safetensors")}
     previews = [e["step"] for e in events if e["event"] == "sample" and e["node"] == "train"]
     assert previews == [2]
     periodic = sorted(e["path"] for e in events if e["event"] == "saved" and e["node"] == "train")
-    assert str(ws / "lora" / "lora-step000002.safetensors") in periodic
+    assert str(ws / "lora" / "lora-step000001.safetensors") in periodic
+    with safe_open(str(ws / "lora" / "lora-step000001.safetensors"), "pt") as f:
+        assert f.metadata()["ss_steps"] == "1"  # what a periodic save says it trained
+        assert any(k.startswith("lora_te2_") for k in f.keys())
     assert any((tmp_path / "cache").rglob("*")), "the disk cache was not written"
 
 
