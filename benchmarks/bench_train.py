@@ -378,12 +378,33 @@ SDXL_FIELDS = ("latent", "embedding", "pooled_embedding", "time_ids")  # what th
 
 @dataclass
 class Run:
-    """One training run of either side: step times, losses, trainable weights and each step's batch shapes."""
+    """One training run of either side: step times (wall and this process's CPU time), losses, trainable
+    weights and each step's batch shapes."""
 
     times: list[float]
     losses: list[float]
     trainable: int
     shapes: list[dict[str, tuple[int, ...]]] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+
+class CpuClock:
+    """An event sink that notes the process's CPU time at each event of train.loop (sinks run in the
+    emitting thread): the CPU time of each step is the time between progress events, which other
+    processes on a shared machine disturb much less than the wall time."""
+
+    def __init__(self):
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, event: dict) -> None:
+        if event.get("node") == "train":
+            self.marks.append((event["event"], time.process_time()))
+
+    def step_times(self) -> list[float]:
+        """From the last event before the first step (the loop's start log) to each step's progress."""
+        first = next(i for i, (kind, _) in enumerate(self.marks) if kind == "progress")
+        ticks = [self.marks[first - 1][1]] + [t for kind, t in self.marks[first:] if kind == "progress"]
+        return [b - a for a, b in zip(ticks, ticks[1:])]
 
 
 def batch_shapes(batch: dict) -> dict[str, tuple[int, ...]]:
@@ -410,8 +431,8 @@ def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[l
     reg = default_registry()
     v = validate(load_graph(SDXL_GRAPH, reg), reg, [f"steps={steps}", f"seed={seed}"])
     assert v.ok, v.problems
-    sink = ListSink()
-    r = execute(v, workspace=workspace, bus=EventBus([sink]), targets=("train",), keep=("batches", "train"))
+    sink, clock = ListSink(), CpuClock()
+    r = execute(v, workspace=workspace, bus=EventBus([sink, clock]), targets=("train",), keep=("batches", "train"))
     assert r.ok, r.error
     progress = [e for e in sink.of("progress") if e["node"] == "train"]
     source = r.outputs["batches"]["batches"]
@@ -420,7 +441,7 @@ def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[l
     trained = r.outputs["train"]["trained"]
     seen = [batch_shapes(b) for epoch in data for b in epoch][:steps]  # the batches the loop trained on
     run = Run([e["step_time"] for e in progress], [e["loss"] for e in progress],
-              sum(p.numel() for p in trained.trainable_parameters()), seen)
+              sum(p.numel() for p in trained.trainable_parameters()), seen, clock.step_times())
     return run, data
 
 
@@ -450,7 +471,7 @@ def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
     lr_sched = get_scheduler("cosine", opt, num_warmup_steps=round(0.1 * steps), num_training_steps=steps)
     gen = torch.Generator().manual_seed(seed)
     run = Run([], [], sum(p.numel() for p in params))
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     while len(run.times) < steps:
         for batch in data[len(run.times) // len(data[0])]:
             x0 = batch["latent"].float()
@@ -467,37 +488,40 @@ def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
             opt.zero_grad(set_to_none=True)
             run.losses.append(loss.item())
             run.shapes.append(batch_shapes(batch))
-            now = time.perf_counter()
+            now, cpu = time.perf_counter(), time.process_time()
             run.times.append(now - t)
-            t = now
+            run.cpu.append(cpu - c)
+            t, c = now, cpu
             if len(run.times) >= steps:
                 break
     return run
 
 
-def compare_sdxl(steps: int, rounds: int) -> tuple[Run, Run, list[float], list[float], list[float]]:
-    """``compare`` for SDXL: the warm-up runs (graph, plain; not timed), then the step times of both,
-    pooled over ``rounds`` rounds that alternate which goes first, and each round's ratio."""
+def compare_sdxl(steps: int, rounds: int) -> tuple[Run, Run, Run, Run, list[float]]:
+    """``compare`` for SDXL: the warm-up runs (graph, plain; not timed), then the runs of both pooled
+    over ``rounds`` rounds that alternate which goes first (one Run each), and each round's ratio."""
     with tempfile.TemporaryDirectory() as tmp:
         graph_warm, data = graph_sdxl(steps, Path(tmp) / "warmup")
         plain_warm = plain_sdxl(steps, data)
-        graph_times, plain_times, pairs = [], [], []
+        pooled = {"graph": Run([], [], 0), "plain": Run([], [], 0)}
+        pairs = []
         for r in range(rounds):
             got = {}
             for which in ("graph", "plain") if r % 2 == 0 else ("plain", "graph"):
                 got[which] = (graph_sdxl(steps, Path(tmp) / f"graph{r}")[0] if which == "graph"
-                              else plain_sdxl(steps, data)).times
-            graph_times += got["graph"]
-            plain_times += got["plain"]
-            pairs.append(statistics.median(got["graph"]) / statistics.median(got["plain"]))
-    return graph_warm, plain_warm, graph_times, plain_times, pairs
+                              else plain_sdxl(steps, data))
+                pooled[which].times += got[which].times
+                pooled[which].cpu += got[which].cpu
+            pairs.append(statistics.median(got["graph"].times) / statistics.median(got["plain"].times))
+    return graph_warm, plain_warm, pooled["graph"], pooled["plain"], pairs
 
 
 def sdxl_figures(steps: int, rounds: int) -> None:
     """Print what both sides train (weights, batch shapes), their median step times and the ratio."""
     import torch
 
-    graph, plain, graph_times, plain_times, pairs = compare_sdxl(steps, rounds)
+    graph, plain, graph_runs, plain_runs, pairs = compare_sdxl(steps, rounds)
+    graph_times, plain_times = graph_runs.times, plain_runs.times
     assert graph.trainable == plain.trainable, (graph.trainable, plain.trainable)
     assert graph.shapes == plain.shapes, (graph.shapes, plain.shapes)
     g, p = statistics.median(graph_times), statistics.median(plain_times)
@@ -511,6 +535,9 @@ def sdxl_figures(steps: int, rounds: int) -> None:
     print(f"plain   median step    {p * 1000:8.2f} ms   (mean {statistics.mean(plain_times) * 1000:.2f} ms)")
     print(f"ratio graph / plain    {g / p:8.3f}   (target <= 1.05; per round: "
           + ", ".join(f"{r:.3f}" for r in pairs) + ")")
+    gc, pc = statistics.median(graph_runs.cpu), statistics.median(plain_runs.cpu)
+    print(f"CPU time median step   graph {gc * 1000:.2f} ms, plain {pc * 1000:.2f} ms, ratio {gc / pc:.3f}   "
+          "(this process's CPU time: less disturbed by other processes than the wall time)")
     print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
 
 

@@ -33,4 +33,5 @@ def test_graph_and_plain_loop_do_the_same_work(bench, tmp_path):
     assert set(first) == {"latent", "embedding", "pooled_embedding", "time_ids"}
     assert first["time_ids"][1:] == (6,) and first["latent"][1] == 4
     assert len(graph.losses) == len(plain.losses) == 2 == len(graph.times) == len(plain.times)
+    assert len(graph.cpu) == len(plain.cpu) == 2 and all(t > 0 for t in graph.cpu + plain.cpu)
     assert all(math.isfinite(x) and x > 0 for x in graph.losses + plain.losses)
