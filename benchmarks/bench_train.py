@@ -448,8 +448,9 @@ def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[l
 def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
     """The same SDXL LoRA training written directly against diffusers, peft and torch: the tiny SDXL UNet
     (same config, same weights), rank-4 LoRA on the attention projections, AdamW (lr 1e-3, weight decay
-    0.01; torch's fused kernel, as train.optimizer picks on this device), cosine schedule with 10 % warmup, DDPM noise, epsilon target, MSE, clipping at 1.0; the UNet
-    conditioned on the cached hidden states, pooled embeddings and size numbers (``added_cond_kwargs``)."""
+    0.01; torch's fused kernel, as train.optimizer picks on this device), cosine schedule with 10 % warmup,
+    DDPM noise, epsilon target, MSE, clipping at 1.0; the UNet conditioned on the cached hidden states,
+    pooled embeddings and size numbers (``added_cond_kwargs``)."""
     import json
 
     import torch
