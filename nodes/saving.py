@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any as _Any
 
 from nodes.train.artifacts import ModelSaver, step_path
+from runtime import Choice, Dir, Param
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]*")
 #: dtype choices of full-model savers (keep: each part's own)
@@ -154,6 +155,92 @@ class LoraFileSaver(FileSaver):
             ctx.saved(path, "diffusers_lora", **extra)
             paths.append(path)
         return paths
+
+
+@dataclass
+class DiffusersFolderSaver(FileSaver):
+    """The whole model as a diffusers folder ``<name>`` (LoRA adapters fused in). A family implements
+    ``write``."""
+
+    dtype: str = "keep"
+    format = "diffusers"
+
+    def write(self, model, folder: Path, state_dicts: dict, graph_name: str) -> Path:
+        raise NotImplementedError
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from nodes.lora_fusion import dtype_label, part_state_dicts
+
+        model = self.check(model)
+        state_dicts = part_state_dicts(model, self.dtype)
+        path = self.write(model, self.folder_target(ctx, self.name, step), state_dicts, ctx.graph_name)
+        ctx.saved(path, "diffusers", dtype=dtype_label(state_dicts), steps=steps_of(model),
+                  lora_fused=getattr(model, "lora", None) is not None)
+        return [path]
+
+
+@dataclass
+class CheckpointFileSaver(FileSaver):
+    """The whole model as one ``<name>.safetensors`` in the family's original layout (LoRA fused in).
+    A family implements ``write`` (returning the path and warnings)."""
+
+    dtype: str = "float16"
+    format = "checkpoint"
+
+    def write(self, model, path: Path, state_dicts: dict, graph_name: str) -> tuple[Path, list[str]]:
+        raise NotImplementedError
+
+    def save(self, ctx, model, step=None) -> list[Path]:
+        from nodes.lora_fusion import dtype_label, part_state_dicts
+
+        model = self.check(model)
+        state_dicts = part_state_dicts(model, self.dtype)
+        path, warnings = self.write(model, self.target(ctx, f"{self.name}.safetensors", step), state_dicts,
+                                    ctx.graph_name)
+        for message in warnings:
+            ctx.warn(message)
+        ctx.saved(path, "checkpoint", dtype=dtype_label(state_dicts), steps=steps_of(model),
+                  lora_fused=getattr(model, "lora", None) is not None)
+        return [path]
+
+
+# -- the params of the saver nodes, shared by the families' nodes (each sets ``saver_class``) ------
+
+class LoraSaverParams:
+    """Params of a LoRA saver node."""
+
+    saver_class: type = LoraFileSaver
+    name = Param(str, "lora", doc="file name without extension")
+    formats = Param(Choice("both", "kohya", "diffusers"), "both", doc="which files to write")
+    dtype = Param(Choice("float16", "bfloat16", "float32"), "float16", doc="dtype of the saved weights")
+    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/lora)")
+
+    def make_saver(self):
+        return self.saver_class(self.name, self.folder, formats=self.formats, dtype=self.dtype)
+
+
+class DiffusersSaverParams:
+    """Params of a diffusers-folder saver node."""
+
+    saver_class: type = DiffusersFolderSaver
+    name = Param(str, "model", doc="folder name")
+    dtype = Param(Choice(*FULL_DTYPES), "keep", doc="dtype of the saved weights (keep: each part's own)")
+    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/models)")
+
+    def make_saver(self):
+        return self.saver_class(self.name, self.folder, dtype=self.dtype)
+
+
+class CheckpointSaverParams:
+    """Params of a single-file checkpoint saver node."""
+
+    saver_class: type = CheckpointFileSaver
+    name = Param(str, "model", doc="file name without extension")
+    dtype = Param(Choice(*FULL_DTYPES), "float16", doc="dtype of the saved weights (keep: each part's own)")
+    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/models)")
+
+    def make_saver(self):
+        return self.saver_class(self.name, self.folder, dtype=self.dtype)
 
 
 class SaverNode:

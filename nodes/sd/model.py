@@ -9,7 +9,7 @@ from typing import Any as _Any
 
 from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
 from nodes.lora_adapters import LoraInfo
-from nodes.train.bundle import require_field
+from nodes.train.bundle import require_field, require_model
 from nodes.train.ddpm import DDPMBundle
 
 __all__ = ["SDModel", "LoraInfo", "EmbeddingInfo", "VaePart", "TextEncoderPart", "TokenizerPart", "fingerprint_of",
@@ -134,7 +134,4 @@ def detect_version(unet) -> str:
 
 def check_sd_model(model: _Any, node: str) -> SDModel:
     """``model`` as an SDModel, or a clear error for another family's model."""
-    if not isinstance(model, SDModel):
-        family = getattr(model, "family", type(model).__name__)
-        raise TypeError(f"{node} needs a Stable Diffusion 1.x/2.x model, got a {family!r} model")
-    return model
+    return require_model(model, SDModel, node, "a Stable Diffusion 1.x/2.x model")

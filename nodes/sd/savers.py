@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nodes.saving import FULL_DTYPES, MODEL_DOC, SAVER_DOC, FileSaver, LoraFileSaver, SaverNode, check_name, steps_of
+from nodes.saving import (MODEL_DOC, SAVER_DOC, CheckpointFileSaver, CheckpointSaverParams, DiffusersFolderSaver,
+                          DiffusersSaverParams, FileSaver, LoraFileSaver, LoraSaverParams, SaverNode, check_name,
+                          steps_of)
 from runtime import Choice, Dir, Input, Output, Param, node
 from runtime.port_types import Saver
 
@@ -49,46 +51,23 @@ class LoraSaver(LoraFileSaver, _SDSaver):
 
 
 @dataclass
-class DiffusersSaver(_SDSaver):
-    """The whole model as a diffusers folder ``<name>`` (LoRA adapters fused in)."""
-
-    dtype: str = "keep"
+class DiffusersSaver(DiffusersFolderSaver, _SDSaver):
     node = "sd.save_diffusers"
-    format = "diffusers"
 
-    def save(self, ctx, model, step=None) -> list[Path]:
-        from nodes.lora_fusion import dtype_label, part_state_dicts
+    def write(self, model, folder, state_dicts, graph_name):
         from .full_model import write_diffusers_folder
 
-        model = self.check(model)
-        state_dicts = part_state_dicts(model, self.dtype)
-        path = write_diffusers_folder(model, self.folder_target(ctx, self.name, step), state_dicts, ctx.graph_name)
-        ctx.saved(path, "diffusers", dtype=dtype_label(state_dicts), steps=steps_of(model),
-                  lora_fused=model.lora is not None)
-        return [path]
+        return write_diffusers_folder(model, folder, state_dicts, graph_name)
 
 
 @dataclass
-class CheckpointSaver(_SDSaver):
-    """The whole model as one ``<name>.safetensors`` in the original (LDM) layout (LoRA fused in)."""
-
-    dtype: str = "float16"
+class CheckpointSaver(CheckpointFileSaver, _SDSaver):
     node = "sd.save_checkpoint"
-    format = "checkpoint"
 
-    def save(self, ctx, model, step=None) -> list[Path]:
-        from nodes.lora_fusion import dtype_label, part_state_dicts
+    def write(self, model, path, state_dicts, graph_name):
         from .full_model import write_checkpoint
 
-        model = self.check(model)
-        state_dicts = part_state_dicts(model, self.dtype)
-        path, warnings = write_checkpoint(model, self.target(ctx, f"{self.name}.safetensors", step), state_dicts,
-                                          ctx.graph_name)
-        for message in warnings:
-            ctx.warn(message)
-        ctx.saved(path, "checkpoint", dtype=dtype_label(state_dicts), steps=steps_of(model),
-                  lora_fused=model.lora is not None)
-        return [path]
+        return write_checkpoint(model, path, state_dicts, graph_name)
 
 
 @dataclass
@@ -127,7 +106,7 @@ class _SaverNode(SaverNode):
 
 
 @node("sd.save_lora", title="Save LoRA", category="Save", sink=True)
-class SaveLora(_SaverNode):
+class SaveLora(LoraSaverParams, _SaverNode):
     """Write the model's LoRA as a diffusers/peft file and a kohya file (A1111, ComfyUI), with metadata
     (base model, rank, alpha, steps, graph). Files: ``<name>.safetensors`` (kohya) and
     ``<name>.diffusers.safetensors``, in the run folder's ``lora/`` unless ``folder`` is set.
@@ -137,42 +116,26 @@ class SaveLora(_SaverNode):
     the text encoder's attention and MLP layers. Other adapted layers (the UNet's time_embedding, which
     targets all-linear includes) are left out of it with a warning; the diffusers file holds every layer."""
 
-    name = Param(str, "lora", doc="file name without extension")
-    formats = Param(Choice("both", "kohya", "diffusers"), "both", doc="which files to write")
-    dtype = Param(Choice("float16", "bfloat16", "float32"), "float16", doc="dtype of the saved weights")
-    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/lora)")
-
-    def make_saver(self):
-        return LoraSaver(self.name, self.folder, formats=self.formats, dtype=self.dtype)
+    saver_class = LoraSaver
 
 
 @node("sd.save_diffusers", title="Save diffusers folder", category="Save", sink=True)
-class SaveDiffusers(_SaverNode):
+class SaveDiffusers(DiffusersSaverParams, _SaverNode):
     """Write the whole model as a diffusers folder (``StableDiffusionPipeline.from_pretrained`` loads it):
     ``<name>/`` with unet, vae, text_encoder, tokenizer, scheduler, in the run folder's ``models/`` unless
     ``folder`` is set. LoRA adapters are fused into the weights (the live model keeps them separate); a
     trained embedding's tokens are in the tokenizer and text encoder."""
 
-    name = Param(str, "model", doc="folder name")
-    dtype = Param(Choice(*FULL_DTYPES), "keep", doc="dtype of the saved weights (keep: each part's own)")
-    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/models)")
-
-    def make_saver(self):
-        return DiffusersSaver(self.name, self.folder, dtype=self.dtype)
+    saver_class = DiffusersSaver
 
 
 @node("sd.save_checkpoint", title="Save checkpoint", category="Save", sink=True)
-class SaveCheckpoint(_SaverNode):
+class SaveCheckpoint(CheckpointSaverParams, _SaverNode):
     """Write the whole model as one ``<name>.safetensors`` in the original Stable Diffusion layout (what
     A1111, ComfyUI and diffusers' ``from_single_file`` load), in the run folder's ``models/`` unless
     ``folder`` is set. LoRA adapters are fused in. SD 2.x's text encoder is written in OpenCLIP's layout."""
 
-    name = Param(str, "model", doc="file name without extension")
-    dtype = Param(Choice(*FULL_DTYPES), "float16", doc="dtype of the saved weights (keep: each part's own)")
-    folder = Param(Dir("save"), optional=True, doc="where to write (default: <run folder>/models)")
-
-    def make_saver(self):
-        return CheckpointSaver(self.name, self.folder, dtype=self.dtype)
+    saver_class = CheckpointSaver
 
 
 @node("sd.save_embedding", title="Save embedding", category="Save", sink=True)

@@ -129,10 +129,9 @@ class EmbeddingSetup:
 
     def _check(self, model):
         """``model`` if it is a base SDXL model this setup can add tokens to, else a one-line error."""
-        from .model import SDXLModel as Bundle
+        from .model import check_sdxl_model
 
-        if not isinstance(model, Bundle):
-            raise TypeError(f"sdxl.embedding_setup needs an SDXL model (got {type(model).__name__})")
+        check_sdxl_model(model, "sdxl.embedding_setup")
         if model.embedding is not None:
             raise ValueError(f"the model already has the embedding {model.embedding.placeholder!r} "
                              f"(two sdxl.embedding_setup nodes in a row?)")

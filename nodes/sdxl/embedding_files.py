@@ -69,10 +69,9 @@ class EmbeddingSaver(FileSaver):
             check_name(self.name)
 
     def check(self, model):
-        from .model import SDXLModel as Bundle
+        from .model import check_sdxl_model
 
-        if not isinstance(model, Bundle):
-            raise TypeError(f"{self.node} needs an SDXL model (got {type(model).__name__})")
+        check_sdxl_model(model, self.node)
         if model.embedding is None:
             raise ValueError("the model has no trained embedding: train it through sdxl.embedding_setup first")
         return model

@@ -14,7 +14,7 @@ from typing import Any as _Any
 
 from nodes.diffusers_parts import TextEncoderPart, TokenizerPart, VaePart, fingerprint_of, vae_part
 from nodes.lora_adapters import LoraInfo
-from nodes.train.bundle import require_field
+from nodes.train.bundle import require_field, require_model
 from nodes.train.ddpm import DDPMBundle
 
 #: batch keys the SDXL model reads (the output port names of nodes/sdxl/encode.py and the VAE encoder)
@@ -119,3 +119,8 @@ class SDXLModel(DDPMBundle):
     def describe(self) -> dict:
         return {"family": self.family, "version": self.version, "prediction_type": self.prediction_type,
                 "source": self.source, "dtypes": dict(self.dtypes)}
+
+
+def check_sdxl_model(model: _Any, node: str) -> SDXLModel:
+    """``model`` as an SDXLModel, or a clear error for another family's model."""
+    return require_model(model, SDXLModel, node, "a Stable Diffusion XL model")

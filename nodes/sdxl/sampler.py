@@ -24,16 +24,6 @@ ADAPTER = "sample_lora"
 LORA_PARTS = ("unet", "text_encoder", "text_encoder_2")
 
 
-def check_sdxl_model(model, node: str):
-    """``model`` if it is an SDXL model, else a clear error naming ``node``."""
-    from .model import SDXLModel as Model
-
-    if not isinstance(model, Model):
-        family = getattr(model, "family", "") or type(model).__name__
-        raise TypeError(f"{node} needs a Stable Diffusion XL model, got a {family!r} model")
-    return model
-
-
 def size_problems(width: int, height: int) -> list[str]:
     return [f"{side} {value} must be a multiple of 8" for side, value in (("width", width), ("height", height))
             if value % 8]
@@ -87,6 +77,8 @@ class SDXLSampler(ModelSampler):
         from nodes.lora_check import check_model_weights, read_lora_file
 
         from .lora_names import check_lora_fits
+
+        from .model import check_sdxl_model
 
         model = check_sdxl_model(model, "sdxl.sample")
         problems = size_problems(self.width, self.height)

@@ -124,3 +124,11 @@ def require_field(batch: dict, key: str, how: str, node: str = "the objective") 
         have = ", ".join(sorted(k for k in batch if not k.startswith("_"))) or "none"
         raise ValueError(f"{node}: the batches have no field {key!r} (they have: {have}); {how}")
     return batch[key]
+
+
+def require_model(model: _Any, cls: type, node: str, what: str) -> _Any:
+    """``model`` if it is a ``cls``, else a TypeError: ``{node} needs {what}, got a '<family>' model``."""
+    if not isinstance(model, cls):
+        family = getattr(model, "family", "") or type(model).__name__
+        raise TypeError(f"{node} needs {what}, got a {family!r} model")
+    return model

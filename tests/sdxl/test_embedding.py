@@ -307,14 +307,14 @@ def test_setup_and_saver_errors_name_the_param(runner):
     error(ValueError, r"param 'clip_skip': 1 is too large for 2-layer text encoders", build_tiny(), clip_skip=1)
     once = embed(runner, build_tiny())["adapted"]
     error(ValueError, "already has the embedding '<shape>'", once, placeholder="<other>")
-    error(TypeError, "sdxl.embedding_setup needs an SDXL model", build_sd())
+    error(TypeError, "sdxl.embedding_setup needs a Stable Diffusion XL model, got a .sd. model", build_sd())
     with_lora = build_tiny()
     with_lora.lora = object()
     error(ValueError, "has LoRA adapters .*connect sdxl.embedding_setup to a base model", with_lora)
 
     with pytest.raises(ValueError, match="no trained embedding: train it through sdxl.embedding_setup"):
         runner.run(SaveEmbedding, "save", {"model": build_tiny()})
-    with pytest.raises(TypeError, match="sdxl.save_embedding needs an SDXL model"):
+    with pytest.raises(TypeError, match="sdxl.save_embedding needs a Stable Diffusion XL model, got a .sd. model"):
         runner.run(SaveEmbedding, "save", {"model": build_sd()})
     error(ValueError, "must be a plain file name", name="../up")
 

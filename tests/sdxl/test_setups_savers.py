@@ -167,7 +167,7 @@ def test_lora_outside_the_unet_blocks_is_left_out_of_the_kohya_file_with_a_warni
 def test_sdxl_savers_refuse_another_familys_model(runner):
     from nodes.sd.build import build_tiny
 
-    with pytest.raises(TypeError, match="sdxl.save_lora needs an SDXL model, got a 'sd' model"):
+    with pytest.raises(TypeError, match="sdxl.save_lora needs a Stable Diffusion XL model, got a 'sd' model"):
         runner.run(SaveLora, "save", {"model": build_tiny(seed=0)}, name="x")
 
 
