@@ -151,7 +151,12 @@ def test_sample_with_a_lora_file_on_any_model(trained, runner):
     plain = sample(runner, base, node="plain", folder="plain", seed=1)
     with_lora = sample(runner, base, node="lora", folder="lora", seed=1, lora=files["kohya"], lora_scale=1.0)
     assert abs(pixels(plain[0]) - pixels(with_lora[0])).max() > 0
-    assert not getattr(base.unet, "peft_config", None) or "sample_lora" not in base.unet.peft_config
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for part in (base.unet, base.text_encoder):  # the file's layers are gone, the weights' names are plain again
+        assert not getattr(part, "peft_config", None)
+        assert not any(isinstance(m, BaseTunerLayer) for m in part.modules())
+        assert not any(".base_layer." in k for k in part.state_dict())
     png_text = __import__("PIL.Image", fromlist=["Image"]).open(with_lora[0]).text["parameters"]
     assert "LoRA: tiny.safetensors" in png_text
 
