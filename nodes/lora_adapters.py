@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from nodes.lora_targets import target_modules
+from runtime import Choice, Param, Seed
 
 
 @dataclass
@@ -19,6 +20,21 @@ class LoraInfo:
     text_encoder: bool = False
     adapter_name: str = "default"
     parts: tuple[str, ...] = field(default=("unet",))
+
+
+class LoraParams:
+    """The adapter params of a family's LoRA setup node (the node adds which text encoders get adapters)."""
+
+    rank = Param(int, 16, min=1, max=1024, doc="LoRA rank (dimension)")
+    alpha = Param(float, 16.0, min=0, doc="LoRA alpha; the update is scaled by alpha / rank")
+    dropout = Param(float, 0.0, min=0, max=1, doc="dropout on the adapter input during training")
+    targets = Param(Choice("attn", "attn-mlp", "all-linear"), "attn",
+                    doc="which layers get adapters: attention projections, + feed-forward, or every linear layer")
+    target_regex = Param(str, optional=True,
+                         doc="instead of the preset: a regex matched against full module names (e.g. .*attn2.*)")
+    init = Param(Choice("default", "gaussian"), "default",
+                 doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
+    seed = Param(Seed, 0, doc="seed of the adapter initialisation (mixed with the node id)")
 
 
 def check_regex(regex: str | None) -> str | None:

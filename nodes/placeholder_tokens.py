@@ -32,9 +32,23 @@ import copy
 import re
 from typing import Any as _Any
 
+from runtime import Param
+
 
 MAX_VECTORS = 75  # CLIP's 77 positions minus start and end
 PLACEHOLDER_RE = re.compile(r"\S+")
+
+
+class PlaceholderParams:
+    """The params of a family's embedding (textual inversion) setup node."""
+
+    placeholder = Param(str, "<my-concept>", doc="the word to learn, as written in captions and prompts "
+                                                 "(no spaces; must be new to the model's tokenizers)")
+    initial_text = Param(str, "*", doc="text whose token embeddings start the vectors (e.g. 'cat', 'person'); "
+                                       "empty = zeros")
+    vectors = Param(int, 1, min=1, max=MAX_VECTORS, doc="token vectors of the placeholder, in each text encoder "
+                                                        "(more = more capacity, fewer words left in the 77-token "
+                                                        "prompt)")
 
 
 # -- the placeholder's tokens --------------------------------------------------------------

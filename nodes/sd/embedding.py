@@ -18,8 +18,7 @@ from pathlib import Path
 from runtime import Input, Output, Param, node
 from runtime.port_types import Tokenizer
 
-# default_name: sd.save_embedding names files with it
-from nodes.placeholder_tokens import MAX_VECTORS, check_placeholder, default_name, initial_vectors  # noqa: F401
+from nodes.placeholder_tokens import PlaceholderParams, check_placeholder, initial_vectors
 from nodes.saving import base_metadata
 
 from .metadata import architecture
@@ -30,7 +29,7 @@ EMBEDDING_KEY = "emb_params"
 
 
 @node("sd.embedding_setup", title="Embedding (textual inversion)", category="Setup")
-class EmbeddingSetup:
+class EmbeddingSetup(PlaceholderParams):
     """Learn a new word: the placeholder gets token vectors initialised from the initial text; only those
     vectors train, everything else is frozen.
 
@@ -43,12 +42,6 @@ class EmbeddingSetup:
     model = Input(SDModel, doc="base model")
     adapted = Output(SDModel, doc="model whose only trainable weights are the placeholder's vectors")
     tokenizer = Output(Tokenizer, doc="the tokenizer with the placeholder, for sd.tokenize")
-    placeholder = Param(str, "<my-concept>", doc="the word to learn, as written in captions and prompts "
-                                                 "(no spaces; must be new to the tokenizer)")
-    initial_text = Param(str, "*", doc="text whose token embeddings start the vectors (e.g. 'cat', 'person'); "
-                                       "empty = zeros")
-    vectors = Param(int, 1, min=1, max=MAX_VECTORS, doc="token vectors of the placeholder (more = more capacity, "
-                                                        "fewer words left in the 77-token prompt)")
     clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip in the training forward")
 
     def needed_batch_fields(self) -> dict[str, str]:

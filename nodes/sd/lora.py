@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from runtime import Choice, Input, Output, Param, Seed, node
+from runtime import Input, Output, Param, node
 
-from nodes.lora_adapters import LoraInfo, add_lora, check_regex
+from nodes.lora_adapters import LoraInfo, LoraParams, add_lora, check_regex
 from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS
 
 from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
@@ -14,7 +14,7 @@ from .types import SDModel
 
 
 @node("sd.lora_setup", title="LoRA", category="Setup")
-class LoraSetup:
+class LoraSetup(LoraParams):
     """Add LoRA adapters (peft) to the UNet and optionally the text encoder; only the adapters train.
 
     The adapters go into the input model's UNet (and text encoder) in place when no other node of the
@@ -24,19 +24,9 @@ class LoraSetup:
 
     model = Input(SDModel, doc="base model to adapt")
     adapted = Output(SDModel, doc="model whose only trainable weights are the adapters")
-    rank = Param(int, 16, min=1, max=1024, doc="LoRA rank (dimension)")
-    alpha = Param(float, 16.0, min=0, doc="LoRA alpha; the update is scaled by alpha / rank")
-    dropout = Param(float, 0.0, min=0, max=1, doc="dropout on the adapter input during training")
-    targets = Param(Choice("attn", "attn-mlp", "all-linear"), "attn",
-                    doc="which layers get adapters: attention projections, + feed-forward, or every linear layer")
-    target_regex = Param(str, optional=True,
-                         doc="instead of the preset: a regex matched against full module names (e.g. .*attn2.*)")
     train_text_encoder = Param(bool, False, doc="also add adapters to the text encoder (its outputs are then "
                                                 "computed in the loop from tokens)")
     clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip when it is trained in the loop")
-    init = Param(Choice("default", "gaussian"), "default",
-                 doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
-    seed = Param(Seed, 0, doc="seed of the adapter initialisation (mixed with the node id)")
 
     def needed_batch_fields(self) -> dict[str, str]:
         """What train.loop's check asks: a trained text encoder reads token ids from the batches."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
-from nodes.lora_check import (LoraPart, check_finite, check_fits, check_model_weights,  # noqa: F401 (re-exported)
-                              lora_layers as _lora_layers, not_safe_message, read_lora_file)
+from nodes.lora_check import LoraPart, check_fits, lora_layers as _lora_layers
 
 PARTS = (LoraPart("unet", "lora_unet_", "unet."), LoraPart("text_encoder", "lora_te_", "text_encoder.", clip_text=True))
 KOHYA_PREFIX = {p.attr: p.kohya for p in PARTS}

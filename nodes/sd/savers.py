@@ -86,7 +86,9 @@ class EmbeddingSaver(_SDSaver):
 
     def save(self, ctx, model, step=None) -> list[Path]:
         from nodes.diffusers_parts import torch_dtype
-        from .embedding import default_name, save_embedding_file
+        from nodes.placeholder_tokens import default_name
+
+        from .embedding import save_embedding_file
 
         model = self.check(model)
         if model.embedding is None:

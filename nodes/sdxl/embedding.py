@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from runtime import Input, Output, Param, node
 from runtime.port_types import Tokenizer
 
-from nodes.placeholder_tokens import MAX_VECTORS
+from nodes.placeholder_tokens import PlaceholderParams
 
 from .model import TOKENS, TOKENS_2
 from .types import SDXLModel
@@ -68,7 +68,7 @@ def pool_at_end_token(text_encoder, tokenizer) -> bool:
 
 
 @node("sdxl.embedding_setup", title="Embedding (SDXL)", category="Setup")
-class EmbeddingSetup:
+class EmbeddingSetup(PlaceholderParams):
     """Learn a new word for SDXL: the placeholder gets token vectors in both text encoders (CLIP-L and
     CLIP-G), initialised from the initial text's token embeddings in each; only those vectors train,
     everything else is frozen.
@@ -83,12 +83,6 @@ class EmbeddingSetup:
     adapted = Output(SDXLModel, doc="model whose only trainable weights are the placeholder's vectors")
     tokenizer = Output(Tokenizer, doc="the first tokenizer with the placeholder, for sd.tokenize ('tokens')")
     tokenizer_2 = Output(Tokenizer, doc="the second tokenizer with the placeholder, for sd.tokenize ('tokens_2')")
-    placeholder = Param(str, "<my-concept>", doc="the word to learn, as written in captions and prompts "
-                                                 "(no spaces; must be new to the tokenizers)")
-    initial_text = Param(str, "*", doc="text whose token embeddings start the vectors (e.g. 'cat', 'person'); "
-                                       "empty = zeros")
-    vectors = Param(int, 1, min=1, max=MAX_VECTORS, doc="token vectors of the placeholder per encoder (more = "
-                                                        "more capacity, fewer words left in the 77-token prompt)")
     clip_skip = Param(int, 0, min=0, max=12, doc="layers to skip before the penultimate one in the training "
                                                  "forward")
 

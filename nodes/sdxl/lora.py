@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from runtime import Choice, Input, Output, Param, Seed, node
+from runtime import Choice, Input, Output, Param, node
 
-from nodes.lora_adapters import LoraInfo, add_lora, check_regex
+from nodes.lora_adapters import LoraInfo, LoraParams, add_lora, check_regex
 from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS
 
 from .model import text_fields
@@ -17,7 +17,7 @@ TEXT_ENCODERS = {"none": (), "first": ("text_encoder",), "second": ("text_encode
 
 
 @node("sdxl.lora_setup", title="LoRA (SDXL)", category="Setup")
-class LoraSetup:
+class LoraSetup(LoraParams):
     """Add LoRA adapters (peft) to the SDXL UNet and optionally its text encoders; only the adapters train.
 
     A part that another node of the run also uses (a sampler of the base model, the data graph's
@@ -27,20 +27,10 @@ class LoraSetup:
 
     model = Input(SDXLModel, doc="base model to adapt")
     adapted = Output(SDXLModel, doc="model whose only trainable weights are the adapters")
-    rank = Param(int, 16, min=1, max=1024, doc="LoRA rank (dimension)")
-    alpha = Param(float, 16.0, min=0, doc="LoRA alpha; the update is scaled by alpha / rank")
-    dropout = Param(float, 0.0, min=0, max=1, doc="dropout on the adapter input during training")
-    targets = Param(Choice("attn", "attn-mlp", "all-linear"), "attn",
-                    doc="which layers get adapters: attention projections, + feed-forward, or every linear layer")
-    target_regex = Param(str, optional=True,
-                         doc="instead of the preset: a regex matched against full module names (e.g. .*attn2.*)")
     text_encoders = Param(Choice(*TEXT_ENCODERS), "none",
                           doc="also add adapters to the first (CLIP-L), second (CLIP-G) or both text encoders")
     clip_skip = Param(int, 0, min=0, max=12, doc="layers to skip before the penultimate one when the encoders "
                                                  "run in the loop")
-    init = Param(Choice("default", "gaussian"), "default",
-                 doc="adapter initialisation: default (Kaiming A, zero B) or gaussian; both start as a no-op")
-    seed = Param(Seed, 0, doc="seed of the adapter initialisation (mixed with the node id)")
 
     def needed_batch_fields(self) -> dict[str, str]:
         """What train.loop's check asks: cached text conditioning, or token ids when an encoder trains."""
