@@ -176,6 +176,27 @@ def check_loaded_part(module, info: dict, where: str) -> None:
         raise ValueError(f"{where}: {problem.describe()}")
 
 
+# -- before the run: is the path a model at all? --------------------------------------------
+
+def missing_subfolders(path: Path, parts) -> list[str]:
+    """The sub-folders ``parts`` of a diffusers pipeline folder that ``path`` lacks (no torch)."""
+    return [p for p in parts if not (path / p).is_dir()]
+
+
+def check_model_source(c, path: str, config: str | None, parts, what: str) -> None:
+    """A loader node's check: a single file needs ``config``, and folders (``path``, ``config``) have the
+    diffusers sub-folders ``parts`` of ``what`` (e.g. 'SDXL'). ``c`` is the node's check context."""
+    path_ = Path(path)
+    if path_.is_file() and not config:
+        c.error(f"{path_.name} is a single-file checkpoint: set 'config' to a local diffusers {what} folder "
+                "(configs and tokenizers, no weights needed), so loading works offline", param="config")
+    for param, folder in (("path", path_), ("config", Path(config) if config else None)):
+        missing = missing_subfolders(folder, parts) if folder is not None and folder.is_dir() else []
+        if missing:
+            c.error(f"{folder} is not a diffusers {what} folder: it has no {', '.join(missing)} sub-folder(s)",
+                    param=param)
+
+
 # -- is it a safetensors file at all? ----------------------------------------------------
 
 #: safetensors refuses headers above 100 MB; so do we, before reading one

@@ -9,7 +9,7 @@ from runtime.paths import ASSETS_DIR
 
 from nodes.diffusers_parts import files_fingerprint, fingerprint_of, quiet_libraries, torch_dtype
 from nodes.weights_check import (check_loaded_part, first_line, folder_part_mismatch, listed, meta_tensors,
-                                 safetensors_problem)
+                                 missing_subfolders, safetensors_problem)
 
 from nodes.train.ddpm import training_scheduler
 
@@ -97,16 +97,11 @@ def load_sd(path: str | Path, config: str | Path | None = None, dtypes: dict | N
 FOLDER_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 
-def missing_parts(path: Path) -> list[str]:
-    """The sub-folders of a diffusers SD folder that ``path`` lacks (no torch: validation uses it)."""
-    return [p for p in FOLDER_PARTS if not (path / p).is_dir()]
-
-
 def _load_folder(path: Path):
     from diffusers import DDPMScheduler
     from transformers import CLIPTokenizer
 
-    missing = missing_parts(path)
+    missing = missing_subfolders(path, FOLDER_PARTS)
     if missing:
         raise ValueError(f"{path} is not a diffusers Stable Diffusion folder: it has no {', '.join(missing)} "
                          f"sub-folder(s). Give a diffusers folder or a single-file .safetensors checkpoint")

@@ -69,20 +69,11 @@ class LoadModel(_ModelOutputs):
 
     def check(self, c):
         """Before the run: a single file needs ``config``; folders must have the diffusers sub-folders."""
-        from pathlib import Path
+        from nodes.weights_check import check_model_source
 
-        from .build import missing_parts
+        from .build import FOLDER_PARTS
 
-        path = Path(self.path)
-        if path.is_file() and not self.config:
-            c.error(f"{path.name} is a single-file checkpoint: set 'config' to a local diffusers folder of the "
-                    f"same model (configs and tokenizer, no weights needed), so loading works offline",
-                    param="config")
-        for param, folder in (("path", path), ("config", Path(self.config) if self.config else None)):
-            missing = missing_parts(folder) if folder is not None and folder.is_dir() else []
-            if missing:
-                c.error(f"{folder} is not a diffusers Stable Diffusion folder: it has no {', '.join(missing)} "
-                        f"sub-folder(s)", param=param)
+        check_model_source(c, self.path, self.config, FOLDER_PARTS, "Stable Diffusion")
 
     def run(self, ctx):
         from .build import load_sd

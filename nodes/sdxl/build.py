@@ -67,11 +67,6 @@ FOLDER_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "t
 WEIGHTED = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
-def missing_parts(path: Path) -> list[str]:
-    """The sub-folders of a diffusers SDXL folder that ``path`` lacks (no torch: validation uses it)."""
-    return [p for p in FOLDER_PARTS if not (path / p).is_dir()]
-
-
 def load_sdxl(path: str | Path, config: str | Path | None = None, dtypes: dict | None = None,
               prediction_type: str = "auto", zero_terminal_snr: bool = False) -> SDXLModel:
     """Load an SDXL model (SDXL base, Pony, Illustrious, NoobAI, ...) from a diffusers folder or a single-file
@@ -102,9 +97,9 @@ def _load_folder(path: Path) -> dict:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from nodes.weights_check import check_loaded_part, first_line
+    from nodes.weights_check import check_loaded_part, first_line, missing_subfolders
 
-    missing = missing_parts(path)
+    missing = missing_subfolders(path, FOLDER_PARTS)
     if missing:
         raise ValueError(f"{path} is not a diffusers SDXL folder: it has no {', '.join(missing)} sub-folder(s). "
                          "Give a diffusers folder or a single-file .safetensors checkpoint")

@@ -75,20 +75,12 @@ class LoadModel(_ModelOutputs):
                                                "models trained that way)")
 
     def check(self, c):
-        """Before the run: a single file needs ``config``; folders must have the diffusers SDXL sub-folders."""
-        from pathlib import Path
+        """Before the run: a single file needs ``config``; folders must have the diffusers sub-folders."""
+        from nodes.weights_check import check_model_source
 
-        from .build import missing_parts
+        from .build import FOLDER_PARTS
 
-        path = Path(self.path)
-        if path.is_file() and not self.config:
-            c.error(f"{path.name} is a single-file checkpoint: set 'config' to a local diffusers SDXL folder "
-                    "(configs and tokenizers, no weights needed), so loading works offline", param="config")
-        for param, folder in (("path", path), ("config", Path(self.config) if self.config else None)):
-            missing = missing_parts(folder) if folder is not None and folder.is_dir() else []
-            if missing:
-                c.error(f"{folder} is not a diffusers SDXL folder: it has no {', '.join(missing)} sub-folder(s)",
-                        param=param)
+        check_model_source(c, self.path, self.config, FOLDER_PARTS, "SDXL")
 
     def run(self, ctx):
         from .build import load_sdxl
