@@ -65,3 +65,18 @@ def test_the_ddpm_objective_refuses_a_flow_matching_model(reg):
     assert reg.get("train.diffusion_objective").outputs["objective"].serves is DDPMModel
     [problem], _ = check(reg, "flow.model", "ddpm.objective")
     assert "serves DDPMModel models, but p.out is FakeFlowModel" in problem.message
+
+
+def test_the_ddpm_objective_refuses_at_run_time_a_model_without_a_ddpm_schedule():
+    """A model value that is not a DDPMBundle (a pack whose model type skipped DDPMModel) fails with one line."""
+    import torch
+
+    from nodes.train.bundle import ModelBundle
+    from nodes.train.objective import DiffusionObjective
+
+    class Flowy(ModelBundle):
+        family = "flowy"
+
+    with pytest.raises(TypeError, match="train.diffusion_objective trains models on DDPM noise.*'flowy' model has no "
+                                        "DDPM noise schedule"):
+        DiffusionObjective().loss(Flowy(), {"latent": torch.zeros(1, 4, 8, 8)}, torch.Generator())
