@@ -82,7 +82,8 @@ def test_lora_setup_with_a_text_encoder_trains_from_tokens_of_both_tokenizers(lo
     from nodes.train.objective import DiffusionObjective
 
     m = lora_model
-    batch = {"latent": torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2),
+    latent = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    batch = {"latent": latent, "time_ids": torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2),
              "tokens": tokenize(m.tokenizer, [PROMPT] * 2), "tokens_2": tokenize(m.tokenizer_2, [PROMPT] * 2)}
     loss, _ = DiffusionObjective().loss(m, batch, torch.Generator().manual_seed(0))
     loss.backward()
