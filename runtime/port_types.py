@@ -82,6 +82,8 @@ DiffusionModel = value_type("DiffusionModel", color="#e8743b", doc="a diffusion 
 # Kinds of training a family's model type derives from; an objective serves one of them.
 DDPMModel = value_type("DDPMModel", DiffusionModel, doc="a diffusion model trained on DDPM noise "
                        "(epsilon or v-prediction): what train.diffusion_objective serves")
+FlowMatchingModel = value_type("FlowMatchingModel", DiffusionModel, doc="a diffusion model trained with flow "
+                               "matching (velocity prediction): what train.flow_matching_objective serves")
 VAE = value_type("VAE", color="#e84b6a", doc="an image autoencoder")
 TextEncoder = value_type("TextEncoder", color="#f2c14e", doc="a text encoder")
 Tokenizer = value_type("Tokenizer", color="#d9d27a", doc="a tokenizer")
