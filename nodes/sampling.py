@@ -42,10 +42,12 @@ def png_info(settings: dict):
 
     s = settings
     text = s["prompt"]
-    if s["negative_prompt"]:
+    if s.get("negative_prompt"):
         text += f"\nNegative prompt: {s['negative_prompt']}"
-    text += (f"\nSteps: {s['steps']}, Sampler: {A1111_NAMES[s['scheduler']]}, CFG scale: {s['cfg']}, "
-             f"Seed: {s['seed']}, Size: {s['width']}x{s['height']}, Model: {s['model']}")
+    text += f"\nSteps: {s['steps']}, Sampler: {A1111_NAMES.get(s['scheduler'], s['scheduler'])}, CFG scale: {s['cfg']}"
+    if s.get("guidance") is not None:  # a guidance-distilled model's embedded guidance (Forge's name)
+        text += f", Distilled CFG Scale: {s['guidance']}"
+    text += f", Seed: {s['seed']}, Size: {s['width']}x{s['height']}, Model: {s['model']}"
     if s.get("lora"):
         text += f", LoRA: {Path(s['lora']).name}"
     info = PngInfo()
@@ -207,21 +209,17 @@ def adapted(module) -> bool:
     return any(isinstance(m, BaseTunerLayer) for m in module.modules())
 
 
-class SampleParams:
-    """Params of a family's sampler node (a node sets ``sampler_class`` and its ``model`` input, the
+class PromptParams:
+    """Params of every family's sampler node (a node sets ``sampler_class`` and its ``model`` input, the
     ``sampler`` output serving its model type, and may override the size defaults)."""
 
     sampler_class: type = PromptSampler
     prompts = Param(StrList, ["a red circle on a blue background"], doc="one image set per prompt")
-    negative_prompt = Param(str, "", doc="what to steer away from (used when cfg > 1)")
     seed = Param(Seed, 0, doc="seed of the first image; each further image adds 1")
     steps = Param(int, 25, min=1, max=1000, doc="denoising steps")
-    cfg = Param(float, 7.0, min=0, doc="classifier-free guidance scale (1 = off)")
     width = Param(int, 512, min=8, max=4096, doc="image width (multiple of 8)")
     height = Param(int, 512, min=8, max=4096, doc="image height (multiple of 8)")
-    scheduler = Param(Choice(*SCHEDULERS), "dpmpp_2m", doc="sampling scheduler")
     images_per_prompt = Param(int, 1, min=1, max=64, doc="images per prompt")
-    clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip")
     lora = Param(File("open", filter="*.safetensors"), optional=True,
                  doc="a LoRA file to apply (kohya or diffusers format)")
     lora_scale = Param(float, 1.0, doc="strength of the LoRA file")
@@ -249,3 +247,12 @@ class SampleParams:
         sampler = self.sampler_class(**{name: getattr(self, name) for name in type(self).__node_spec__.params})
         paths = sampler.sample(ctx, model) if model is not None else []
         return {"images": [str(p) for p in paths], "sampler": sampler}
+
+
+class SampleParams(PromptParams):
+    """Params of a sampler node with classifier-free guidance and a choice of DDPM schedulers (SD, SDXL)."""
+
+    negative_prompt = Param(str, "", doc="what to steer away from (used when cfg > 1)")
+    cfg = Param(float, 7.0, min=0, doc="classifier-free guidance scale (1 = off)")
+    scheduler = Param(Choice(*SCHEDULERS), "dpmpp_2m", doc="sampling scheduler")
+    clip_skip = Param(int, 0, min=0, max=12, doc="text-encoder layers to skip")
