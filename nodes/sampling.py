@@ -74,10 +74,11 @@ def write_png(image, path: Path, settings: dict) -> None:
         image.save(tmp, format="PNG", pnginfo=png_info(settings))
 
 
-def size_problems(width: int, height: int) -> list[str]:
-    """What is wrong with an image size for a latent-diffusion VAE (sides multiples of 8)."""
-    return [f"{side} {value} must be a multiple of 8" for side, value in (("width", width), ("height", height))
-            if value % 8]
+def size_problems(width: int, height: int, multiple: int = 8) -> list[str]:
+    """What is wrong with an image size whose sides must be multiples of ``multiple`` (8 for a
+    latent-diffusion VAE; 16 where latents are also cut into 2x2 patches)."""
+    return [f"{side} {value} must be a multiple of {multiple}" for side, value in (("width", width), ("height", height))
+            if value % multiple]
 
 
 LORA_ADAPTER = "sample_lora"
@@ -105,6 +106,7 @@ class PromptSampler(ModelSampler):
     folder: str = "samples"
     device: str = "auto"
     family = ""
+    size_multiple = 8
     lora_parts = ()  # not a field: the parts a LoRA file may adapt, set by each family
 
     def checked(self, model):
@@ -123,7 +125,7 @@ class PromptSampler(ModelSampler):
         from nodes.diffusers_parts import quiet_libraries
         from nodes.train.loop import resolve_device
 
-        problems = size_problems(self.width, self.height)
+        problems = size_problems(self.width, self.height, self.size_multiple)
         if problems:
             raise ValueError("; ".join(problems))
         model = self.checked(model)
@@ -232,7 +234,7 @@ class PromptParams:
         from nodes.lora_check import not_safe_message
         from nodes.weights_check import safetensors_problem
 
-        for problem in size_problems(self.width, self.height):
+        for problem in size_problems(self.width, self.height, self.sampler_class.size_multiple):
             c.error(problem, param=problem.split()[0])
         if self.lora and Path(self.lora).is_file():
             why = safetensors_problem(self.lora)
