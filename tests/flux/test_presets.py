@@ -1,0 +1,61 @@
+"""The shipped Flux presets, run end to end through the CLI with a saved tiny FLUX.1 dev as the base model."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.paths import ASSETS_DIR, GRAPHS_DIR
+from tests.conftest import parse_events, run_cli
+
+PRESETS = ["flux-dev-lora.yaml"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from nodes.flux.build import build_tiny, save_diffusers
+
+    return save_diffusers(build_tiny(seed=0, variant="dev"), tmp_path_factory.mktemp("flux") / "base")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_presets_are_canonical_and_validate(name):
+    from runtime.graph_file import dumps_graph, load_graph
+
+    path = GRAPHS_DIR / name
+    assert dumps_graph(load_graph(path)) == path.read_text()  # the editor saves it unchanged
+    r = run_cli("validate", path)
+    assert r.returncode == 0 and "valid" in r.stdout, r.stdout + r.stderr
+
+
+def run_preset(tmp_path, base, name, *sets):
+    ws = tmp_path / "run"
+    args = ["--set", f"base_model={base}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
+            "--set", "resolution=64", "--set", "steps=2", "--set", "bucket.quantization=16",
+            "--set", f"cache.folder={tmp_path / 'cache'}", "--set", "encode_text.max_length=32",
+            "--set", "sample.steps=2", "--set", "previews.steps=2", "--set", "sample.max_length=32",
+            "--set", "previews.max_length=32"]
+    for s in sets:
+        args += ["--set", s]
+    r = run_cli("run", GRAPHS_DIR / name, "--events", "jsonl", "--workspace", ws, *args, timeout=900)
+    events = parse_events(r.stdout)
+    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
+    assert r.returncode == 0, (errors, r.stderr[-3000:])
+    assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
+    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
+    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
+    return ws, own, events
+
+
+@pytest.mark.slow
+def test_lora_preset_trains_saves_both_formats_and_samples(tmp_path, base):
+    from safetensors import safe_open
+
+    ws, saved, events = run_preset(tmp_path, base, "flux-dev-lora.yaml", "rank=2", "sample_every=2", "save_every=1")
+    assert saved == {"kohya_lora": str(ws / "lora" / "lora.safetensors"),
+                     "diffusers_lora": str(ws / "lora" / "lora.diffusers.safetensors")}
+    assert [e["step"] for e in events if e["event"] == "sample" and e["node"] == "train"] == [2]
+    with safe_open(saved["kohya_lora"], "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("lora_unet_double_blocks_0_") for k in keys)
+    assert any(k.startswith("lora_unet_single_blocks_0_") for k in keys)
+    assert any((tmp_path / "cache").rglob("*")), "the disk cache was not written"
