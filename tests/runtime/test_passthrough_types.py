@@ -12,7 +12,7 @@ import pytest
 from runtime import Input, Output, node
 from runtime.errors import SpecError
 from runtime.graph_file import loads_graph
-from runtime.port_types import VAE, DDPMModel, DiffusionModel, Objective, value_type
+from runtime.port_types import VAE, DDPMModel, DiffusionModel, FlowMatchingModel, value_type
 from runtime.registry import Registry
 from runtime.validate import validate
 
@@ -73,9 +73,9 @@ class SaveXL:
         return {}
 
 
-# A kind of training that is not DDPM (no flow-matching family exists yet): a family derives from it.
-FakeFlowKind = value_type("FakeFlowMatchingModel", DiffusionModel, doc="a flow-matching model (tests)")
-FakeFlowModel = value_type("FakeFlowModel", FakeFlowKind, doc="a fake flow-matching family's model (tests)")
+# A flow-matching family (not DDPM): its model type derives from FlowMatchingModel, which
+# train.flow_matching_objective serves.
+FakeFlowModel = value_type("FakeFlowModel", FlowMatchingModel, doc="a fake flow-matching family's model (tests)")
 
 
 @node("famtest.load_flow", title="Fake flow model", category="Model")
@@ -88,17 +88,7 @@ class LoadFakeFlow:
         return {"model": object()}
 
 
-@node("famtest.flow_objective", title="Fake flow-matching objective", category="Training")
-class FlowObjective:
-    """An objective for flow-matching models only."""
-
-    objective = Output(Objective, serves=FakeFlowKind, doc="for train.loop")
-
-    def run(self, ctx):
-        return {"objective": object()}
-
-
-CLASSES = (LoadFakeXL, FakeVAE, PassThrough, SaveSD, SaveXL, LoadFakeFlow, FlowObjective)
+CLASSES = (LoadFakeXL, FakeVAE, PassThrough, SaveSD, SaveXL, LoadFakeFlow)
 
 
 def family_registry(*extra: type) -> Registry:

@@ -1,6 +1,6 @@
 """Objectives are typed to the models they serve (``Output(Objective, serves=T)``): train.loop refuses,
-at validation, a model whose type as connected is not a ``T``, naming both types. No flow-matching
-family exists yet: a fake one (tests/runtime/test_passthrough_types.py) stands in for it."""
+at validation, a model whose type as connected is not a ``T``, naming both types. A fake flow-matching
+family (tests/runtime/test_passthrough_types.py) meets the real train.flow_matching_objective."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ nodes:
   sd: {type: sd.tiny_model}
   flow: {type: famtest.load_flow}
   ddpm: {type: train.diffusion_objective}
-  fm: {type: famtest.flow_objective}
+  fm: {type: train.flow_matching_objective}
   opt: {type: train.optimizer}
   batches: {type: test.toy_batches}
   p: {type: famtest.pass, in: {model: MODEL}}
@@ -44,8 +44,8 @@ def test_a_flow_matching_objective_refuses_a_ddpm_family_model_naming_both_types
     [problem], result = check(reg, "sd.model", "fm.objective")
     assert problem.code == "type_mismatch" and problem.field == "input 'model'"
     assert problem.message.startswith(
-        "fm.objective (input 'objective') serves FakeFlowMatchingModel models, but p.out is SDModel "
-        "(it passes on what feeds p.model): connect a FakeFlowMatchingModel here")
+        "fm.objective (input 'objective') serves FlowMatchingModel models, but p.out is SDModel "
+        "(it passes on what feeds p.model): connect a FlowMatchingModel here")
     assert not result.ok
 
 
