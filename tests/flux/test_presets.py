@@ -7,7 +7,7 @@ import pytest
 from runtime.paths import ASSETS_DIR, GRAPHS_DIR
 from tests.conftest import parse_events, run_cli
 
-PRESETS = ["flux-dev-lora.yaml"]
+PRESETS = ["flux-dev-lora.yaml", "flux-finetune.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +59,24 @@ def test_lora_preset_trains_saves_both_formats_and_samples(tmp_path, base):
     assert any(k.startswith("lora_unet_double_blocks_0_") for k in keys)
     assert any(k.startswith("lora_unet_single_blocks_0_") for k in keys)
     assert any((tmp_path / "cache").rglob("*")), "the disk cache was not written"
+
+
+@pytest.mark.slow
+def test_finetune_preset_trains_the_transformer_and_saves_it_in_the_bfl_layout(tmp_path, base):
+    import torch
+    from safetensors import safe_open
+
+    from nodes.flux.build import load_flux
+
+    ws, saved, _ = run_preset(tmp_path, base, "flux-finetune.yaml", "sample_every=0", "save_every=0")
+    assert saved == {"bfl_transformer": str(ws / "models" / "transformer.safetensors"),
+                     "diffusers": str(ws / "models" / "model")}
+    with safe_open(str(ws / "models" / "transformer.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(k.startswith("double_blocks.0.img_attn.qkv.") for k in keys)
+    tuned, original = load_flux(str(ws / "models" / "model")), load_flux(str(base))
+    a, b = tuned.transformer.state_dict(), original.transformer.state_dict()
+    assert any(not torch.equal(a[k].float(), b[k].float()) for k in a)  # the transformer trained
+    from_file = load_flux(str(ws / "models" / "transformer.safetensors"), config=str(base))
+    c = from_file.transformer.state_dict()
+    assert all(torch.equal(c[k].float(), a[k].float()) for k in a)  # the BFL file holds the same weights
