@@ -97,7 +97,8 @@ class TrainLoop:
     batches = Input(BatchSource, doc="batches from the data graph")
     optimizer = Input(OptimizerSpec, doc="from train.optimizer")
     schedule = Input(LRSchedule, optional=True, doc="from train.lr_schedule (default: constant)")
-    objective = Input(Objective, doc="from train.diffusion_objective")
+    objective = Input(Objective, doc="from train.diffusion_objective or train.flow_matching_objective (the one "
+                                       "that serves the model's kind)")
     hooks = Input(Hook, optional=True, multi=True, doc="samples, saves, backups, logging ... run during training")
     trained = Output(DiffusionModel, follows="model", doc="the trained model (the model it was given; same type)")
 

@@ -1,8 +1,8 @@
 """The denoising-diffusion objective (DDPM-style epsilon / v-prediction) as a node.
 
 Family-agnostic: it asks the model for ``latents(batch)``, its ``noise_scheduler``
-and ``predict(noisy, timesteps, batch)``. Flow-matching families add their own
-objective node beside this one. Its output declares the models it serves
+and ``predict(noisy, timesteps, batch)``. Flow-matching models train with
+train.flow_matching_objective (nodes/train/flow_objective.py) instead. Its output declares the models it serves
 (``Output(Objective, serves=...)``), so train.loop refuses, at validation and in
 the editor, a model of a kind this objective does not train.
 """
