@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from runtime.events import EventBus, ListSink
@@ -52,3 +53,12 @@ def test_data_graph_feeds_the_transformer_and_a_flow_matching_loss_trains_it(tmp
     assert model.transformer.context_embedder.weight.grad.abs().sum() > 0  # T5's sequence reaches it
     assert model.transformer.time_text_embed.text_embedder.linear_1.weight.grad.abs().sum() > 0  # CLIP's pooled
     assert model.transformer.time_text_embed.guidance_embedder.linear_1.weight.grad.abs().sum() > 0  # dev
+    # the generic objective takes the model: dev's resolution-dependent shift from its packed token count
+    import math
+
+    from nodes.train.flow_objective import FlowMatchingObjective
+
+    loss, metrics = FlowMatchingObjective(dynamic_shift=True).loss(model, batch, torch.Generator().manual_seed(1))
+    tokens = (x0.shape[-2] // 2) * (x0.shape[-1] // 2)
+    assert model.image_seq_len(x0) == tokens and torch.isfinite(loss)
+    assert metrics["shift"] == pytest.approx(math.exp(0.5 + (1.15 - 0.5) / (4096 - 256) * (tokens - 256)))

@@ -61,6 +61,21 @@ def test_tiny_model_is_flux_shaped_deterministic_and_fast(dev, schnell):
     assert dev.noise_scheduler.config.use_dynamic_shifting and not schnell.noise_scheduler.config.use_dynamic_shifting
 
 
+def test_the_tiny_model_node_gives_the_model_and_its_parts(runner):
+    from nodes.flux.loaders import TinyModel
+
+    out = runner.run(TinyModel, variant="schnell", seed=2, guidance=2.5)
+    model = out["model"]
+    assert model.variant == "schnell" and model.guidance == 2.5 and model.source == "tiny:flux:schnell:seed=2"
+    assert out["vae"].module is model.vae and (out["vae"].scaling_factor, out["vae"].shift_factor) == (0.3611, 0.1159)
+    assert out["text_encoder"].module is model.text_encoder and out["text_encoder_2"].module is model.text_encoder_2
+    assert out["tokenizer_2"].tokenizer is model.tokenizer_2 and out["tokenizer_2"].max_length == 512
+    assert len({out[k].fingerprint for k in ("vae", "text_encoder", "text_encoder_2", "tokenizer")}) == 4
+    again = runner.run(TinyModel, variant="schnell", seed=2, guidance=2.5)
+    assert again["vae"].fingerprint == out["vae"].fingerprint  # caches stay valid across runs
+    assert runner.run(TinyModel, variant="dev", seed=2)["vae"].fingerprint != out["vae"].fingerprint
+
+
 def test_assets_are_what_make_tiny_flux_writes(tmp_path):
     from nodes.flux.build import TINY_DIR
 
