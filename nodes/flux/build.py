@@ -64,43 +64,20 @@ def build_tiny(seed: int = 0, variant: str = "dev", guidance: float = 1.0) -> Fl
 
 # -- diffusers folders -------------------------------------------------------------
 
-def untied(state_dict: dict, module) -> dict:
-    """``state_dict`` without the copies of tied weights (T5's ``encoder.embed_tokens`` is ``shared``):
-    safetensors refuses tensors that share memory, and the library ties them again on load."""
-    tied = getattr(module, "_tied_weights_keys", None) or {}
-    names = tied.keys() if isinstance(tied, dict) else tied
-    return {k: v for k, v in state_dict.items() if k not in names}
-
-
 def write_diffusers_folder(model: FluxModel, folder: Path, state_dicts: dict[str, dict],
                            metadata: dict[str, str] | None = None) -> Path:
     """A diffusers FluxPipeline folder that ``FluxPipeline.from_pretrained`` (and ``flux.load_model``) loads,
     with ``state_dicts`` (part -> plain weights) as the weights."""
     from diffusers import FluxPipeline
-    from transformers.utils import SAFE_WEIGHTS_NAME
 
-    from nodes.pipeline_folder import save_weights, write_pipeline_folder
+    from nodes.pipeline_folder import write_pipeline_folder
     from nodes.placeholder_tokens import plain_tokenizer
-    from runtime.fileio import atomic_dir
 
     tokenizers = {"tokenizer": plain_tokenizer(model.tokenizer), "tokenizer_2": plain_tokenizer(model.tokenizer_2)}
     pipe = FluxPipeline(scheduler=model.noise_scheduler, vae=model.vae, text_encoder=model.text_encoder,
                         tokenizer=tokenizers["tokenizer"], text_encoder_2=model.text_encoder_2,
                         tokenizer_2=tokenizers["tokenizer_2"], transformer=model.transformer)
-    clip_parts = {k: v for k, v in state_dicts.items() if k != "text_encoder_2"}
-    folder = Path(folder)
-    # the shared writer knows CLIP text encoders only: T5 is written beside it, in the same swap
-    with atomic_dir(folder) as tmp:
-        write_pipeline_folder(tmp / "pipeline", pipe, clip_parts, tokenizers, model.noise_scheduler, metadata or {})
-        for entry in (tmp / "pipeline").iterdir():
-            entry.rename(tmp / entry.name)
-        (tmp / "pipeline").rmdir()
-        if "text_encoder_2" in state_dicts:
-            te2 = model.text_encoder_2
-            te2.config.save_pretrained(tmp / "text_encoder_2")
-            save_weights(untied(state_dicts["text_encoder_2"], te2), tmp / "text_encoder_2" / SAFE_WEIGHTS_NAME,
-                         metadata)
-    return folder
+    return write_pipeline_folder(Path(folder), pipe, state_dicts, tokenizers, model.noise_scheduler, metadata or {})
 
 
 def save_diffusers(model: FluxModel, folder: str | Path) -> Path:
