@@ -241,3 +241,25 @@ def kohya_tensors(peft_sd: dict, alpha: float, config) -> tuple[dict, list[str]]
     tensors, left_out = kohya_transformer(peft_sd, alpha, config)
     tensors.update(kohya_text_encoder(peft_sd, alpha))
     return tensors, left_out
+
+
+def lora_layers(model) -> dict[str, _Any]:
+    """Every name a diffusers-format or unfused kohya key may give a layer of the Flux ``model`` -> the layer."""
+    from nodes.lora_check import lora_layers as layers_of
+
+    return layers_of(model, PARTS)
+
+
+def check_lora_fits(tensors: dict, model, name: str) -> None:
+    """Raise unless every key of ``tensors`` (a kohya/BFL or diffusers-format Flux LoRA) is a LoRA weight of a
+    layer of ``model`` in its shape; fused kohya layers are split first (``read_kohya``)."""
+    from nodes.lora_check import check_fits
+
+    kohya = {k: v for k, v in tensors.items() if k.startswith(("lora_unet_", "lora_te"))}
+    rest = {k: v for k, v in tensors.items() if k not in kohya}
+    if kohya:
+        try:
+            rest.update(diffusers_state_dict(read_kohya(kohya, model)))
+        except ValueError as e:
+            raise ValueError(f"{name} does not fit this Flux model: {e}") from None
+    check_fits(rest, lora_layers(model), name, "Flux")

@@ -159,3 +159,18 @@ def test_our_reader_refuses_t5_keys_and_another_model_size(tiny_lora, full_size)
                    tiny_lora)
     with pytest.raises(ValueError, match="its up weight has 96 rows, the transformer.s img_attn.qkv has 9216: .* another model size"):
         split_transformer(tensors, full_size.config)
+
+
+def test_the_fit_check_splits_kohya_files_and_names_what_does_not_fit(tiny_lora, full_size):
+    from nodes.flux.lora_names import check_lora_fits
+    from nodes.lora_files import peft_state_dict
+
+    ours = peft_state_dict(tiny_lora)
+    tensors, _ = kohya_tensors(ours, ALPHA, tiny_lora.transformer.config)
+    check_lora_fits(tensors, tiny_lora, "mine.safetensors")
+    check_lora_fits(ours, tiny_lora, "mine.diffusers.safetensors")
+    big = adapters_for(full_size, ["transformer_blocks.0.attn.to_out.0"])
+    with pytest.raises(ValueError, match="big.safetensors does not fit .*attn.to_out.0 down: file \\[1, 3072\\]"):
+        check_lora_fits(kohya_tensors(big, ALPHA, full_size.config)[0], tiny_lora, "big.safetensors")
+    with pytest.raises(ValueError, match="t5.safetensors does not fit this Flux model: .* lora_te3_"):
+        check_lora_fits({**tensors, "lora_te3_x.lora_down.weight": torch.zeros(1, 1)}, tiny_lora, "t5.safetensors")
