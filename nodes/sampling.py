@@ -138,7 +138,7 @@ class PromptSampler(ModelSampler):
         before = {part: adapted(getattr(model, part)) for part in self.lora_parts} if self.lora else None
         try:
             if self.lora:
-                self._load_lora(ctx, pipe, before)
+                self._load_lora(ctx, pipe, model, before)
             return self._sample_prompts(ctx, pipe, model, device, step, tag)
         finally:
             if self.lora:
@@ -146,6 +146,11 @@ class PromptSampler(ModelSampler):
 
     def seeds_of(self, p_index: int) -> list[int]:
         return seeds_of(self.seed, p_index, self.images_per_prompt)
+
+    def lora_weights(self, model):
+        """What the pipeline's ``load_lora_weights`` gets for the ``lora`` file: its path (a family whose
+        file format diffusers cannot convert for every model size gives a state dict instead)."""
+        return self.lora
 
     def settings(self, model, prompt: str, seed: int, train_step: int, tag: str) -> dict:
         """What a PNG records of how it was made."""
@@ -176,13 +181,13 @@ class PromptSampler(ModelSampler):
         return written
 
     # -- a LoRA file, for the sampling only ---------------------------------------------
-    def _load_lora(self, ctx, pipe, before: dict) -> None:
+    def _load_lora(self, ctx, pipe, model, before: dict) -> None:
         import warnings
 
         active = list(pipe.get_active_adapters()) if any(before.values()) else []
         with ctx.torch_seeded(self.seed, "lora"), warnings.catch_warnings():  # peft initialises the layers it loads
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # the model's own adapter
-            pipe.load_lora_weights(self.lora, adapter_name=LORA_ADAPTER, use_safetensors=True)
+            pipe.load_lora_weights(self.lora_weights(model), adapter_name=LORA_ADAPTER, use_safetensors=True)
         pipe.set_adapters(active + [LORA_ADAPTER], adapter_weights=[1.0] * len(active) + [self.lora_scale])
 
     def _unload_lora(self, pipe, before: dict) -> None:

@@ -37,14 +37,34 @@ class FluxSampler(PromptSampler):
     lora_parts = ("transformer", "text_encoder")
 
     def checked(self, model):
-        """The model, after the checks that need it: finite weights."""
+        """The model, after the checks that need it: finite weights, the LoRA file fits."""
         from nodes.lora_check import check_model_weights
 
         from .model import check_flux_model
 
         model = check_flux_model(model, "flux.sample")
         check_model_weights(model)
+        if self.lora:
+            from pathlib import Path
+
+            from nodes.lora_check import read_lora_file
+
+            from .lora_names import check_lora_fits
+
+            check_lora_fits(read_lora_file(self.lora), model, Path(self.lora).name)
         return model
+
+    def lora_weights(self, model):
+        """A kohya/BFL file as a diffusers state dict, split by our reader: diffusers' own converter
+        assumes FLUX.1's full widths. A diffusers-format file goes by its path."""
+        from nodes.lora_check import read_lora_file
+
+        from .lora_names import diffusers_state_dict, read_kohya
+
+        tensors = read_lora_file(self.lora)
+        if not any(k.endswith(".lora_down.weight") for k in tensors):
+            return self.lora
+        return diffusers_state_dict(read_kohya(tensors, model))
 
     def settings(self, model, prompt: str, seed: int, train_step: int, tag: str) -> dict:
         out = super().settings(model, prompt, seed, train_step, tag)

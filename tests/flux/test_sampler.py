@@ -102,3 +102,31 @@ def test_sdxl_model_is_refused_at_validation_naming_both_types():
     graph = loads_graph("nodes:\n  m: {type: sdxl.tiny_model}\n  s: {type: flux.sample, in: {model: m.model}}\n", reg)
     [problem] = [p for p in validate(graph, reg).problems if p.node == "s" and p.severity == "error"]
     assert "m.model is SDXLModel" in problem.message and "takes FluxModel" in problem.message
+
+
+@pytest.mark.parametrize("formats,suffix", [("kohya", ".safetensors"), ("diffusers", ".diffusers.safetensors")])
+def test_a_lora_file_of_either_format_applies_like_the_trained_adapters_and_is_removed(runner, formats, suffix):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from nodes.flux.build import build_tiny
+    from nodes.flux.lora import LoraSetup
+    from nodes.flux.savers import SaveLora
+
+    trained = runner.run(LoraSetup, "lora", {"model": build_tiny(seed=0)}, rank=4, alpha=8.0,
+                         targets="attn-mlp")["adapted"]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in trained.transformer.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    runner.run(SaveLora, "save", {"model": trained}, name="l", formats=formats, dtype="float32")
+    base = build_tiny(seed=0)
+    plain = sample(runner, base, node="plain", folder="plain", seed=1)
+    lora = str(runner.workspace / "lora" / f"l{suffix}")
+    with_file = sample(runner, base, node="file", folder="file", seed=1, lora=lora)
+    live = sample(runner, trained, node="live", folder="live", seed=1)
+    assert not (pixels(plain[0]) == pixels(with_file[0])).all()
+    assert np.abs(pixels(with_file[0]) - pixels(live[0])).max() <= 1  # the file applies as the trained adapters
+    assert not any(isinstance(m, BaseTunerLayer) for m in base.transformer.modules())  # and is gone again
+    again = sample(runner, base, node="again", folder="again", seed=1)
+    assert (pixels(again[0]) == pixels(plain[0])).all()
