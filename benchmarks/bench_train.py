@@ -22,10 +22,17 @@ then the cost of a backup (the backup command) and of resuming from it.
 With ``--family sdxl``: the tiny SDXL model's LoRA training instead (benchmarks/sdxl_bench_graph.yaml:
 latents, both encoders' embeddings, pooled embeddings and size conditioning from a RAM cache) against the
 same training written with diffusers + peft (``plain_sdxl``), on the same cached batches; it checks both
-train the same number of weights on batches of the same shapes, and prints both step times and their
-ratio (target <= 1.05). The SD-only parts (example, optimizer, lifecycle, quickstart) do not run.
+train the same number of weights, in the same adapted layers, on batches of the same shapes, and prints
+both step times and their ratio (target <= 1.05). The SD-only parts (example, optimizer, lifecycle,
+quickstart) do not run.
 
-    python benchmarks/bench_train.py [--family sd|sdxl] [--steps 60] [--threads 1] [--quickstart]
+With ``--family flux``: the tiny Flux dev model's LoRA training (benchmarks/flux_bench_graph.yaml: latents,
+T5 sequences and CLIP-L pooled embeddings from a RAM cache; the flow-matching objective with uniform sigmas
+and no shift) against the same training written with diffusers + peft (``plain_flux``: packing and image
+ids with FluxPipeline's helpers, guidance 1.0, velocity target), on the same cached batches, with the same
+checks and figures as sdxl.
+
+    python benchmarks/bench_train.py [--family sd|sdxl|flux] [--steps 60] [--threads 1] [--quickstart]
                                      [--no-lifecycle] [--no-example]
 """
 
@@ -386,6 +393,8 @@ class Run:
     trainable: int
     shapes: list[dict[str, tuple[int, ...]]] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    #: the layers that got adapters, as part.module names
+    adapted: list[str] = field(default_factory=list)
 
 
 class CpuClock:
@@ -407,21 +416,28 @@ class CpuClock:
         return [b - a for a, b in zip(ticks, ticks[1:])]
 
 
-def batch_shapes(batch: dict) -> dict[str, tuple[int, ...]]:
-    """The shapes of the fields the SDXL UNet step reads, in one batch."""
-    return {k: tuple(batch[k].shape) for k in SDXL_FIELDS}
+def batch_shapes(batch: dict, fields: tuple[str, ...] = SDXL_FIELDS) -> dict[str, tuple[int, ...]]:
+    """The shapes of the ``fields`` (what the denoiser's step reads) in one batch."""
+    return {k: tuple(batch[k].shape) for k in fields}
 
 
 def shape_counts(shapes: list[dict]) -> str:
     """The distinct batch shapes of a run, each with how many steps had it."""
-    counts = collections.Counter(tuple(s.values()) for s in shapes)
-    return "; ".join(f"{n} x (" + ", ".join(f"{k} {list(v)}" for k, v in zip(SDXL_FIELDS, key)) + ")"
-                     for key, n in counts.items())
+    counts = collections.Counter(tuple(s.items()) for s in shapes)
+    return "; ".join(f"{n} x (" + ", ".join(f"{k} {list(v)}" for k, v in key) + ")" for key, n in counts.items())
 
 
-def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[list[dict]]]:
-    """Run benchmarks/sdxl_bench_graph.yaml (tiny SDXL, RAM cache, sdxl.lora_setup, train.loop) for
-    ``steps`` steps; return the run and its batches per epoch as lists (what the plain loop trains on)."""
+def adapted_layers(parts: dict) -> list[str]:
+    """``part.module`` names of the layers peft wrapped with a LoRA adapter, sorted."""
+    return sorted(f"{part}.{name}" for part, module in parts.items() for name, m in module.named_modules()
+                  if hasattr(m, "lora_A"))
+
+
+def graph_bench(path: Path, fields: tuple[str, ...], steps: int, workspace: Path,
+                seed: int = 42) -> tuple[Run, list[list[dict]]]:
+    """Run the benchmark graph ``path`` (its inputs ``steps`` and ``seed``) up to train.loop; return the run
+    (``fields``: the batch fields whose shapes it notes) and its batches per epoch as lists (what the plain
+    loop trains on)."""
     from runtime.events import EventBus, ListSink
     from runtime.executor import execute
     from runtime.graph_file import load_graph
@@ -429,7 +445,7 @@ def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[l
     from runtime.validate import validate
 
     reg = default_registry()
-    v = validate(load_graph(SDXL_GRAPH, reg), reg, [f"steps={steps}", f"seed={seed}"])
+    v = validate(load_graph(path, reg), reg, [f"steps={steps}", f"seed={seed}"])
     assert v.ok, v.problems
     sink, clock = ListSink(), CpuClock()
     r = execute(v, workspace=workspace, bus=EventBus([sink, clock]), targets=("train",), keep=("batches", "train"))
@@ -439,10 +455,17 @@ def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[l
     epochs = (steps + len(source) - 1) // len(source)
     data = [[dict(b) for b in source.epoch(e)] for e in range(epochs)]
     trained = r.outputs["train"]["trained"]
-    seen = [batch_shapes(b) for epoch in data for b in epoch][:steps]  # the batches the loop trained on
+    seen = [batch_shapes(b, fields) for epoch in data for b in epoch][:steps]  # the batches the loop trained on
     run = Run([e["step_time"] for e in progress], [e["loss"] for e in progress],
-              sum(p.numel() for p in trained.trainable_parameters()), seen, clock.step_times())
+              sum(p.numel() for p in trained.trainable_parameters()), seen, clock.step_times(),
+              adapted_layers(trained.trained_parts()))
     return run, data
+
+
+def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[list[dict]]]:
+    """Run benchmarks/sdxl_bench_graph.yaml (tiny SDXL, RAM cache, sdxl.lora_setup, train.loop) for
+    ``steps`` steps; return the run and its batches per epoch as lists (what the plain loop trains on)."""
+    return graph_bench(SDXL_GRAPH, SDXL_FIELDS, steps, workspace, seed)
 
 
 def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
@@ -471,7 +494,7 @@ def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)  # the same update kernel
     lr_sched = get_scheduler("cosine", opt, num_warmup_steps=round(0.1 * steps), num_training_steps=steps)
     gen = torch.Generator().manual_seed(seed)
-    run = Run([], [], sum(p.numel() for p in params))
+    run = Run([], [], sum(p.numel() for p in params), adapted=adapted_layers({"unet": unet}))
     t, c = time.perf_counter(), time.process_time()
     while len(run.times) < steps:
         for batch in data[len(run.times) // len(data[0])]:
@@ -498,37 +521,49 @@ def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
     return run
 
 
-def compare_sdxl(steps: int, rounds: int) -> tuple[Run, Run, Run, Run, list[float]]:
-    """``compare`` for SDXL: the warm-up runs (graph, plain; not timed), then the runs of both pooled
-    over ``rounds`` rounds that alternate which goes first (one Run each), and each round's ratio."""
+def compare_pair(graph_fn, plain_fn, steps: int, rounds: int) -> tuple[Run, Run, Run, Run, list[float]]:
+    """``compare`` for a family's pair (``graph_fn(steps, workspace)`` -> (Run, batches), ``plain_fn(steps,
+    batches)`` -> Run): the warm-up runs (graph, plain; not timed), then the runs of both pooled over
+    ``rounds`` rounds that alternate which goes first (one Run each), and each round's ratio."""
     with tempfile.TemporaryDirectory() as tmp:
-        graph_warm, data = graph_sdxl(steps, Path(tmp) / "warmup")
-        plain_warm = plain_sdxl(steps, data)
+        graph_warm, data = graph_fn(steps, Path(tmp) / "warmup")
+        plain_warm = plain_fn(steps, data)
         pooled = {"graph": Run([], [], 0), "plain": Run([], [], 0)}
         pairs = []
         for r in range(rounds):
             got = {}
             for which in ("graph", "plain") if r % 2 == 0 else ("plain", "graph"):
-                got[which] = (graph_sdxl(steps, Path(tmp) / f"graph{r}")[0] if which == "graph"
-                              else plain_sdxl(steps, data))
+                got[which] = (graph_fn(steps, Path(tmp) / f"graph{r}")[0] if which == "graph"
+                              else plain_fn(steps, data))
                 pooled[which].times += got[which].times
                 pooled[which].cpu += got[which].cpu
             pairs.append(statistics.median(got["graph"].times) / statistics.median(got["plain"].times))
     return graph_warm, plain_warm, pooled["graph"], pooled["plain"], pairs
 
 
-def sdxl_figures(steps: int, rounds: int) -> None:
-    """Print what both sides train (weights, batch shapes), their median step times and the ratio."""
+#: what each family's pair shares, for the printout
+PAIRS = {
+    "sdxl": ("tiny SDXL UNet, rank-4 LoRA on to_q/k/v/out; both: fused AdamW, cosine schedule, epsilon MSE, "
+             "clipping 1.0"),
+    "flux": ("tiny Flux dev transformer, rank-4 LoRA on the attention projections; both: fused AdamW, cosine "
+             "schedule, uniform sigmas, no shift, velocity MSE, guidance 1.0, clipping 1.0"),
+}
+
+
+def pair_figures(family: str, steps: int, rounds: int) -> None:
+    """Print what both sides train (weights, layers, batch shapes), their median step times and the ratio."""
     import torch
 
-    graph, plain, graph_runs, plain_runs, pairs = compare_sdxl(steps, rounds)
+    graph_fn, plain_fn = {"sdxl": (graph_sdxl, plain_sdxl), "flux": (graph_flux, plain_flux)}[family]
+    graph, plain, graph_runs, plain_runs, pairs = compare_pair(graph_fn, plain_fn, steps, rounds)
     graph_times, plain_times = graph_runs.times, plain_runs.times
     assert graph.trainable == plain.trainable, (graph.trainable, plain.trainable)
+    assert graph.adapted == plain.adapted, (graph.adapted, plain.adapted)
     assert graph.shapes == plain.shapes, (graph.shapes, plain.shapes)
     g, p = statistics.median(graph_times), statistics.median(plain_times)
-    print("family                 sdxl (tiny SDXL UNet, rank-4 LoRA on to_q/k/v/out; both: fused AdamW, cosine "
-          "schedule, epsilon MSE, clipping 1.0)")
-    print(f"trainable weights      graph {graph.trainable:,}, plain {plain.trainable:,}")
+    print(f"family                 {family} ({PAIRS[family]})")
+    print(f"trainable weights      graph {graph.trainable:,}, plain {plain.trainable:,} "
+          f"(the same {len(graph.adapted)} adapted layers)")
     print(f"batch shapes (both)    {shape_counts(graph.shapes)}")
     print(f"steps per run          {steps} (torch threads: {torch.get_num_threads()}); "
           f"{rounds} rounds after a warm-up round")
@@ -542,32 +577,111 @@ def sdxl_figures(steps: int, rounds: int) -> None:
     print(f"peak RSS (this process) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB")
 
 
+# -- Flux ----------------------------------------------------------------------------------------------
+
+FLUX_GRAPH = ROOT / "benchmarks" / "flux_bench_graph.yaml"
+FLUX_FIELDS = ("latent", "t5_embedding", "pooled_embedding")  # what the transformer step reads
+#: flux.lora_setup's ``attn`` preset as peft's full-name regex: both streams' attention projections in the
+#: double blocks, q/k/v in the single blocks (their output is the block's proj_out, an MLP-preset layer)
+FLUX_ATTENTION = (r"(transformer_blocks|single_transformer_blocks)\.\d+\.attn\."
+                  r"(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)")
+
+
+def graph_flux(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[list[dict]]]:
+    """Run benchmarks/flux_bench_graph.yaml (tiny Flux dev, RAM cache, flux.lora_setup, flow-matching
+    objective, train.loop) for ``steps`` steps; return the run and its batches per epoch as lists."""
+    return graph_bench(FLUX_GRAPH, FLUX_FIELDS, steps, workspace, seed)
+
+
+def plain_flux(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
+    """The same Flux LoRA training written directly against diffusers, peft and torch: the tiny Flux dev
+    transformer (same config, same weights), rank-4 LoRA on the attention projections, fused AdamW (lr 1e-3,
+    weight decay 0.01), cosine schedule with 10 % warmup, clipping at 1.0; per step noise and uniform sigmas
+    from a seeded generator, ``x_t = (1 - s) x0 + s noise``, latents packed with ``FluxPipeline._pack_latents``,
+    image ids from ``_prepare_latent_image_ids``, zero text ids, guidance 1.0, the prediction unpacked with
+    ``_unpack_latents``, MSE against ``noise - x0``."""
+    import json
+
+    import torch
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from diffusers.optimization import get_scheduler
+    from peft import LoraConfig
+
+    tiny = ROOT / "assets" / "tiny_flux"
+    config = json.loads((tiny / "transformer" / "config.json").read_text())
+    config["guidance_embeds"] = True  # dev
+    vae_scale = 2 ** (len(json.loads((tiny / "vae" / "config.json").read_text())["block_out_channels"]) - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # flux.tiny_model's seed: the transformer is its first draw, so the same weights
+        transformer = FluxTransformer2DModel.from_config(config)
+        transformer.requires_grad_(False)
+        torch.manual_seed(seed)  # peft initialises the adapters from torch's generator
+        transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=FLUX_ATTENTION))
+    transformer.train()
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)
+    lr_sched = get_scheduler("cosine", opt, num_warmup_steps=round(0.1 * steps), num_training_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    run = Run([], [], sum(p.numel() for p in params), adapted=adapted_layers({"transformer": transformer}))
+    t, c = time.perf_counter(), time.process_time()
+    while len(run.times) < steps:
+        for batch in data[len(run.times) // len(data[0])]:
+            x0 = batch["latent"].float()
+            b, ch, h, w = x0.shape
+            noise = torch.randn(x0.shape, generator=gen)
+            sigmas = torch.rand(b, generator=gen)
+            s = sigmas.view(b, 1, 1, 1)
+            t5 = batch["t5_embedding"]
+            pred = transformer(hidden_states=FluxPipeline._pack_latents((1 - s) * x0 + s * noise, b, ch, h, w),
+                               encoder_hidden_states=t5, pooled_projections=batch["pooled_embedding"],
+                               timestep=sigmas, guidance=torch.full((b,), 1.0),
+                               img_ids=FluxPipeline._prepare_latent_image_ids(b, h // 2, w // 2, x0.device, x0.dtype),
+                               txt_ids=torch.zeros(t5.shape[1], 3), return_dict=False)[0]
+            pred = FluxPipeline._unpack_latents(pred, h * vae_scale, w * vae_scale, vae_scale)
+            loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            lr_sched.step()
+            opt.zero_grad(set_to_none=True)
+            run.losses.append(loss.item())
+            run.shapes.append(batch_shapes(batch, FLUX_FIELDS))
+            now, cpu = time.perf_counter(), time.process_time()
+            run.times.append(now - t)
+            run.cpu.append(cpu - c)
+            t, c = now, cpu
+            if len(run.times) >= steps:
+                break
+    return run
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", choices=("sd", "sdxl"), default="sd",
-                    help="the model family: sd (the quickstart) or sdxl (the tiny SDXL LoRA graph)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps per run (default: 60; sdxl 30)")
+    ap.add_argument("--family", choices=("sd", "sdxl", "flux"), default="sd",
+                    help="the model family: sd (the quickstart), sdxl or flux (the tiny model's LoRA graph)")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per run (default: 60; sdxl 30, flux 100)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--quickstart", action="store_true",
                     help="also measure the quickstart's wall time and peak RSS (sd only)")
     ap.add_argument("--rounds", type=int, default=None,
                     help="rounds of alternating runs (graph / plain loop, and plain / hooked graph; default: 4, "
-                         "sdxl 6)")
+                         "sdxl 6, flux 10)")
     ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures (sd only)")
     ap.add_argument("--no-example", action="store_true",
                     help="skip the comparison with the diffusers example's way of training (sd only)")
     args = ap.parse_args()
-    # sdxl: shorter runs and more rounds: under ~3 minutes on one thread, alternating often (evens out load)
-    args.steps = args.steps or (30 if args.family == "sdxl" else 60)
-    args.rounds = args.rounds or (6 if args.family == "sdxl" else 4)
+    # sdxl, flux: more rounds, under ~3 minutes on one thread, alternating often (evens out load); the tiny
+    # Flux step is ~15 ms, so its runs are longer (the first epoch, which fills the cache, weighs less)
+    args.steps = args.steps or {"sd": 60, "sdxl": 30, "flux": 100}[args.family]
+    args.rounds = args.rounds or {"sd": 4, "sdxl": 6, "flux": 10}[args.family]
     if args.family != "sd" and args.quickstart:
         ap.error("--quickstart measures the SD quickstart: it does not go with --family " + args.family)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.family == "sdxl":
-        sdxl_figures(args.steps, args.rounds)
+    if args.family != "sd":
+        pair_figures(args.family, args.steps, args.rounds)
         return
     graph_times, plain_times, pairs = compare(args.steps, args.rounds)
     g, p = statistics.median(graph_times), statistics.median(plain_times)
