@@ -48,13 +48,16 @@ class EncodeImage(PerSampleStage):
         return {"latent": z[0].to("cpu", torch.float32)}
 
 
-@node("sd.tokenize", title="Tokenize (CLIP)", category="Data")
+@node("sd.tokenize", title="Tokenize", category="Data")
 class Tokenize(PerSampleStage):
-    """Turn a caption into CLIP token ids, padded and truncated to the tokenizer's length (77)."""
+    """Turn a caption into token ids (CLIP's, or T5's for Flux), padded and truncated to ``max_length``
+    or the tokenizer's own length (CLIP 77, T5 512)."""
 
     caption = Input(Caption, doc="caption text")
     tokenizer = Input(Tokenizer, doc="the tokenizer (from the model loader)")
-    tokens = Output(TokenIds, doc="token ids (1-D, 77 long)")
+    tokens = Output(TokenIds, doc="token ids (1-D, max_length long)")
+    max_length = Param(int, 0, min=0, max=4096, doc="pad or cut to this many tokens (0: the tokenizer's own: "
+                                                    "77 for CLIP, 512 for T5)")
     random = False
 
     def setup(self, ctx, tokenizer):
@@ -63,7 +66,7 @@ class Tokenize(PerSampleStage):
     def process(self, item, caption, tokenizer):
         from .text import tokenize
 
-        return {"tokens": tokenize(tokenizer.tokenizer, [caption or ""])[0]}
+        return {"tokens": tokenize(tokenizer.tokenizer, [caption or ""], self.max_length or None)[0]}
 
 
 @node("sd.encode_text", title="Encode text (CLIP)", category="Data")

@@ -32,6 +32,7 @@ def run_preset(tmp_path, base, name, *sets):
     args = ["--set", f"base_model={base}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
             "--set", "resolution=64", "--set", "steps=2", "--set", "bucket.quantization=16",
             "--set", f"cache.folder={tmp_path / 'cache'}", "--set", "encode_text.max_length=32",
+            "--set", "tokenize_2.max_length=32",
             "--set", "sample.steps=2", "--set", "previews.steps=2", "--set", "sample.max_length=32",
             "--set", "previews.max_length=32"]
     for s in sets:
