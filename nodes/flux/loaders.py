@@ -5,11 +5,43 @@ from __future__ import annotations
 from runtime import Choice, Dir, FileOrDir, Output, Param, Seed, node
 from runtime.port_types import VAE, TextEncoder, Tokenizer
 
+from nodes.quantize import SCHEMES
+
 from .model import HOW_TO_FEED, LATENT, T5_EMBEDDING
 from .types import FluxModel
 
 GUIDANCE_DOC = ("guidance value dev's transformer is given in training (1.0 as OneTrainer and kohya train; "
                 "diffusers' example uses 3.5); schnell has no guidance input and ignores it")
+
+
+QUANTIZE_DOC = ("store the frozen transformer's and T5's linear weights quantized (torchao, weight-only; LoRA "
+                "trains on top in full precision): int8 and fp8 halve bf16's memory, nf4 quarters it; none = as "
+                "loaded. A full fine-tune needs none")
+
+
+def quantized(ctx, model, scheme: str):
+    """``model`` with its transformer and T5 quantized to ``scheme`` (nodes.quantize), and a fingerprint that
+    says so (T5's outputs, which the data graph caches, change with it)."""
+    import dataclasses
+
+    from nodes.diffusers_parts import fingerprint_of
+    from nodes.quantize import quantize_frozen
+
+    if scheme == "none":
+        return model
+    quantize_frozen(model.transformer, scheme, ctx, "transformer")
+    quantize_frozen(model.text_encoder_2, scheme, ctx, "T5")
+    return dataclasses.replace(model, fingerprint=fingerprint_of(model.fingerprint, "quantize", scheme),
+                               dtypes={**model.dtypes, "quantize": scheme})
+
+
+def check_quantize(c, scheme: str) -> None:
+    """Before the run: the quantization's package is installed."""
+    from nodes.quantize import missing_package
+
+    message = missing_package(scheme)
+    if message:
+        c.error(message, param="quantize")
 
 
 class _ModelOutputs:
@@ -47,13 +79,17 @@ class TinyModel(_ModelOutputs):
                     doc="dev: guidance embedding and dynamic-shift schedule; schnell: neither")
     seed = Param(Seed, 0, doc="seed of the random weights (same seed, same model)")
     guidance = Param(float, 1.0, min=0.0, max=100.0, doc=GUIDANCE_DOC)
+    quantize = Param(Choice(*SCHEMES), "none", doc=QUANTIZE_DOC)
+
+    def check(self, c):
+        check_quantize(c, self.quantize)
 
     def run(self, ctx):
         from .build import build_tiny
 
         model = build_tiny(self.seed, self.variant, self.guidance)
         ctx.log(f"built the tiny Flux model ({self.variant}, seed {self.seed})")
-        return self.outputs(model)
+        return self.outputs(quantized(ctx, model, self.quantize))
 
 
 DTYPE = Choice("float32", "float16", "bfloat16")
@@ -79,6 +115,7 @@ class LoadModel(_ModelOutputs):
     text_encoder_2_dtype = Param(DTYPE, "bfloat16", doc="weight dtype of T5 (T5 overflows in float16)")
     vae_dtype = Param(DTYPE, "float32", doc="weight dtype of the VAE")
     guidance = Param(float, 1.0, min=0.0, max=100.0, doc=GUIDANCE_DOC)
+    quantize = Param(Choice(*SCHEMES), "none", doc=QUANTIZE_DOC)
 
     def check(self, c):
         """Before the run: a single file needs ``config``; folders must have the diffusers sub-folders."""
@@ -87,6 +124,7 @@ class LoadModel(_ModelOutputs):
         from .build import FOLDER_PARTS
 
         check_model_source(c, self.path, self.config, FOLDER_PARTS, "Flux")
+        check_quantize(c, self.quantize)
 
     def run(self, ctx):
         from .build import load_flux
@@ -95,4 +133,4 @@ class LoadModel(_ModelOutputs):
                   "text_encoder_2": self.text_encoder_2_dtype, "vae": self.vae_dtype}
         model = load_flux(self.path, self.config, dtypes, self.guidance)
         ctx.log(f"loaded FLUX.1 {model.variant} from {self.path}")
-        return self.outputs(model)
+        return self.outputs(quantized(ctx, model, self.quantize))

@@ -7,7 +7,7 @@ import pytest
 from runtime.paths import ASSETS_DIR, GRAPHS_DIR
 from tests.conftest import parse_events, run_cli
 
-PRESETS = ["flux-dev-lora.yaml", "flux-finetune.yaml"]
+PRESETS = ["flux-dev-lora.yaml", "flux-dev-lora-lowvram.yaml", "flux-finetune.yaml"]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,14 @@ def test_finetune_preset_trains_the_transformer_and_saves_it_in_the_bfl_layout(t
     from_file = load_flux(str(ws / "models" / "transformer.safetensors"), config=str(base))
     c = from_file.transformer.state_dict()
     assert all(torch.equal(c[k].float(), a[k].float()) for k in a)  # the BFL file holds the same weights
+
+
+@pytest.mark.slow
+def test_lowvram_preset_trains_a_lora_on_the_int8_transformer_and_t5(tmp_path, base):
+    ws, saved, events = run_preset(tmp_path, base, "flux-dev-lora-lowvram.yaml", "rank=2", "sample_every=0",
+                                   "save_every=0")
+    assert set(saved) == {"kohya_lora", "diffusers_lora"}
+    logs = " | ".join(e.get("message", "") for e in events if e["event"] == "log" and e["node"] == "base")
+    assert "transformer:" in logs and "T5:" in logs and "int8" in logs  # both frozen parts were quantized
+    losses = [e["loss"] for e in events if e["event"] == "progress" and e["node"] == "train"]
+    assert all(loss == loss and loss < 1e3 for loss in losses)  # finite
