@@ -267,3 +267,22 @@ def test_the_summary_goes_to_the_log():
     [line] = ctx.lines
     assert line == (f"transformer: {n} linear layers quantized to int8 weight-only (torchao); "
                     "weights 0.16 MiB -> 0.09 MiB")
+
+
+def test_the_benchmark_reports_quantized_against_bf16(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_quantize.py"
+    spec = importlib.util.spec_from_file_location("bench_quantize", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(bench)
+        assert bench.main(["--skip-real", "--schemes", "int8"]) == 0
+    finally:
+        sys.modules.pop(spec.name, None)
+    rows = {line.split()[1]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("tiny")}
+    assert set(rows) == {"bf16", "int8"} and rows["bf16"][5] == "1.00"
+    assert 0.5 < float(rows["int8"][5]) < 0.75  # weight bytes against bf16's
