@@ -158,6 +158,8 @@ def build_parts(size: str):
     out = []
     for part in parts:
         part = part.to_empty(device="cpu")
+        if hasattr(part, "tie_weights"):
+            part.tie_weights()  # to_empty unties T5's shared token embedding
         with torch.no_grad():
             for p in part.parameters():
                 p.normal_(0.0, 0.02, generator=g)
@@ -182,7 +184,7 @@ def measure(meter: Meter, size: str, scheme: str, device: str, step: bool) -> Ro
     if size != "tiny":
         row.full_transformer, row.full_t5 = full_size(transformer, t5)
     if step:
-        del t5
+        del t5, part
         gc.collect()
         meter.reset()
         lora_step(transformer, device)

@@ -13,7 +13,9 @@ Schemes (all weight-only: activations and the matmul stay in the part's dtype):
 Every Linear layer of the part is quantized, including the ones LoRA targets: peft wraps the quantized
 layer as the adapter's base layer (for torchao weights it dispatches ``TorchaoLoraLinear``; an NF4 weight
 goes through peft's plain ``lora.Linear``, whose base layer computes with the dequantized weight), so
-gradients reach the adapters and the base stays quantized. Quantize before adding adapters.
+gradients reach the adapters and the base stays quantized. Quantize before adding adapters. An int8 or
+fp8 layer becomes a ``FrozenQuantizedLinear`` whose backward dequantizes its weight again: autograd would
+otherwise keep a bf16 copy of every such weight from forward to backward (NF4's linear already does so).
 
 Why torchao (0.18) rather than optimum-quanto or bitsandbytes:
 - one library has all three schemes, and every one of them runs forward and backward on a CPU (verified
@@ -203,4 +205,44 @@ def _quantize_linear(layer, scheme: str) -> bool:
     config = (Int8WeightOnlyConfig(set_inductor_config=False) if scheme == "int8"
               else Float8WeightOnlyConfig(set_inductor_config=False))
     quantize_(layer, config, filter_fn=lambda m, fqn: m is layer)
+    layer.__class__ = _frozen_linear_class()
     return True
+
+
+_FROZEN_LINEAR = None
+
+
+def _frozen_linear_class():
+    """``torch.nn.Linear`` whose backward dequantizes the frozen weight again instead of keeping it.
+
+    torchao's int8 and fp8 weights compute ``F.linear`` with a dequantized copy, and autograd saves
+    that copy for the input's gradient: every layer behind the first adapter would hold its weight in
+    bf16 from forward to backward, as much memory as not quantizing. NF4's own linear already does this."""
+    global _FROZEN_LINEAR
+    if _FROZEN_LINEAR is not None:
+        return _FROZEN_LINEAR
+    import torch
+
+    class LinearOnFrozenWeight(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias):
+            ctx.weight = weight  # the quantized tensor itself, not a saved dequantized copy
+            return torch.nn.functional.linear(x, weight, bias)
+
+        @staticmethod
+        def backward(ctx, grad):
+            grad_x = grad_bias = None
+            if ctx.needs_input_grad[0]:
+                grad_x = grad @ ctx.weight.dequantize().to(grad.dtype)
+            if ctx.needs_input_grad[2]:
+                grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0)
+            return grad_x, None, grad_bias
+
+    class FrozenQuantizedLinear(torch.nn.Linear):
+        """A Linear layer with a frozen int8 / fp8 weight (nodes.quantize)."""
+
+        def forward(self, x):
+            return LinearOnFrozenWeight.apply(x, self.weight, self.bias)
+
+    _FROZEN_LINEAR = FrozenQuantizedLinear
+    return _FROZEN_LINEAR

@@ -157,6 +157,26 @@ def test_lora_trains_on_the_quantized_transformer(scheme, head_dim):
             assert all(map(torch.equal, stored(p), frozen[n])), f"{n} changed"
 
 
+@pytest.mark.parametrize("scheme", ["int8", "fp8", "nf4"])
+def test_a_training_forward_keeps_no_dequantized_copy_of_the_frozen_weights(scheme):
+    layers = [torch.nn.Linear(256, 256, bias=False) for _ in range(4)]
+    net = torch.nn.Sequential(*layers).to(torch.bfloat16).requires_grad_(False)
+    quantize_frozen(net, scheme)
+    saved = []
+    x = torch.randn(8, 256, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = net(x)
+    assert not [t for t in saved if type(t) is torch.Tensor and t.shape == (256, 256)], "a bf16 weight copy was saved"
+    y.float().square().sum().backward()
+    # the input's gradient is the one the dequantized weights give
+    plain = torch.nn.Sequential(*[torch.nn.Linear(256, 256, bias=False) for _ in range(4)]).to(torch.bfloat16)
+    for p, q in zip(plain, net):
+        p.weight.data = (q.weight.get_original_weight() if scheme == "nf4" else q.weight.dequantize()).detach()
+    x2 = x.detach().clone().requires_grad_()
+    plain(x2).float().square().sum().backward()
+    assert rel_err(x2.grad, x.grad) < 1e-2
+
+
 def test_the_flux_lora_setup_trains_on_the_tiny_flux_with_quantized_transformer_and_t5(runner):
     """The family's own path: build_tiny, quantize the frozen transformer and T5 (as flux.load_model's
     quantize param does), flux.lora_setup, FluxModel.predict on T5 sequences from the quantized T5."""
