@@ -68,9 +68,14 @@ def vae_part(vae, fingerprint: str) -> VaePart:
 
 def quiet_libraries() -> None:
     """No progress bars or chatter from diffusers / transformers (events are our progress)."""
+    import logging
     import warnings
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # torchao (the optional quantization backend) announces on import what a CPU build of torch lacks
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without")
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 

@@ -20,19 +20,17 @@ QUANTIZE_DOC = ("store the frozen transformer's and T5's linear weights quantize
 
 
 def quantized(ctx, model, scheme: str):
-    """``model`` with its transformer and T5 quantized to ``scheme`` (nodes.quantize), and a fingerprint that
-    says so (T5's outputs, which the data graph caches, change with it)."""
+    """``model`` with its transformer and T5 quantized to ``scheme`` (nodes.quantize). T5's part fingerprint
+    then says so (its outputs, which the data graph caches, change); cached latents stay valid."""
     import dataclasses
 
-    from nodes.diffusers_parts import fingerprint_of
     from nodes.quantize import quantize_frozen
 
     if scheme == "none":
         return model
     quantize_frozen(model.transformer, scheme, ctx, "transformer")
     quantize_frozen(model.text_encoder_2, scheme, ctx, "T5")
-    return dataclasses.replace(model, fingerprint=fingerprint_of(model.fingerprint, "quantize", scheme),
-                               dtypes={**model.dtypes, "quantize": scheme})
+    return dataclasses.replace(model, quantize=scheme)
 
 
 def check_quantize(c, scheme: str) -> None:

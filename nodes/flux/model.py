@@ -87,6 +87,8 @@ class FluxModel(FlowMatchingBundle):
     lora: LoraInfo | None = None
     #: part name -> learning rate of its optimizer group; missing or 0 = the optimizer's
     learning_rates: dict = field(default_factory=dict)
+    #: how the frozen transformer and T5 are stored (nodes.quantize: none, int8, fp8, nf4)
+    quantize: str = "none"
     progress: dict = field(default_factory=dict)
 
     family = "flux"
@@ -107,7 +109,8 @@ class FluxModel(FlowMatchingBundle):
 
     def text_encoder_parts(self) -> tuple[TextEncoderPart, TextEncoderPart]:
         return (TextEncoderPart(self.text_encoder, fingerprint_of("text_encoder", self.fingerprint)),
-                TextEncoderPart(self.text_encoder_2, fingerprint_of("text_encoder_2", self.fingerprint)))
+                TextEncoderPart(self.text_encoder_2, fingerprint_of("text_encoder_2", self.fingerprint,
+                                                                    *([self.quantize] if self.quantize != "none" else []))))
 
     def tokenizer_parts(self) -> tuple[TokenizerPart, TokenizerPart]:
         return (TokenizerPart(self.tokenizer, fingerprint_of("tokenizer", self.fingerprint)),
@@ -164,7 +167,8 @@ class FluxModel(FlowMatchingBundle):
 
     def describe(self) -> dict:
         return {"family": self.family, "version": self.version, "variant": self.variant,
-                "guidance": self.guidance, "source": self.source, "dtypes": dict(self.dtypes)}
+                "guidance": self.guidance, "quantize": self.quantize, "source": self.source,
+                "dtypes": dict(self.dtypes)}
 
 
 def check_flux_model(model: _Any, node: str) -> FluxModel:

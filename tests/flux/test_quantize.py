@@ -306,3 +306,16 @@ def test_the_benchmark_reports_quantized_against_bf16(capsys):
             if line.startswith("tiny")}
     assert set(rows) == {"bf16", "int8"} and rows["bf16"][5] == "1.00"
     assert 0.5 < float(rows["int8"][5]) < 0.75  # weight bytes against bf16's
+
+
+def test_the_loaders_quantize_param_salts_only_t5s_cache_fingerprint(runner):
+    """Cached T5 sequences are recomputed after a quantization change; cached latents and CLIP outputs are kept."""
+    from nodes.flux.loaders import TinyModel
+
+    plain = runner.run(TinyModel, "plain", {}, quantize="none")
+    int8 = runner.run(TinyModel, "int8", {}, quantize="int8")
+    assert int8["model"].quantize == "int8" and plain["model"].quantize == "none"
+    assert int8["text_encoder_2"].fingerprint != plain["text_encoder_2"].fingerprint
+    assert int8["text_encoder"].fingerprint == plain["text_encoder"].fingerprint
+    assert int8["vae"].fingerprint == plain["vae"].fingerprint
+    assert any("T5:" in e["message"] and "int8" in e["message"] for e in runner.events("log", "int8"))
