@@ -117,12 +117,6 @@ class FluxModel(FlowMatchingBundle):
                 TokenizerPart(self.tokenizer_2, fingerprint_of("tokenizer_2", self.fingerprint)))
 
     # -- training ----------------------------------------------------------------
-    def param_groups(self) -> list[dict]:
-        """One optimizer group per trained part when parts have their own learning rate, else one group."""
-        if not any(self.learning_rates.values()):
-            return super().param_groups()
-        return self.param_groups_by_part(self.learning_rates)
-
     def training_parts(self) -> tuple[str, ...]:
         return self.part_names  # the VAE and encoders too: the data graph encodes on the training device
 

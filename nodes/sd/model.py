@@ -74,12 +74,6 @@ class SDModel(DDPMBundle):
         return TokenizerPart(self.tokenizer, fingerprint_of("tokenizer", self.fingerprint))
 
     # -- training ----------------------------------------------------------------
-    def param_groups(self) -> list[dict]:
-        """One optimizer group per trained part when parts have their own learning rate, else one group."""
-        if not any(self.learning_rates.values()):
-            return super().param_groups()
-        return self.param_groups_by_part(self.learning_rates)
-
     def embedding_vectors(self):
         """The trained vectors of the placeholder (n_vectors x dim), or None without sd.embedding_setup."""
         if self.embedding is None:

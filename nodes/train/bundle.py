@@ -48,9 +48,13 @@ class ModelBundle:
         return out
 
     def param_groups(self) -> list[dict]:
-        """Optimizer parameter groups. Default: one group of every trainable weight. A setup that
-        gives parts their own learning rate returns several groups with an ``lr`` key each."""
-        return [{"params": self.trainable_parameters()}]
+        """Optimizer parameter groups: one group of every trainable weight, or, when a setup gave parts
+        their own learning rate (a ``learning_rates`` field: part -> rate, 0 = the optimizer's), one
+        group per trained part with an ``lr`` key where it has one."""
+        rates = getattr(self, "learning_rates", None) or {}
+        if not any(rates.values()):
+            return [{"params": self.trainable_parameters()}]
+        return self.param_groups_by_part(rates)
 
     def param_groups_by_part(self, learning_rates: dict) -> list[dict]:
         """One group per trained part (``name`` key = the part), with ``lr`` where ``learning_rates``
