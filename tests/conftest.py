@@ -48,6 +48,27 @@ def parse_events(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
+def run_preset(tmp_path: Path, name: str, base: Path, *sets: str) -> tuple[Path, dict, list[dict]]:
+    """Run the shipped preset ``graphs/<name>`` through the CLI with ``base`` (a saved tiny model) as its
+    base model, on the demo dataset at 64 px for 2 steps, plus ``sets`` (``KEY=VALUE``). Asserts it ran
+    both steps and sampled once; returns the run folder, the graph's own saves (format -> path) and the
+    events."""
+    from runtime.paths import ASSETS_DIR, GRAPHS_DIR
+
+    ws = tmp_path / "run"
+    args = [f"base_model={base}", f"dataset={ASSETS_DIR / 'demo_dataset'}", "resolution=64", "steps=2",
+            "bucket.quantization=16", f"cache.folder={tmp_path / 'cache'}", "sample.steps=2", *sets]
+    r = run_cli("run", GRAPHS_DIR / name, "--events", "jsonl", "--workspace", ws,
+                *[x for s in args for x in ("--set", s)], timeout=900)
+    events = parse_events(r.stdout)
+    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
+    assert r.returncode == 0, (errors, r.stderr[-3000:])
+    assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
+    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
+    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
+    return ws, own, events
+
+
 @pytest.fixture
 def write_graph(tmp_path):
     """Write YAML text to a file in tmp_path and return its path."""

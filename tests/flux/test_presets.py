@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.paths import ASSETS_DIR, GRAPHS_DIR
-from tests.conftest import parse_events, run_cli
+from runtime.paths import GRAPHS_DIR
+from tests.conftest import run_cli, run_preset as shared_run_preset
 
 PRESETS = ["flux-dev-lora.yaml", "flux-dev-lora-lowvram.yaml", "flux-finetune.yaml"]
 
@@ -28,23 +28,9 @@ def test_presets_are_canonical_and_validate(name):
 
 
 def run_preset(tmp_path, base, name, *sets):
-    ws = tmp_path / "run"
-    args = ["--set", f"base_model={base}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
-            "--set", "resolution=64", "--set", "steps=2", "--set", "bucket.quantization=16",
-            "--set", f"cache.folder={tmp_path / 'cache'}", "--set", "encode_text.max_length=32",
-            "--set", "tokenize_2.max_length=32",
-            "--set", "sample.steps=2", "--set", "previews.steps=2", "--set", "sample.max_length=32",
-            "--set", "previews.max_length=32"]
-    for s in sets:
-        args += ["--set", s]
-    r = run_cli("run", GRAPHS_DIR / name, "--events", "jsonl", "--workspace", ws, *args, timeout=900)
-    events = parse_events(r.stdout)
-    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
-    assert r.returncode == 0, (errors, r.stderr[-3000:])
-    assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
-    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
-    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
-    return ws, own, events
+    short = ("encode_text.max_length=32", "tokenize_2.max_length=32", "previews.steps=2", "sample.max_length=32",
+             "previews.max_length=32")  # the tiny T5's sequences
+    return shared_run_preset(tmp_path, name, base, *short, *sets)
 
 
 @pytest.mark.slow

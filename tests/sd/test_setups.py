@@ -15,8 +15,8 @@ from nodes.sd.text import tokenize
 from nodes.placeholder_tokens import plain_tokenizer
 from nodes.train.loop import TrainLoop
 from nodes.train.optimizer import OptimizerConfig
-from runtime.paths import ASSETS_DIR, GRAPHS_DIR
-from tests.conftest import parse_events, run_cli
+from runtime.paths import GRAPHS_DIR
+from tests.conftest import run_cli, run_preset as shared_run_preset
 from tests.sd.conftest import TokenBatches
 from tests.train.helpers import train_inputs
 
@@ -192,19 +192,7 @@ def run_preset(tmp_path, name, *sets):
     from nodes.sd.build import save_diffusers
 
     folder = save_diffusers(build_tiny(seed=0), tmp_path / "base")
-    ws = tmp_path / "run"
-    args = ["--set", f"base_model={folder}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
-            "--set", "resolution=64", "--set", "steps=2", "--set", "bucket.quantization=16",
-            "--set", f"cache.folder={tmp_path / 'cache'}", "--set", "sample.steps=2"]
-    for s in sets:
-        args += ["--set", s]
-    r = run_cli("run", GRAPHS_DIR / name, "--events", "jsonl", "--workspace", ws, *args, timeout=900)
-    events = parse_events(r.stdout)
-    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
-    assert r.returncode == 0, (errors, r.stderr[-3000:])
-    assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
-    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
-    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
+    ws, own, events = shared_run_preset(tmp_path, name, folder, *sets)
     return ws, folder, own, events
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.paths import ASSETS_DIR, GRAPHS_DIR
-from tests.conftest import parse_events, run_cli
+from runtime.paths import GRAPHS_DIR
+from tests.conftest import run_cli, run_preset as shared_run_preset
 
 PRESETS = ["sdxl-lora.yaml", "sdxl-finetune.yaml", "sdxl-embedding.yaml"]
 
@@ -29,20 +29,7 @@ def test_presets_are_canonical_and_validate(name):
 
 
 def run_preset(tmp_path, base, name, *sets):
-    ws = tmp_path / "run"
-    args = ["--set", f"base_model={base}", "--set", f"dataset={ASSETS_DIR / 'demo_dataset'}",
-            "--set", "resolution=64", "--set", "steps=2", "--set", "bucket.quantization=16",
-            "--set", f"cache.folder={tmp_path / 'cache'}", "--set", "sample.steps=2", "--set", "previews.steps=2"]
-    for s in sets:
-        args += ["--set", s]
-    r = run_cli("run", GRAPHS_DIR / name, "--events", "jsonl", "--workspace", ws, *args, timeout=900)
-    events = parse_events(r.stdout)
-    errors = [e.get("traceback") or e.get("message") for e in events if e["event"] == "error"]
-    assert r.returncode == 0, (errors, r.stderr[-3000:])
-    assert [e["step"] for e in events if e["event"] == "progress" and e["node"] == "train"] == [1, 2]
-    assert len([e for e in events if e["event"] == "sample" and e["node"] == "sample"]) == 1
-    own = {e["format"]: e["path"] for e in events if e["event"] == "saved" and e["node"] != "train"}
-    return ws, own, events
+    return shared_run_preset(tmp_path, name, base, "previews.steps=2", *sets)
 
 
 def weights(module) -> dict:
