@@ -7,6 +7,7 @@ No torch import at module level: listing nodes must not need it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any as _Any, Iterator
 
 
@@ -116,6 +117,41 @@ class ModelBundle:
 
     def predict(self, noisy, timesteps, batch: dict) -> _Any:
         raise NotImplementedError(f"{type(self).__name__} does not provide predict()")
+
+    # -- adapters ------------------------------------------------------------------
+    def adapter_layers(self) -> list:
+        """The peft tuner layers (LoRA, DoRA, LoHa, LoKr, OFT, ...: any ``BaseTunerLayer``) in the parts."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        seen, out = set(), []
+        for part in self.parts().values():
+            for module in part.modules():
+                if isinstance(module, BaseTunerLayer) and id(module) not in seen:
+                    seen.add(id(module))
+                    out.append(module)
+        return out
+
+    @contextmanager
+    def adapters_disabled(self, node: str = "the objective"):
+        """Run the model as its base, with every adapter of every part off (peft's own switch, what
+        diffusers' and transformers' ``disable_adapters()`` flip); on exit each layer is as it was, with
+        its parameters' ``requires_grad`` restored (peft's switch also changes those)."""
+        layers = self.adapter_layers()
+        if not layers:
+            family = self.family or type(self).__name__
+            raise ValueError(f"{node}: the base model's prediction (role 'prior_prediction') needs a model with "
+                             f"adapters, e.g. from a LoRA setup; this {family!r} model has none")
+        was_off = [layer.disable_adapters for layer in layers]
+        grads = [(p, p.requires_grad) for layer in layers for p in layer.parameters()]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield self
+        finally:
+            for layer, off in zip(layers, was_off):
+                layer.enable_adapters(not off)
+            for p, flag in grads:
+                p.requires_grad_(flag)
 
     def describe(self) -> dict:
         """Short facts for logs and file metadata."""

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from runtime import Choice, Output, Param, node
 from runtime.port_types import FlowMatchingModel, Objective
 
-from .objective import LOSS_WEIGHT, elementwise_loss
+from .losses import LossParams, LossTerms
+from .timesteps import shift_fractions
 
 NODE = "train.flow_matching_objective"
 SAMPLINGS = ("uniform", "logit_normal", "mode", "cosmap", "sigmoid")
@@ -56,7 +57,7 @@ def sample_sigmas(scheme: str, n: int, generator, logit_mean: float = 0.0, logit
 
 def shift_sigmas(sigmas, shift: float):
     """The fixed shift ``s * sigma / (1 + (s - 1) * sigma)`` (diffusers' and SD3's; s > 1: more noise)."""
-    return shift * sigmas / (1.0 + (shift - 1.0) * sigmas)
+    return shift_fractions(sigmas, shift)
 
 
 def resolution_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
@@ -90,12 +91,11 @@ def loss_weights(weighting: str, sigmas):
 def sample_noise(x0, offset_noise: float, generator):
     """Gaussian noise like ``x0`` (drawn on the CPU, then moved), plus ``offset_noise`` times a per-channel
     constant."""
-    import torch
+    from .noise import channel_offset, gaussian
 
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    noise = gaussian(x0, generator)
     if offset_noise > 0:
-        offset = torch.randn((x0.shape[0], x0.shape[1]) + (1,) * (x0.ndim - 2), generator=generator)
-        noise = noise + offset_noise * offset
+        noise = noise + offset_noise * channel_offset(x0, generator)
     return noise.to(x0.device)
 
 
@@ -118,7 +118,7 @@ def dynamic_settings(scheduler, given: dict) -> dict:
 
 
 @dataclass
-class FlowMatchingObjective:
+class FlowMatchingObjective(LossTerms):
     """Sigmas, interpolation and loss for one batch; ``loss(model, batch, generator)`` -> (loss, metrics)."""
 
     sampling: str = "logit_normal"
@@ -133,11 +133,11 @@ class FlowMatchingObjective:
     base_seq_len: int | None = None
     max_seq_len: int | None = None
     loss_weighting: str = "none"
-    loss_kind: str = "mse"
-    huber_delta: float = 1.0
     offset_noise: float = 0.0
     min_sigma: float = 0.0
     max_sigma: float = 1.0
+
+    node_name = NODE
 
     def shift_for(self, model, x0) -> tuple[float | None, float]:
         """(mu, shift) for this batch: mu is None for the fixed shift; with ``dynamic_shift`` mu comes from
@@ -164,8 +164,6 @@ class FlowMatchingObjective:
         return sigmas.float(), shift
 
     def loss(self, model, batch: dict, generator):
-        import torch
-
         from .flow import check_flow
 
         check_flow(model, NODE)
@@ -177,17 +175,17 @@ class FlowMatchingObjective:
         x_t = (1.0 - s) * x0 + s * noise
         target = noise - x0
         pred = model.predict(x_t, sigmas, batch).float()
-        per_sample = elementwise_loss(self.loss_kind, pred, target, self.huber_delta)
-        per_sample = per_sample.mean(dim=tuple(range(1, per_sample.ndim)))
+        target = self.prior_targets(model, batch, target, lambda: model.predict(x_t, sigmas, batch))
+        per_sample = self.reduce(pred, target, batch, generator)
         per_sample = per_sample * loss_weights(self.loss_weighting, sigmas).to(per_sample.device)
-        if LOSS_WEIGHT in batch:
-            w = torch.as_tensor(batch[LOSS_WEIGHT], dtype=torch.float32, device=per_sample.device).reshape(-1)
-            per_sample = per_sample * w
+        item = self.sample_weights(batch, per_sample.shape[0], per_sample.device)
+        if item is not None:
+            per_sample = per_sample * item
         return per_sample.mean(), {"sigma_mean": float(sigmas.mean()), "shift": shift}
 
 
 @node(NODE, title="Flow-matching objective", category="Training")
-class FlowMatchingObjectiveNode:
+class FlowMatchingObjectiveNode(LossParams):
     """Flow-matching (rectified-flow) objective for velocity-predicting models (Flux, SD3 and later):
     ``x_t = (1 - sigma) * x0 + sigma * noise``, target ``noise - x0``; sigma = 1 is pure noise.
 
@@ -201,7 +199,9 @@ class FlowMatchingObjectiveNode:
     with the model scheduler's formula (Flux: 1.65 at 256 tokens, 3.16 at 4096 = 1024 px). Flux dev was
     trained with it; unset settings come from the model's scheduler config. Last, sigma is mapped
     linearly into [min_sigma, max_sigma]. Loss weights (diffusers' names): sigma_sqrt is sigma^-2,
-    cosmap 2 / (pi (1 - 2 sigma + 2 sigma^2)). Per-sample ``loss_weight`` fields are applied."""
+    cosmap 2 / (pi (1 - 2 sigma + 2 sigma^2)). The loss (MSE, L1, Huber, log-cosh or a mix), masked
+    training and prior preservation (batch fields 'mask' and 'role') are the DDPM objective's; per-sample
+    ``loss_weight`` fields are applied. See docs/objectives.md."""
 
     objective = Output(Objective, serves=FlowMatchingModel, doc="the objective for train.loop")
     sampling = Param(Choice(*SAMPLINGS), "logit_normal",
@@ -223,8 +223,6 @@ class FlowMatchingObjectiveNode:
     max_seq_len = Param(int, optional=True, min=2, doc="dynamic shift: token count of max_shift (empty: "
                                                        "the scheduler config, else 4096)")
     loss_weighting = Param(Choice(*WEIGHTINGS), "none", doc="per-sample loss weight by sigma")
-    loss = Param(Choice("mse", "l1", "huber"), "mse", doc="loss between prediction and target")
-    huber_delta = Param(float, 1.0, min=0, doc="Huber delta (huber loss)")
     offset_noise = Param(float, 0.0, min=0, max=1, doc="offset-noise strength (0.05-0.1 helps very dark/bright "
                                                        "images)")
     min_sigma = Param(float, 0.0, min=0, max=1, doc="lowest sigma: the drawn, shifted sigma is mapped into "
@@ -242,7 +240,7 @@ class FlowMatchingObjectiveNode:
         if self.base_seq_len is not None and self.max_seq_len is not None and self.base_seq_len >= self.max_seq_len:
             out.append(("base_seq_len", f"base_seq_len {self.base_seq_len} must be below max_seq_len "
                                         f"{self.max_seq_len}"))
-        return out
+        return out + self.loss_problems()
 
     def check(self, c):
         for param, message in self.problems():
@@ -252,6 +250,9 @@ class FlowMatchingObjectiveNode:
         for _param, message in self.problems():
             raise ValueError(message)
         return {"objective": FlowMatchingObjective(
-            self.sampling, self.logit_mean, self.logit_std, self.mode_scale, self.sigmoid_scale, self.shift,
-            self.dynamic_shift, self.base_shift, self.max_shift, self.base_seq_len, self.max_seq_len,
-            self.loss_weighting, self.loss, self.huber_delta, self.offset_noise, self.min_sigma, self.max_sigma)}
+            sampling=self.sampling, logit_mean=self.logit_mean, logit_std=self.logit_std,
+            mode_scale=self.mode_scale, sigmoid_scale=self.sigmoid_scale, shift=self.shift,
+            dynamic_shift=self.dynamic_shift, base_shift=self.base_shift, max_shift=self.max_shift,
+            base_seq_len=self.base_seq_len, max_seq_len=self.max_seq_len, loss_weighting=self.loss_weighting,
+            offset_noise=self.offset_noise, min_sigma=self.min_sigma, max_sigma=self.max_sigma,
+            **self.loss_settings())}
