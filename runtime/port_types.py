@@ -109,6 +109,8 @@ Scalar = sample_type("Scalar", color="#bdbdbd", doc="a per-sample number (loss w
 ImageTensor = sample_type("ImageTensor", Image, color="#3d8fe0", doc="an image as a CHW float tensor")
 TextPath = sample_type("TextPath", color="#c9b98f", doc="path of a text file (a caption sidecar)")
 Resolution = sample_type("Resolution", color="#8fd1b0", doc="a per-sample (width, height) in pixels")
+Role = sample_type("Role", color="#d08cc8", doc="a per-sample concept role: 'standard', 'prior' (regularisation) "
+                   "or 'prior_prediction'")
 Offset = sample_type("Offset", color="#a0c4a8", doc="a per-sample (x, y) in pixels, e.g. a crop's top-left corner")
 
 # Value types of the data graph.

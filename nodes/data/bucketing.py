@@ -7,6 +7,7 @@ import re
 
 from runtime import Choice, Input, Output, Param, StrList, node
 from runtime.data import AggregateStage, PerSampleStage, passthrough
+from runtime.data.item import mix_seed
 from runtime.port_types import Image, Mask, Offset, Resolution
 
 from .concepts import MAX_ITEMS
@@ -16,6 +17,8 @@ RESAMPLE = ("lanczos", "bicubic", "bilinear", "box", "nearest")
 #: widest aspect ratio (and its inverse, the tallest) a bucket may have
 MAX_ASPECT = 16
 MAX_ASPECTS = 256
+MAX_RESOLUTIONS = 64
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 8192
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _ASPECT = re.compile(rf"\s*{_NUMBER}\s*(?::\s*{_NUMBER}\s*)?", re.ASCII)
 
@@ -41,6 +44,25 @@ def parse_aspects(texts: list[str]) -> list[float]:
     if len(texts) > MAX_ASPECTS:
         raise ValueError(f"{len(texts)} aspect ratios; at most {MAX_ASPECTS}")
     return [parse_aspect(a) for a in texts]
+
+
+def parse_resolutions(texts: list[str]) -> list[int]:
+    """Resolutions from a list whose entries may hold several, comma-separated ('512,768,1024', as
+    OneTrainer writes them); ValueError names the first bad one."""
+    out: list[int] = []
+    for text in texts:
+        for part in str(text).split(","):
+            part = part.strip()
+            if not part.isdigit() or not part.isascii():
+                raise ValueError(f"not a resolution: {part[:40]!r} (use whole numbers, like 512 or '512,768,1024')")
+            value = int(part) if len(part) <= 5 else MAX_RESOLUTION + 1
+            if not MIN_RESOLUTION <= value <= MAX_RESOLUTION:
+                raise ValueError(f"resolution {part[:40]} is outside {MIN_RESOLUTION}..{MAX_RESOLUTION}")
+            if value not in out:
+                out.append(value)
+            if len(out) > MAX_RESOLUTIONS:
+                raise ValueError(f"more than {MAX_RESOLUTIONS} resolutions")
+    return out
 
 
 def bucket_list(resolution: int, quantization: int, aspects: list[float]) -> list[tuple[int, int]]:
@@ -72,17 +94,41 @@ class AspectBucket(AggregateStage):
     and its inverse, with sides rounded to multiples of 'quantization'. Buckets
     holding fewer than 'min_items' items are merged into the nearest bucket
     that has enough. Connect 'bucket' to Scale & crop and to the batches node.
+
+    With several 'resolutions' (OneTrainer's '512,768,1024'), each item draws
+    one of them per epoch (seeded by the run seed, this node, the epoch and
+    the item), then gets its aspect's bucket at that resolution; a batch still
+    holds one size. Behind a cache, connect the batches node's 'bucket' to the
+    cache's copy of it (the cache keeps one draw per variation).
     """
 
     size = Input(Resolution, doc="original (width, height) of each item")
     bucket = Output(Resolution, doc="the item's bucket (width, height)")
-    resolution = Param(int, 512, min=8, max=8192, doc="side of the square bucket; others keep its area")
+    resolution = Param(int, 512, min=MIN_RESOLUTION, max=MAX_RESOLUTION,
+                       doc="side of the square bucket; others keep its area")
+    resolutions = Param(StrList, [], doc="several resolutions to draw from per item and epoch (e.g. 512, 768, "
+                        "1024, or '512,768,1024'); replaces 'resolution' when set")
     quantization = Param(int, 64, min=1, max=1024,
-                         doc="bucket sides are multiples of this (8 for SD 1.x latents); at most 'resolution'")
+                         doc="bucket sides are multiples of this (8 for SD 1.x latents); at most the resolution")
     aspects = Param(StrList, DEFAULT_ASPECTS,
                     doc=f"aspect ratios W:H (or a number), from 1:{MAX_ASPECT} to {MAX_ASPECT}:1; each is also "
                         f"used rotated")
     min_items = Param(int, 1, min=1, max=MAX_ITEMS, doc="merge buckets with fewer items into the nearest larger one")
+
+    @property
+    def per_epoch(self) -> bool:
+        """Several resolutions: a fresh draw every epoch."""
+        return len(self._targets()) > 1
+
+    @property
+    def random(self) -> bool:
+        return len(self._targets()) > 1
+
+    def _targets(self) -> list[int]:
+        try:
+            return parse_resolutions(self.resolutions) or [self.resolution]
+        except ValueError:
+            return [self.resolution]
 
     def check(self, c):
         for param, why in self._problems():
@@ -94,21 +140,38 @@ class AspectBucket(AggregateStage):
             parse_aspects(self.aspects)
         except ValueError as e:
             out.append(("aspects", str(e)))
-        if self.quantization > self.resolution:
-            out.append(("quantization", f"{self.quantization} is more than resolution {self.resolution}"))
+        try:
+            targets = parse_resolutions(self.resolutions)
+        except ValueError as e:
+            out.append(("resolutions", str(e)))
+            targets = []
+        param = "resolutions" if targets else "resolution"
+        smallest = min(targets or [self.resolution])
+        if self.quantization > smallest:
+            out.append(("quantization", f"{self.quantization} is more than {param} {smallest}"))
         return out
 
     def setup(self, ctx, **values):
         problems = self._problems()
         if problems:
             raise ValueError("; ".join(f"param {p!r}: {why}" for p, why in problems))
-        self._buckets = bucket_list(self.resolution, self.quantization, parse_aspects(self.aspects))
+        aspects = parse_aspects(self.aspects)
+        self._sets = [bucket_list(r, self.quantization, aspects) for r in self._targets()]
+        self._buckets = self._sets[0]
 
     def aggregate(self, item, size):
-        buckets = self._buckets
-        column = [nearest_bucket(s, buckets) if s is not None else None for s in size]
-        if self.min_items > 1:
-            column = merge_small(column, self.min_items)
+        sets = self._sets
+        if len(sets) == 1:
+            column = [nearest_bucket(s, sets[0]) if s is not None else None for s in size]
+            return {"bucket": merge_small(column, self.min_items) if self.min_items > 1 else column}
+        # item.seed is this node's for (run seed, epoch); mixed with the index, each item's draw is its own
+        drawn = [mix_seed(item.seed, i) % len(sets) for i in range(len(size))]
+        column = [nearest_bucket(s, sets[k]) if s is not None else None for s, k in zip(size, drawn)]
+        if self.min_items > 1:  # within each resolution, so a small bucket never moves to another size
+            for k in range(len(sets)):
+                rows = [i for i, d in enumerate(drawn) if d == k]
+                for i, b in zip(rows, merge_small([column[i] for i in rows], self.min_items)):
+                    column[i] = b
         return {"bucket": column}
 
 

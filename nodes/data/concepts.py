@@ -13,12 +13,14 @@ from runtime import Choice, Dir, Input, Output, Param, StrList, Text, node
 from runtime.data import SkipItem, Skipped, SourceStage
 from runtime.data.item import mix_seed, stable_id
 from runtime.events import safe_text
-from runtime.port_types import Caption, Concept, ImagePath, Resolution, Scalar, TextPath
+from runtime.port_types import Caption, Concept, ImagePath, Resolution, Role, Scalar, TextPath
 
 IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "webp", "bmp"]
 MASK_SUFFIX = "-masklabel"
 IGNORED_SUFFIXES = (MASK_SUFFIX, "-condlabel")
 _ORIENTATION = 0x0112
+#: what a concept's items are for (OneTrainer's concept type): the objective reads them from batch["role"]
+ROLES = ("standard", "prior", "prior_prediction")
 #: most items one epoch may hold (the batch plan keeps a list of them): a bound on 'balancing'
 MAX_ITEMS = 10_000_000
 
@@ -50,6 +52,8 @@ class ConceptData:
     loss_weight: float
     records: list[ImageRecord] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    #: one of ROLES; not part of the fingerprint (it changes no image or caption), but of the role field's identity
+    role: str = "standard"
 
     @property
     def count(self) -> int:
@@ -67,10 +71,11 @@ class ConceptData:
 
         node = ConceptsSource()
         stage = SourceEngine(node, self.name or "concept", "data.concepts", 1, {}, {"concepts": [self]},
-                             outputs=("path", "caption", "size", "mask_path"))
+                             outputs=("path", "caption", "size", "mask_path", "role"))
         stage.length_value = node.open(None, [self])
         return {name: Field(stage, name, t) for name, t in
-                (("path", "ImagePath"), ("caption", "Caption"), ("size", "Resolution"), ("mask_path", "ImagePath"))}
+                (("path", "ImagePath"), ("caption", "Caption"), ("size", "Resolution"), ("mask_path", "ImagePath"),
+                 ("role", "Role"))}
 
     @property
     def fingerprint(self) -> str:
@@ -140,13 +145,17 @@ class ConceptNode:
     balancing_strategy = Param(Choice("repeats", "samples"), "repeats",
                                doc="'repeats': items = images x balancing; 'samples': items = balancing")
     loss_weight = Param(float, 1.0, min=0, max=1000, doc="loss weight of this concept's items")
+    role = Param(Choice(*ROLES), "standard",
+                 doc="'standard': trained as usual; 'prior': regularisation images, their loss also weighted by "
+                     "the objective's prior_loss_weight; 'prior_prediction': trained towards the base model's "
+                     "own prediction (adapters off), OneTrainer's PRIOR_PREDICTION")
     masks = Param(bool, False, doc="use '<name>-masklabel.png' beside an image as its mask")
 
     def run(self, ctx):
         name = self.name or Path(self.folder).name
         files = list_images(self.folder, self.recursive, self.extensions)
         data = ConceptData(name, self.folder, self.caption, self.text, self.missing_caption, self.balancing,
-                           self.balancing_strategy, self.loss_weight)
+                           self.balancing_strategy, self.loss_weight, role=self.role)
         where = f"{self.folder}{' or its sub-folders' if self.recursive else ''}"
         if not files:
             raise ValueError(f"concept {name!r}: no images with extensions "
@@ -220,6 +229,8 @@ class _ItemView:
             return self.concept.loss_weight
         if port == "concept":
             return self.cindex
+        if port == "role":
+            return self.concept.role
         raise KeyError(port)
 
 
@@ -257,6 +268,8 @@ class ConceptsSource(SourceStage):
     text_path = Output(TextPath, doc="caption sidecar path, or None")
     loss_weight = Output(Scalar, doc="the concept's loss weight")
     concept = Output(Scalar, doc="index of the item's concept in the 'concepts' input")
+    role = Output(Role, doc="the concept's role ('standard', 'prior', 'prior_prediction'); data.batches collates "
+                  "it into a list of strings")
 
     def open(self, ctx, concepts):
         if not concepts:
@@ -308,6 +321,8 @@ class ConceptsSource(SourceStage):
             return f"{rec.path}|{concept.caption}|{concept.missing_caption}"
         if port == "mask_path":
             return f"{rec.mask_path}|{rec.mask_stat}"
+        if port == "role":
+            return f"c{c}|{self._concepts[c].role}"
         return f"c{c}"
 
     def describe(self, epoch, index, seed):

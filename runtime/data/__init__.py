@@ -10,9 +10,10 @@ Nothing here imports torch until items are evaluated.
 from .batches import BatchSource, EpochSummary
 from .engine import Eval, Field, Skipped, evaluate
 from .item import DataStageError, Item, SkipItem
-from .stages import AggregateStage, BatchesStage, CacheStage, DataStage, PerSampleStage, SourceStage, passthrough
+from .stages import (AggregateStage, BatchesStage, CacheStage, DataStage, MergeStage, PerSampleStage, SourceStage,
+                     passthrough)
 
 __all__ = [
     "AggregateStage", "BatchSource", "BatchesStage", "CacheStage", "DataStage", "DataStageError", "EpochSummary",
-    "Eval", "Field", "Item", "PerSampleStage", "SkipItem", "Skipped", "SourceStage", "evaluate", "passthrough",
+    "Eval", "Field", "Item", "MergeStage", "PerSampleStage", "SkipItem", "Skipped", "SourceStage", "evaluate", "passthrough",
 ]

@@ -32,7 +32,7 @@ import random as _random
 from dataclasses import dataclass, field as _dc_field
 from typing import Any as _Any, Iterator
 
-from .engine import Eval, Field, Preparer, Skipped, frontier_barriers
+from .engine import Eval, Field, Preparer, Skipped, frontier_barriers, upstream_stages
 from .item import SkipItem, mix_seed, stable_id
 
 
@@ -106,6 +106,8 @@ class BatchSource:
         self.node_id = node_id
         self.ctx = ctx
         self._space = next(iter(fields.values())).space
+        if bucket is not None:
+            check_bucket(bucket, fields, node_id)
         self._plans: dict[int, list[list[int]]] = {}
         self._summaries: dict[int, EpochSummary] = {}
         self._bad: dict[int, Skipped] = {}
@@ -135,7 +137,8 @@ class BatchSource:
         summary = EpochSummary(epoch, scan_skipped=self.scan_skipped())
         self._summaries[epoch] = summary
         seen: set[int] = set()
-        for s in list(prep.skipped.values()) + list(self._bad.values()):
+        # items found bad inside a branch of a merge carry the branch's index: they surface below
+        for s in prep.skipped_in(self._space) + list(self._bad.values()):
             self._note(summary, seen, s)  # known-bad items count in every epoch's summary
         work = [[i for i in batch if i not in self._bad] for batch in plan[start:]]
         for batch in self._run(epoch, work):
@@ -164,8 +167,8 @@ class BatchSource:
 
     # -- helpers -----------------------------------------------------------------
     def scan_skipped(self) -> list[Skipped]:
-        node = self._space.node
-        return list(node.scan_skipped()) if hasattr(node, "scan_skipped") else []
+        space = self._space
+        return list(space.scan_skipped()) if hasattr(space, "scan_skipped") else []
 
     def _all_fields(self) -> list[Field]:
         return list(self._fields.values()) + ([self._bucket] if self._bucket is not None else [])
@@ -184,7 +187,8 @@ class BatchSource:
         if self._bucket is None:
             groups[None] = order
         else:
-            prep = prep or Preparer(self.seed, fill=False)
+            # filling: a bucket that comes through a cache is then read from it, not computed twice
+            prep = prep or Preparer(self.seed, fill=True, workers=self.workers)
             prep.prepare_fields([self._bucket], epoch)
             ev = Eval(epoch, self.seed, prep.fill)
             for i in order:
@@ -244,6 +248,44 @@ class BatchSource:
     def __repr__(self) -> str:
         return (f"BatchSource(fields={self.fields}, items={self.items}, batch_size={self.batch_size}, "
                 f"workers={self.workers}, seed={self.seed})")
+
+
+def check_bucket(bucket: Field, fields: dict[str, Field], node_id: str) -> None:
+    """A bucket that varies per epoch (drawn at random: several resolutions) must reach the batches
+    through the cache that holds the fields sized by it; read past the cache it would be the epoch's draw
+    while the cached fields keep their variation's, and batches would mix sizes."""
+    varying = [st for st in _feeding(bucket) if st.random]
+    if not varying:
+        return
+    ids = {id(st) for st in varying}
+    for name, f in fields.items():
+        for cache in (st for st in upstream_stages([f]) if st.kind == "cache"):
+            if any(id(st) in ids for st in upstream_stages(cache.upstream())):
+                raise ValueError(
+                    f"node {node_id!r}: input 'bucket' ({bucket.link}) is drawn at random per epoch by "
+                    f"{varying[0].node_id!r}, but field {name!r} comes through cache {cache.node_id!r}, which "
+                    f"keeps what that node drew for its variation; connect the bucket through the same cache "
+                    f"(add {bucket.link} to {cache.node_id!r}'s fields, connect {cache.node_id}.{bucket.port} "
+                    f"to 'bucket')")
+
+
+def _feeding(field: Field) -> list:
+    """The stages whose work ``field`` is made of, up to caches (excluded), through a merge only along the
+    field's own name."""
+    out, seen, stack = [], set(), [field]
+    while stack:
+        f = stack.pop()
+        st = f.stage
+        mark = (id(st), f.port if st.kind == "merge" else None)
+        if st.kind == "cache" or mark in seen:
+            continue
+        seen.add(mark)
+        if st.kind == "merge":
+            stack.extend(b[f.port] for b in st.branches if f.port in b)
+            continue
+        out.append(st)
+        stack.extend(st.upstream())
+    return out
 
 
 def _identity(x):

@@ -133,6 +133,32 @@ def decode(obj: _Any) -> _Any:
     return obj
 
 
+class _CachedItem(_Outputs):
+    """One item's cached fields, each read from the store (or computed, and stored when filling) when first
+    asked for: the batch plan reads the bucket without loading the latents."""
+
+    __slots__ = ("stage", "ev", "variation", "index", "keys", "memo")
+
+    def __init__(self, stage, ev: Eval, variation: int, index: int, keys: tuple[str, ...]):
+        super().__init__()
+        self.stage, self.ev, self.variation, self.index, self.keys = stage, ev, variation, index, keys
+        self.memo: dict = {}
+
+    def __missing__(self, port):
+        stage = self.stage
+        j = stage.slot_of.get(port)
+        if j is None:
+            return None
+        k = self.keys[j]
+        value = stage.store.get(k)
+        if value is MISSING:
+            value = stage.slots[j][1].get(self.ev.at(self.variation), self.index, self.memo)
+            if self.ev.fill:
+                stage.store.put(k, value)
+        self[port] = value
+        return value
+
+
 class CacheEngine(Stage):
     """Pass-through of the connected fields, stored per item under their names; see the module doc."""
 
@@ -144,6 +170,7 @@ class CacheEngine(Stage):
         #: output name -> the upstream field it hands on
         self.sources = dict(sources or {})
         self.slots = list(self.sources.items())
+        self.slot_of = {port: j for j, (port, _) in enumerate(self.slots)}
         self.variations = max(1, int(getattr(self.node, "variations", 1)))
         self.store = None
         self._keyers: list[ItemKeyer] | None = None
@@ -172,23 +199,7 @@ class CacheEngine(Stage):
             raise SkipItem(s.reason, s.path)
         keys = self._keys.get((ev.seed, v))
         ks = keys[index] if keys is not None else self.item_keys(ev.seed, v, index)
-        out = _Outputs()
-        missing = []
-        store = self.store
-        for (port, f), k in zip(self.slots, ks):
-            value = store.get(k)
-            if value is MISSING:
-                missing.append((port, f, k))
-            else:
-                out[port] = value
-        if missing:
-            ev_v, up_memo = ev.at(v), {}
-            for port, f, k in missing:
-                value = f.get(ev_v, index, up_memo)
-                out[port] = value
-                if ev.fill:
-                    store.put(k, value)
-        return out
+        return _CachedItem(self, ev, v, index, ks)
 
     def prepare(self, epoch, prep):
         v = epoch % self.variations

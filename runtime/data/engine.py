@@ -10,10 +10,17 @@ copies); the node's ``RunContext`` is left behind.
 
 Barrier stages (aggregates, caches) need work before an epoch's items can be
 evaluated; ``Preparer`` does it, upstream first.
+
+A field's *space* is the stage that fixes its index space: a source, or a
+merge (``MergeEngine``), whose items are its branches' items one after the
+other. A branch's stages see branch-local indices (so their seeds and cache
+keys do not move when another branch changes); stages after the merge see the
+merged index.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Any as _Any, Iterable, Mapping
 
@@ -215,6 +222,11 @@ class SourceEngine(Stage):
     def describe_item(self, ev: Eval, index: int) -> str | None:
         return self.node.describe(ev.epoch, index, ev.seed)
 
+    def scan_skipped(self) -> list[Skipped]:
+        """Files left out when the source scanned (never part of the index space)."""
+        node = self.node
+        return list(node.scan_skipped()) if hasattr(node, "scan_skipped") else []
+
 
 class _Outputs(dict):
     """A stage's outputs for one item; ports the stage did not return read as None."""
@@ -332,6 +344,144 @@ class AggregateEngine(Stage):
         return _Outputs({port: cols[port][index] for port in self.outputs})
 
 
+class _Lazy(dict):
+    """A merged item's outputs: each field is evaluated in its branch when first read."""
+
+    __slots__ = ("fields", "ev", "index", "memo")
+
+    def __init__(self, fields: dict[str, Field], ev: Eval, index: int):
+        super().__init__()
+        self.fields, self.ev, self.index, self.memo = fields, ev, index, {}
+
+    def __missing__(self, port):
+        f = self.fields.get(port)
+        if f is None:
+            return None
+        value = self[port] = f.get(self.ev, self.index, self.memo)
+        return value
+
+
+class MergeEngine(Stage):
+    """Joins branches into one index space: item ``i`` is item ``j`` of branch ``b`` (branches in order).
+
+    ``inputs["fields"]`` are the first branch's fields (they name the merged fields);
+    ``inputs["more"]`` are the other branches' fields, grouped into branches by their
+    space and matched by name. Every branch must have exactly the first one's names.
+    """
+
+    kind = "merge"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.space = self
+        self.branches: list[dict[str, Field]] = merge_branches(self.inputs.get("fields") or [],
+                                                              self.inputs.get("more") or [])
+        self.outputs = tuple(self.branches[0])
+        #: merged field name -> type name (that of the first branch's field)
+        self.field_types = {name: f.type for name, f in self.branches[0].items()}
+        self.offsets = [0]
+        for b in self.branches:
+            self.offsets.append(self.offsets[-1] + len(next(iter(b.values()))))
+
+    def _common_space(self):
+        return self
+
+    @property
+    def length(self) -> int:
+        return self.offsets[-1]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(branch, index in that branch) of merged item ``index``."""
+        if not 0 <= index < self.offsets[-1]:
+            raise IndexError(f"item {index} is outside 0..{self.offsets[-1] - 1} of merge {self.node_id!r}")
+        b = bisect.bisect_right(self.offsets, index) - 1
+        return b, index - self.offsets[b]
+
+    def branch_field(self, branch: int, port: str) -> Field:
+        return self.branches[branch][port]
+
+    def source_of(self, port: str) -> Field | None:
+        """The first branch's field (all branches hand on fields of its type under this name)."""
+        return self.branches[0].get(port)
+
+    def compute(self, ev, index, memo):
+        b, j = self.locate(index)
+        return _Lazy(self.branches[b], ev, j)
+
+    def describe_item(self, ev: Eval, index: int) -> str | None:
+        b, j = self.locate(index)
+        return next(iter(self.branches[b].values())).space.describe_item(ev, j)
+
+    def scan_skipped(self) -> list[Skipped]:
+        out: list[Skipped] = []
+        for b in self.branches:
+            space = next(iter(b.values())).space
+            out.extend(space.scan_skipped() if hasattr(space, "scan_skipped") else [])
+        return out
+
+
+def merge_branches(first: list[Field], more: list[Field]) -> list[dict[str, Field]]:
+    """The branches of a merge, each ``{name: field}``: ``first`` is one branch, ``more`` holds the
+    others, one per space, in order of their first link. Raises ValueError naming the input for
+    fields from several sources in ``first``, a name twice in a branch, or names that differ."""
+    if not first:
+        raise ValueError("input 'fields': connect the first branch's fields (they name the merged fields)")
+    groups: list[tuple[str, list[Field]]] = [("fields", list(first))]
+    by_space: dict[int, list[Field]] = {}
+    for f in more:
+        if not isinstance(f, Field):
+            raise TypeError(f"input 'more' got {type(f).__name__}, not a data-graph field")
+        if id(f.space) not in by_space:
+            by_space[id(f.space)] = []
+            groups.append(("more", by_space[id(f.space)]))
+        by_space[id(f.space)].append(f)
+    spaces = {id(f.space): f for f in first}
+    if len(spaces) > 1:
+        shown = ", ".join(f"{f.link} (source {f.space.node_id!r})" for f in spaces.values())
+        raise ValueError(f"input 'fields': the first branch's fields come from several sources: {shown}; "
+                         f"connect one branch here and the others to 'more'")
+    if id(first[0].space) in by_space:
+        f = by_space[id(first[0].space)][0]
+        raise ValueError(f"input 'more': {f.link} comes from source {f.space.node_id!r}, the first branch's "
+                         f"source; a branch goes to 'fields' or to 'more', not both")
+    branches: list[dict[str, Field]] = []
+    for k, (port, fields) in enumerate(groups):
+        named: dict[str, Field] = {}
+        for f in fields:
+            if f.port in named:
+                raise ValueError(f"input {port!r}: branch {k + 1} (source {f.space.node_id!r}) has two fields "
+                                 f"named {f.port!r}: {named[f.port].link} and {f.link}")
+            named[f.port] = f
+        branches.append(named)
+    want = branches[0]
+    for k, named in enumerate(branches[1:], start=2):
+        src = next(iter(named.values())).space.node_id
+        missing = [n for n in want if n not in named]
+        extra = [n for n in named if n not in want]
+        if missing or extra:
+            parts = ([f"lacks {', '.join(map(repr, missing))}"] if missing else []) + (
+                [f"has {', '.join(map(repr, extra))} the first branch lacks"] if extra else [])
+            raise ValueError(f"input 'more': branch {k} (source {src!r}) {' and '.join(parts)}; every branch "
+                             f"hands on the first branch's fields ({', '.join(want)}), matched by name")
+        for name, f in named.items():
+            if not type_fits(f.type, want[name].type):
+                raise ValueError(f"input 'more': field {name!r} of branch {k} ({f.link}) is {f.type}, but the "
+                                 f"first branch's ({want[name].link}) is {want[name].type}")
+    return branches
+
+
+def type_fits(name: str, wanted: str) -> bool:
+    """A field of type ``name`` may join fields of type ``wanted`` (the same type or a built-in subtype)."""
+    if name == wanted:
+        return True
+    from .. import port_types
+
+    t, w = getattr(port_types, name, None), getattr(port_types, wanted, None)
+    if isinstance(t, port_types.PortType) and isinstance(w, port_types.PortType):
+        return port_types.is_compatible(t, w)
+    return False
+
+
 class Preparer:
     """Runs barrier work (aggregate columns, cache fills) before an epoch, upstream first.
 
@@ -344,7 +494,8 @@ class Preparer:
         self.fill = fill
         self.workers = workers
         self.report = report
-        self.skipped: dict[tuple[int, int], Skipped] = {}
+        #: (epoch, id of the item's space, index) -> what was found bad
+        self.skipped: dict[tuple[int, int, int], Skipped] = {}
         self._done: set[tuple[int, int]] = set()
 
     def prepare_fields(self, fields: Iterable[Field], epoch: int) -> None:
@@ -357,8 +508,12 @@ class Preparer:
     def skip(self, node_id: str, ev: Eval, index: int, e: SkipItem, stage: Stage) -> Skipped:
         path = e.path or stage.describe_item(ev, index)
         s = Skipped(index, path, e.reason, e.node or node_id)
-        self.skipped.setdefault((ev.epoch, index), s)
+        self.skipped.setdefault((ev.epoch, id(stage.space), index), s)
         return s
+
+    def skipped_in(self, space) -> list[Skipped]:
+        """What was found bad among the items of ``space`` (indices are that space's)."""
+        return [s for (_, sp, _), s in self.skipped.items() if sp == id(space)]
 
 
 def frontier_barriers(fields: Iterable[Field]) -> list[Stage]:

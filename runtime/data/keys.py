@@ -6,6 +6,10 @@ that draw random numbers) the node id. Per item, the key adds the identity of
 the source files the field reads (path, size, mtime) and, when anything
 upstream is random, the seed, variation and index. So a param change or an
 edited file invalidates exactly the cache entries it affects.
+
+A merge is a boundary: its structural key is its own (type, version, params),
+and an item's key adds the key of the branch field it comes from at the
+branch's own index. So a change in one branch misses only that branch's items.
 """
 
 from __future__ import annotations
@@ -58,6 +62,9 @@ def stage_key(stage: Stage, memo: dict | None = None) -> str:
         parts.append(f"node={stage.node_id}")
     if stage.kind == "source":
         parts.append(stage.node.content_key())
+    if stage.kind == "merge":  # branches key per item (ItemKeyer), so one branch's change keeps the others'
+        key = memo[id(stage)] = _h(*parts)
+        return key
     for port, f in sorted(stage.inputs.items()):
         fs = f if isinstance(f, list) else [f]
         parts.append(port + "<" + ",".join(field_key(x, memo) for x in fs))
@@ -86,9 +93,13 @@ def _closure(field: Field):
         seen.add(mark)
         if st.kind == "cache":
             stack.append(st.source_of(f.port))
-        else:
+        elif st.kind != "merge":
             for up in st.upstream():
                 stack.append(up)
+
+
+def _by_link(found: dict) -> list[Field]:
+    return [f for _, f in sorted(found.items(), key=lambda kv: kv[1].link)]
 
 
 class ItemKeyer:
@@ -98,12 +109,26 @@ class ItemKeyer:
         self.struct = field_key(field)
         fields = list(_closure(field))
         self.random = any(f.stage.random for f in fields)
-        found = {(id(f.stage), f.port): f for f in fields if f.stage.kind == "source"}
-        self.sources = [(f.stage.node, f.port) for _, f in sorted(found.items(), key=lambda kv: kv[1].link)]
+        sources = {(id(f.stage), f.port): f for f in fields if f.stage.kind == "source"}
+        self.sources = [(f.stage.node, f.port) for f in _by_link(sources)]
+        merges = {(id(f.stage), f.port): f for f in fields if f.stage.kind == "merge"}
+        self.merges = [(f.stage, f.port) for f in _by_link(merges)]
+        #: (position in ``merges``, branch) -> keyer of that branch's field
+        self._branch: dict[tuple[int, int], ItemKeyer] = {}
 
     def key(self, seed: int, variation: int, index: int) -> str:
         parts = [self.struct]
         parts += [node.identity(port, variation, index, seed) for node, port in self.sources]
+        for k, (stage, port) in enumerate(self.merges):
+            b, j = stage.locate(index)
+            parts.append(self._branch_keyer(k, b).key(seed, variation, j))
         if self.random:
             parts.append(f"{seed}:{variation}:{index}")
         return _h(*parts)
+
+    def _branch_keyer(self, k: int, branch: int) -> ItemKeyer:
+        found = self._branch.get((k, branch))
+        if found is None:
+            stage, port = self.merges[k]
+            found = self._branch[(k, branch)] = ItemKeyer(stage.branch_field(branch, port))
+        return found

@@ -204,9 +204,10 @@ def _source_caption(field: Field) -> Field | None:
     """The item's caption as its source gives it, for nodes that have no caption of their own."""
     space = field.space
     spec = getattr(type(space.node), "__node_spec__", None)
+    merged = getattr(space, "field_types", {})  # a merge's fields are typed like its first branch's
     for name in getattr(space, "outputs", ()):
         out = spec.outputs.get(name) if spec else None
-        if out is not None and getattr(out.type, "name", "") == "Caption":
+        if getattr(getattr(out, "type", None), "name", merged.get(name, "")) == "Caption":
             return Field(space, name, "Caption")
     return None
 

@@ -51,11 +51,11 @@ from ..params import Param, Seed, StrList
 from ..port_types import SAMPLE, BatchSource as BatchSourceType, Field as AnyField, Resolution
 from ..spec import Input, Output, field_name, rename_map
 from .cache import CacheEngine, RamStore
-from .engine import AggregateEngine, Field, PerSampleEngine, SourceEngine, Stage
+from .engine import AggregateEngine, Field, MergeEngine, PerSampleEngine, SourceEngine, Stage
 from .item import Item, SkipItem
 
-__all__ = ["DataStage", "SourceStage", "PerSampleStage", "AggregateStage", "CacheStage", "BatchesStage",
-           "passthrough", "Item", "SkipItem"]
+__all__ = ["DataStage", "SourceStage", "PerSampleStage", "AggregateStage", "CacheStage", "MergeStage",
+           "BatchesStage", "passthrough", "Item", "SkipItem"]
 
 
 def _is_sample(port) -> bool:
@@ -194,6 +194,44 @@ class CacheStage(DataStage):
         stage.ctx = ctx
         stage.store = self.make_store(ctx)
         return {name: Field(stage, name, f.type) for name, f in sources.items()}
+
+
+class MergeStage(DataStage):
+    """Joins branches of the data graph (each with its own source and stages) into one item stream.
+
+    ``fields`` takes the first branch's fields, and each comes out under its name;
+    ``more`` takes the same fields of any number of other branches (a branch is
+    the fields that share a source), matched by name. Merged item ``i`` is the
+    first branch's items, then the next branch's, and so on; stages inside a
+    branch see the branch's own indices.
+    """
+
+    engine = MergeEngine
+    random = False
+    fields = Input(AnyField, multi=True, doc="the first branch's fields; each is handed on under the name of "
+                   "the output port it comes from")
+    more = Input(AnyField, multi=True, optional=True,
+                 doc="the same fields of the other branches (any number), matched by name; a branch is the "
+                     "fields that share a source")
+    merged = Output(AnyField, mirrors="fields",
+                    doc="one output per field of the first branch, named and typed like it; its items are "
+                        "every branch's items, one branch after the other")
+
+    def run(self, ctx, fields, more=None):
+        spec = type(self).__node_spec__
+        stage = self.engine(self, ctx.node_id, ctx.type_id, spec.version,
+                            {"fields": list(fields or []), "more": list(more or [])}, {})
+        stage.ctx = ctx
+        ctx.log(f"merged {len(stage.branches)} branch(es): "
+                + ", ".join(f"{len(next(iter(b.values())))} item(s) from {next(iter(b.values())).space.node_id!r}"
+                            for b in stage.branches), items=stage.length, branches=len(stage.branches))
+        return {name: Field(stage, name, stage.field_types[name]) for name in stage.outputs}
+
+    def check(self, c) -> None:
+        """Before a run: every branch in 'more' hands on the first branch's fields, with fitting types."""
+        from .merge_check import check_branches
+
+        check_branches(c)
 
 
 def cache_fields(fields: list, rename: list[str] | None = None) -> dict[str, Field]:
