@@ -288,14 +288,15 @@ class AggregateEngine(Stage):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.per_epoch = bool(getattr(self.node, "per_epoch", False))
-        self._columns: dict[int | None, dict[str, list]] = {}
-        self._bad: dict[int | None, dict[int, Skipped]] = {}
+        self._columns: dict[tuple, dict[str, list]] = {}
+        self._bad: dict[tuple, dict[int, Skipped]] = {}
 
-    def _key(self, epoch: int) -> int | None:
-        return epoch if self.per_epoch else None
+    def _key(self, epoch: int, seed: int) -> tuple:
+        """Columns are computed once, per epoch when ``per_epoch``, per run seed when the node draws."""
+        return (epoch if self.per_epoch else None, seed if self.random else None)
 
     def prepare(self, epoch, prep):
-        key = self._key(epoch)
+        key = self._key(epoch, prep.seed)
         if key in self._columns:
             return
         prep.prepare_fields(self.upstream(), epoch)
@@ -333,7 +334,7 @@ class AggregateEngine(Stage):
         self._columns[key] = result
 
     def compute(self, ev, index, memo):
-        key = self._key(ev.epoch)
+        key = self._key(ev.epoch, ev.seed)
         cols = self._columns.get(key)
         if cols is None:  # not prepared here (a preview, or a stray worker): do it now
             self.prepare(ev.epoch, Preparer(ev.seed, fill=False))
