@@ -15,6 +15,7 @@ import time
 from runtime import Choice, Device, Input, Output, Param, Seed, node
 from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Objective, OptimizerSpec
 
+from . import speed
 from .backup import load_backup, report_save_errors, write_backup
 from .hooks import TrainRun, call, ordered
 from .state import TrainState
@@ -113,6 +114,19 @@ class TrainLoop:
     seed = Param(Seed, 42, doc="seed of the training noise, timesteps and dropout")
     device = Param(Device(), "auto", doc="where to train (auto: GPU if there is one)")
     loss_smoothing = Param(float, 0.9, min=0, max=0.999, doc="weight of the past in the smoothed loss")
+    compile = Param(Choice(*speed.COMPILE_MODES), "off",
+                    doc="torch.compile the denoiser (unet/transformer) with this mode: faster steps after a slow "
+                        "first one; previews run it uncompiled; on a CPU needs g++")
+    optimizer_kernel = Param(Choice(*speed.KERNELS), "auto",
+                             doc="the optimizer's step kernel: fused (one kernel), foreach (batched), for-loop "
+                                 "(per weight); auto: the optimizer's own choice")
+    tf32 = Param(bool, False, doc="TF32 matmuls and convolutions on CUDA (Ampere+): faster fp32, ~10-bit mantissa; "
+                                  "nothing elsewhere")
+    attention = Param(Choice(*speed.ATTENTION), "auto",
+                      doc="scaled-dot-product attention kernel (torch's sdpa_kernel); auto: torch picks; one this "
+                          "device lacks is an error before training")
+    offload_activations = Param(bool, False, doc="keep the activations saved for backward in (pinned) CPU memory: "
+                                                 "less GPU memory, slower; nothing on a CPU")
 
     def run(self, ctx, model, batches, optimizer, schedule, objective, hooks):
         """Set up (device, precision, weights, state), resume, the epoch loop (``Steps``), the end."""
@@ -122,6 +136,7 @@ class TrainLoop:
         precision = precision_on(ctx, model, device, self.precision)
         torch.manual_seed(ctx.seed_for(self.seed))  # dropout draws from torch's global generator
         model.prepare_for_training(device, self.gradient_checkpointing)
+        fast = speed.Options(ctx, model, device, precision, self)
         params = trainable_weights(model)
         batches_per_epoch = count_batches(batches)
         steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
@@ -133,7 +148,8 @@ class TrainLoop:
             resume(run)
         ctx.log(f"training {sum(p.numel() for p in params):,} weights on {device} ({precision}) for {total} "
                 f"steps, {batches_per_epoch} batches per epoch")
-        stopped = Steps(run, params, precision, self).train()
+        with fast:
+            stopped = Steps(run, params, precision, self, fast).train()
         return {"trained": self._finish(run, stopped)}
 
     def _state(self, ctx, model, optimizer, schedule, total: int, device, precision: str) -> TrainState:
@@ -144,7 +160,7 @@ class TrainLoop:
         from .lr_schedule import LRScheduleConfig
 
         state = TrainState(seed=self.seed)
-        state.optimizer = optimizer.build(model.param_groups())
+        state.optimizer = speed.build_optimizer(optimizer, model.param_groups(), self.optimizer_kernel)
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
         state.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         state.generator = ctx.torch_generator(self.seed)
@@ -242,7 +258,7 @@ class Steps:
 
     What a step needs is bound once here, so a step walks no module attributes."""
 
-    def __init__(self, run, params: list, precision: str, node):
+    def __init__(self, run, params: list, precision: str, node, fast=None):
         import torch
 
         self.run, self.ctx, self.state, self.hooks = run, run.ctx, run.state, run.hooks
@@ -250,6 +266,8 @@ class Steps:
         self.total, self.accum, self.beta = run.total_steps, node.gradient_accumulation, node.loss_smoothing
         self.max_norm = node.max_grad_norm if node.max_grad_norm > 0 else float("inf")
         self.autocast = autocast_for(run.device, precision)
+        fast = fast or speed.Options(run.ctx, run.model, run.device, precision)
+        self.attention, self.offload, self.eager = fast.step, fast.forward, fast.hooks
         self.isfinite, self.clip = torch.isfinite, torch.nn.utils.clip_grad_norm_
         self.update_loss = 0.0  # the mean loss of the batches of the update in progress
         self.window = collections.deque(maxlen=20)  # the last step times, for it/s
@@ -276,22 +294,30 @@ class Steps:
                 return self.ctx.cancelled
         state.epoch += 1
         state.epoch_batch = 0
-        call(self.hooks, "on_epoch_end", self.run)
+        with self.eager():
+            call(self.hooks, "on_epoch_end", self.run)
         return self.ctx.cancelled
 
     def micro_step(self, batch) -> None:
-        """Forward under autocast, the finite check, backward of the loss's share of the update."""
+        """Forward, backward of the loss's share of the update, both with the chosen attention kernel."""
         state = self.state
-        with self.autocast:
+        with self.attention():
+            loss = self.forward(batch)
+            state.scaler.scale(loss / self.accum).backward()
+        self.update_loss += loss.item() / self.accum
+        state.micro_step += 1
+
+    def forward(self, batch):
+        """The loss of one batch under autocast (saved activations offloaded when asked), checked finite."""
+        state = self.state
+        with self.offload(), self.autocast:
             loss, _metrics = self.objective.loss(self.model, batch, state.generator)
         if not self.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
                 "training stopped and the backups in the run folder are left as they were; "
                 "lower the learning rate, or train in bf16/fp32 instead of fp16")
-        state.scaler.scale(loss / self.accum).backward()
-        self.update_loss += loss.item() / self.accum
-        state.micro_step += 1
+        return loss
 
     def update(self):
         """One optimizer update: unscale, clip, step, scaler update, LR step, zero grad. Returns the
@@ -326,9 +352,10 @@ class Steps:
         """The hooks' ``on_step_end``, then the commands that arrived. The model's ``progress`` is the
         step just made, so what a hook saves says how long it trained."""
         self.model.progress = {"step": self.state.step, "epoch": self.state.epoch}
-        call(self.hooks, "on_step_end", self.run, self.update_loss)
+        with self.eager():
+            call(self.hooks, "on_step_end", self.run, self.update_loss)
+            run_commands(self.ctx, self.hooks, self.run)
         self.update_loss = 0.0
-        run_commands(self.ctx, self.hooks, self.run)
 
 
 def run_commands(ctx, hooks: list, run) -> None:
