@@ -1,15 +1,16 @@
-"""LoRA files of the diffusers-based families: the diffusers/peft format and the kohya format.
+"""Adapter files of the diffusers-based families: the diffusers/peft format and the kohya format.
 
 - diffusers/peft: ``unet.<module>.lora_A.weight`` / ``lora_B``; a text encoder under
   ``text_encoder.text_model.`` (``text_encoder_2.text_model.`` for a second one), the
   names every loader expects whatever transformers version wrote them; the adapter
   config (rank, alpha, targets) in the ``lora_adapter_metadata`` header entry that
-  diffusers' ``load_lora_weights`` reads.
-- kohya: ``lora_unet_<module_path>`` / ``lora_te{1,2}_text_model_<...>`` with
-  ``.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``: diffusers' own
-  ``convert_state_dict_to_kohya`` over the peft names (a family may first rename the
-  UNet's modules, as SDXL does to its original block names), with the real alpha
-  (the converter writes alpha = rank).
+  diffusers' ``load_lora_weights`` reads (LoRA, DoRA, LoCon; the other kinds' files hold
+  peft's own keys, ``hada_*`` / ``lokr_*`` / ``oft_R``, with their config, and load through peft).
+- kohya: ``lora_unet_<module_path>`` / ``lora_te{1,2}_text_model_<...>`` (the names of diffusers'
+  ``convert_state_dict_to_kohya``; a family may first rename the UNet's modules, as SDXL does to
+  its original block names), each layer with its kind's LyCORIS tensors
+  (``nodes.adapter_formats``: ``lora_down``/``lora_up``/``alpha``, ``dora_scale``, ``hada_*``,
+  ``lokr_*``) and its real alpha. OFT has none (``adapter_formats.refusal``).
 
 Which layers a kohya file holds: those kohya's sd-scripts can place. Its LoRA network
 adapts the Linear and Conv2d layers inside the UNet's transformer blocks
@@ -68,6 +69,52 @@ def diffusers_lora(model) -> tuple[dict, dict[str, str]]:
     return peft_state_dict(model), meta
 
 
+def adapter_modules(model) -> dict[str, dict]:
+    """Each adapted layer of the model's adapted parts, under its diffusers-file module name
+    (``unet.<module>``, ``text_encoder.text_model.<module>``) -> its kohya/LyCORIS tensors."""
+    from nodes.adapter_formats import part_tensors
+
+    out = {}
+    for part in model.lora.parts:
+        for name, tensors in part_tensors(getattr(model, part), model.lora.adapter_name).items():
+            if part.startswith("text_encoder"):
+                name = name.removeprefix("text_model.")
+            out[part_prefix(part) + name] = tensors
+    return out
+
+
+def kohya_modules(modules: dict) -> tuple[dict, list[str]]:
+    """The layers of ``modules`` (from ``adapter_modules``) a kohya file can hold, and those it cannot."""
+    kept = {k: v for k, v in modules.items() if KOHYA_LAYERS.match(k + ".")}
+    return kept, sorted(k for k in modules if k not in kept)
+
+
+KOHYA_PARTS = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+
+
+def kohya_file(modules: dict, te_names: dict[str, str],
+               rename_unet: Callable[[str], str] | None = None) -> dict:
+    """The kohya-file tensors of ``modules`` (diffusers-file module name -> suffix -> tensor): ``te_names``
+    maps ``lora_te1_`` / ``lora_te2_`` to the family's prefixes; ``rename_unet`` renames UNet modules first."""
+    out = {}
+    for name, tensors in modules.items():
+        part, _, module = name.partition(".")
+        if part == "unet" and rename_unet is not None:
+            module = rename_unet(module)
+        prefix = KOHYA_PARTS[part]
+        prefix = te_names.get(prefix, prefix)
+        key = prefix + module.replace(".", "_")
+        out.update({f"{key}.{suffix}": t for suffix, t in tensors.items()})
+    return out
+
+
+def kohya_refusal(model) -> str | None:
+    """Why the model's adapter kind has no kohya file (None: it has one)."""
+    from nodes.adapter_formats import refusal
+
+    return refusal(model.lora.kind)
+
+
 def kohya_layers(peft_sd: dict) -> tuple[dict, list[str]]:
     """The adapter weights a kohya file can hold, and the layers (diffusers names) it cannot."""
     kept, left_out = {}, set()
@@ -104,17 +151,54 @@ def _rename_unet_key(key: str, rename: Callable[[str], str]) -> str:
     return f"unet.{rename(module)}.lora_{weight}"
 
 
+def network_metadata(lora) -> dict[str, str]:
+    """kohya's ``ss_network_module`` / ``ss_network_args`` for the adapter kind (LyCORIS' names)."""
+    if lora.kind == "lora":
+        return {"ss_network_module": "networks.lora"}
+    if lora.kind == "locon":
+        return {"ss_network_module": "networks.lora", "ss_network_args": json.dumps(
+            {"conv_dim": str(lora.conv_rank), "conv_alpha": str(lora.conv_alpha)})}
+    args = {"algo": "lora" if lora.kind == "dora" else ("diag-oft" if lora.kind == "oft" else lora.kind)}
+    if lora.kind == "dora":
+        args["dora_wd"] = "True"
+    if lora.kind == "lokr":
+        args["factor"] = str(lora.options.get("lokr_factor", -1))
+        args["decompose_both"] = str(lora.options.get("lokr_decompose_both", False))
+    return {"ss_network_module": "lycoris.kohya", "ss_network_args": json.dumps(args, sort_keys=True)}
+
+
 def lora_metadata(model, steps: int) -> dict[str, str]:
-    """The LoRA facts in a file's header: ours, and the keys kohya's tools show."""
+    """The adapter facts in a file's header: ours, and the keys kohya's tools show."""
     lora = model.lora
     return {
+        "nodetrainer_adapter": lora.kind,
         "nodetrainer_rank": str(lora.rank),
         "nodetrainer_alpha": str(lora.alpha),
         "nodetrainer_targets": lora.targets,
         "nodetrainer_text_encoder": str(lora.text_encoder).lower(),
         "nodetrainer_parts": " ".join(lora.parts),
-        "ss_network_module": "networks.lora",
+        **network_metadata(lora),
         "ss_network_dim": str(lora.rank),
         "ss_network_alpha": str(lora.alpha),
         "ss_steps": str(steps),
     }
+
+
+def save_adapter_files(saver, ctx, model, step, base, refusal: Callable | None = None) -> list:
+    """``base`` (``LoraFileSaver.save``) for every adapter kind: a kind with no kohya file (``kohya_refusal``,
+    or the family's ``refusal(model)``) writes only the diffusers file under formats both (warned once),
+    and is an error under formats kohya."""
+    import dataclasses
+
+    model = saver.check(model)
+    why = None
+    if getattr(model, "lora", None) is not None:
+        why = kohya_refusal(model) or (refusal(model) if refusal is not None else None)
+    if why is None or saver.formats == "diffusers":
+        return base(saver, ctx, model, step)
+    if saver.formats == "kohya":
+        raise ValueError(f"{saver.node}: formats kohya: {why}")
+    if not getattr(saver, "_kind_warned", False):
+        saver._kind_warned = True
+        ctx.warn(f"{saver.node} writes only the diffusers file: {why}")
+    return base(dataclasses.replace(saver, formats="diffusers"), ctx, model, step)

@@ -1,6 +1,6 @@
 """Plain weights of a model's parts for the full-model savers of every diffusers-based family.
 
-LoRA adapters (peft) are fused into the weights they adapt, trained placeholder
+Adapters (peft, every kind) are fused into the weights they adapt, trained placeholder
 vectors are in the token-embedding rows (``tokens.TrainableTokens`` does that in
 its state dict), and floating-point tensors get the requested dtype. The live
 model is never changed: everything here reads and builds new tensors.
@@ -13,17 +13,42 @@ from typing import Any as _Any
 DTYPES = ("keep", "float16", "bfloat16", "float32")
 
 
-def _adapter_deltas(layer) -> _Any:
-    """The summed weight delta of a peft tuner layer's active, unmerged adapters (None if none)."""
+def _pending(layer) -> list[str]:
+    """The active adapters of a peft tuner layer that are not merged into its weight yet."""
     if getattr(layer, "disable_adapters", False) or not hasattr(layer, "get_delta_weight"):
-        return None
+        return []
+    return [a for a in layer.active_adapters if a not in layer.merged_adapters]
+
+
+def _additive(layer, adapters: list[str]) -> bool:
+    """Plain LoRA: its delta adds to the weight (DoRA rescales rows, OFT rotates; LoHa/LoKr add too, but
+    peft's merge is the one definition used for every kind but plain LoRA)."""
+    lora = getattr(layer, "lora_A", {})
+    return all(a in lora and not layer.use_dora.get(a, False) for a in adapters)
+
+
+def _adapter_deltas(layer) -> _Any:
+    """The summed weight delta of a peft LoRA layer's active, unmerged adapters (None if none)."""
     delta = None
-    for adapter in layer.active_adapters:
-        if adapter in layer.merged_adapters or adapter not in getattr(layer, "lora_A", {}):
-            continue
+    for adapter in _pending(layer):
         d = layer.get_delta_weight(adapter).float()
         delta = d if delta is None else delta + d
     return delta
+
+
+def merged_weight(layer) -> _Any:
+    """The weight of a peft tuner layer with its active adapters merged, by peft's own ``merge`` on a copy
+    of the layer (every adapter kind: DoRA's row norms, OFT's rotation, LoHa, LoKr); float32, or None."""
+    import copy
+
+    adapters = _pending(layer)
+    if not adapters:
+        return None
+    clone = copy.deepcopy(layer)
+    base = clone.get_base_layer()
+    base.weight.data = base.weight.data.float()
+    clone.merge(adapter_names=adapters)
+    return clone.get_base_layer().weight.detach()
 
 
 def plain_state_dict(module, dtype=None) -> dict:
@@ -38,15 +63,28 @@ def plain_state_dict(module, dtype=None) -> dict:
     out = {}
     with torch.no_grad():
         for key, value in module.state_dict().items():
-            if tuners and ".lora_" in key:
+            if tuners and _adapter_key(key):
                 continue
             out[key.replace(".base_layer.", ".")] = value.detach()
         for name, layer in tuners.items():
-            delta = _adapter_deltas(layer)
-            if delta is not None:
-                key = f"{name}.weight"
-                out[key] = (out[key].float() + delta.to(out[key].device)).to(out[key].dtype if dtype is None else dtype)
+            key = f"{name}.weight"
+            if _additive(layer, _pending(layer)):
+                delta = _adapter_deltas(layer)
+                if delta is not None:
+                    out[key] = (out[key].float() + delta.to(out[key].device)).to(out[key].dtype if dtype is None else dtype)
+                continue
+            merged = merged_weight(layer)
+            if merged is not None:
+                out[key] = merged.to(out[key].device, out[key].dtype if dtype is None else dtype)
         return {k: _cast(v, dtype) for k, v in out.items()}
+
+
+#: the state-dict key parts of peft's adapter weights, per kind
+ADAPTER_KEYS = (".lora_", ".hada_", ".lokr_", ".oft_R.", ".oft_R")
+
+
+def _adapter_key(key: str) -> bool:
+    return any(part in key for part in ADAPTER_KEYS)
 
 
 def _cast(t, dtype):

@@ -1,8 +1,10 @@
-"""Which layers get LoRA adapters: presets and selection shared by every diffusers-based family.
+"""Which layers get adapters: presets and selection shared by every diffusers-based family.
 
 The presets name module-name suffixes in diffusers' UNet (``to_q`` ... ``proj_out``) and
 transformers' CLIP text encoders (``q_proj`` ... ``fc2``); SD 1.x/2.x and SDXL use the same
-names. A regex over full module names replaces the preset when given.
+names. A regex over full module names replaces the preset when given. LoCon adds the 3x3
+convolutions that kohya's LoCon (``conv_dim``) adapts: those of the UNet's resnet blocks and
+down/up-samplers (``conv_modules``).
 """
 
 from __future__ import annotations
@@ -41,3 +43,15 @@ def target_modules(module, preset: str, regex: str | None, presets: dict) -> lis
         if hit:
             names.append(name)
     return names
+
+
+#: the UNet modules whose 3x3 convolutions kohya's LoCon adapts (resnet blocks, down/up-samplers)
+CONV_BLOCKS = re.compile(r"^(down_blocks\.\d+\.|up_blocks\.\d+\.|mid_block\.)(resnets|downsamplers|upsamplers)\.\d+\.")
+
+
+def conv_modules(module) -> list[str]:
+    """Full names of the 3x3 (non-1x1) Conv2d layers of ``module`` in the blocks kohya's LoCon adapts."""
+    import torch
+
+    return [name for name, sub in module.named_modules()
+            if isinstance(sub, torch.nn.Conv2d) and sub.kernel_size != (1, 1) and CONV_BLOCKS.match(name)]

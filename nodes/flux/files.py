@@ -44,13 +44,44 @@ def save_diffusers_lora(model, path: Path, dtype, graph_name: str = "") -> Path:
     return saving.save_tensors(path, tensors, {**lora_file_metadata(model, graph_name, "diffusers"), **meta}, dtype)
 
 
+def _transformer_modules(model) -> dict:
+    from nodes.lora_files import adapter_modules
+
+    return {k[len("transformer."):]: v for k, v in adapter_modules(model).items() if k.startswith("transformer.")}
+
+
+def kohya_refusal(model) -> str | None:
+    """Why the Flux model's adapters have no kohya/BFL file beyond the kind's own reason: LoKr on layers BFL
+    fuses (q/k/v, a single block's linear1): a sum of Kronecker products is no Kronecker product."""
+    from .lora_names import fused_lokr_layers
+
+    if model.lora.kind != "lokr":
+        return None
+    fused = fused_lokr_layers(_transformer_modules(model))
+    if not fused:
+        return None
+    return (f"LoKr on layers that BFL's layout fuses ({fused[0]}{' ...' if len(fused) > 1 else ''}: q/k/v, "
+            f"linear1) has no exact kohya/BFL form; save with formats: diffusers, or use lora, dora or loha")
+
+
 def save_kohya_lora(model, path: Path, dtype, graph_name: str = "") -> tuple[Path, list[str]]:
-    """The LoRA with kohya/BFL names, q/k/v fused; returns it and the layers left out (outside the blocks)."""
+    """The adapters with kohya/BFL names, q/k/v fused; returns the file and the layers left out (outside the
+    blocks). LoRA from the peft state dict; the other kinds from their LyCORIS tensors."""
+    from nodes.lora_files import adapter_modules, kohya_file
     from nodes.weights_check import listed
 
-    from .lora_names import kohya_tensors
+    from .lora_names import kohya_adapter_transformer, kohya_tensors
 
-    tensors, left_out = kohya_tensors(peft_state_dict(model), model.lora.alpha, model.transformer.config)
+    if model.lora.kind == "lora":
+        tensors, left_out = kohya_tensors(peft_state_dict(model), model.lora.alpha, model.transformer.config)
+    else:
+        why = kohya_refusal(model)
+        if why:
+            raise ValueError(why)
+        tensors, left_out = kohya_adapter_transformer(_transformer_modules(model), model.transformer.config,
+                                                      model.transformer)
+        text = {k: v for k, v in adapter_modules(model).items() if k.startswith("text_encoder.")}
+        tensors.update(kohya_file(text, {}))
     left_out = [f"transformer.{name}" for name in left_out]
     if not tensors:
         raise ValueError(f"none of the LoRA's layers ({listed(left_out)}) has a place in a kohya/BFL file: save "

@@ -6,7 +6,7 @@ import dataclasses
 
 from runtime import Input, Output, Param, node
 
-from nodes.lora_adapters import LoraInfo, LoraParams, add_lora, check_regex
+from nodes.lora_adapters import LoraParams, add_lora, adapter_options, check_adapter, check_regex, describe, lora_info
 from nodes.lora_targets import TEXT_PRESETS
 
 from .lora_targets import BLOCKS_DOC, select_targets
@@ -18,7 +18,8 @@ CHOSEN = "chosen"  # the preset name under which add_lora gets our full module n
 
 @node("flux.lora_setup", title="LoRA (Flux)", category="Setup")
 class LoraSetup(LoraParams):
-    """Add LoRA adapters (peft) to the Flux transformer and optionally CLIP-L; only the adapters train.
+    """Add adapters (peft: LoRA, DoRA, LoHa, LoKr, OFT) to the Flux transformer and optionally CLIP-L; only
+    the adapters train. LoCon is refused: the transformer has no 3x3 convolutions.
 
     Targets, inside the chosen double and single blocks: ``attn`` the attention projections of both
     streams (q/k/v/out, the text stream's add_*_proj and to_add_out), ``attn-mlp`` also the MLPs (image
@@ -31,6 +32,7 @@ class LoraSetup(LoraParams):
     A part that another node of the run also uses (a sampler of the base model, the data graph's
     flux.encode_text) gets the adapters on a copy, so what that node sees never changes."""
 
+    conv_adapters = False
     model = Input(FluxModel, doc="base model to adapt")
     adapted = Output(FluxModel, doc="model whose only trainable weights are the adapters")
     double_blocks = Param(str, "all", doc=BLOCKS_DOC.format("double (joint text-image)"))
@@ -48,6 +50,7 @@ class LoraSetup(LoraParams):
         model = check_flux_model(model, "flux.lora_setup")
         if model.lora is not None:
             raise ValueError("the model already has LoRA adapters (two flux.lora_setup nodes in a row?)")
+        check_adapter(self)
         regex = check_regex(self.target_regex)
         chosen = select_targets(model.transformer, self.targets, regex, self.double_blocks, self.single_blocks)
         if not chosen:
@@ -59,7 +62,8 @@ class LoraSetup(LoraParams):
                                                             **{n: getattr(model, n) for n in changed}))
         for part in model.parts().values():
             part.requires_grad_(False)
-        common = dict(rank=self.rank, alpha=self.alpha, dropout=self.dropout, init=self.init, seed=self.seed)
+        common = dict(rank=self.rank, alpha=self.alpha, dropout=self.dropout, init=self.init, seed=self.seed,
+                      **adapter_options(self))
         counts = {"transformer": add_lora(ctx, "transformer", model.transformer, preset=CHOSEN, regex=None,
                                           presets={CHOSEN: chosen}, **common)}
         if self.train_clip_l:
@@ -69,9 +73,8 @@ class LoraSetup(LoraParams):
         targets = regex or self.targets
         if (self.double_blocks or "all") != "all" or (self.single_blocks or "all") != "all":
             targets += f" (double blocks {self.double_blocks}, single blocks {self.single_blocks})"
-        info = LoraInfo(self.rank, self.alpha, targets, unet=True, text_encoder=self.train_clip_l,
-                        parts=tuple(changed))
+        info = lora_info(self, targets, changed, unet=True, text_encoder=self.train_clip_l)
         adapted = dataclasses.replace(model, lora=info, train_text_encoder=self.train_clip_l)
-        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha} on {len(chosen)} transformer layers: "
+        ctx.log(f"{describe(info)} on {len(chosen)} transformer layers: "
                 f"{sum(counts.values()):,} trainable parameters " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         return {"adapted": adapted}

@@ -263,3 +263,76 @@ def check_lora_fits(tensors: dict, model, name: str) -> None:
         except ValueError as e:
             raise ValueError(f"{name} does not fit this Flux model: {e}") from None
     check_fits(rest, lora_layers(model), name, "Flux")
+
+
+# -- the other adapter kinds (DoRA, LoHa, LoKr): fused from each layer's kohya/LyCORIS tensors --------
+
+#: per kind: the (up-like, down-like) tensor pairs that fuse as LoRA's up / down do
+_PAIRS = {"lora": (("lora_up.weight", "lora_down.weight"),),
+          "loha": (("hada_w1_a", "hada_w1_b"), ("hada_w2_a", "hada_w2_b"))}
+
+
+def _fuse(name: str, present: dict[int, dict], rows: list[int], norms: list) -> dict:
+    """One BFL layer fused from its diffusers layers' LyCORIS tensors (index -> suffix -> tensor); a part
+    without an adapter gets zero blocks (and, for DoRA, its base rows' norms as magnitude)."""
+    import torch
+
+    from nodes.adapter_formats import file_kind
+
+    first = next(iter(present.values()))
+    kind = file_kind(f".{k}" for k in first)
+    if kind not in ("lora", "dora", "loha"):
+        raise ValueError(f"{name}: a {kind} adapter cannot be fused into one BFL layer exactly")
+    alphas = {float(t["alpha"]) for t in present.values()}
+    if len(alphas) > 1:
+        raise ValueError(f"{name}: the fused layers have different alphas {sorted(alphas)}")
+    n = len(rows)
+    out = {}
+    for up_key, down_key in _PAIRS["loha" if kind == "loha" else "lora"]:
+        like_down, like_up = first[down_key], first[up_key]
+        rank = like_down.shape[0]
+        downs = [present[i][down_key] if i in present else like_down.new_zeros(rank, *like_down.shape[1:])
+                 for i in range(n)]
+        ups = [present[i][up_key] if i in present else like_up.new_zeros(rows[i], rank) for i in range(n)]
+        out[down_key], out[up_key] = torch.cat(downs, 0), torch.block_diag(*ups)
+    out["alpha"] = torch.tensor(alphas.pop() * n)
+    if kind == "dora":
+        scales = [present[i]["dora_scale"] if i in present else norms[i].reshape(rows[i], 1) for i in range(n)]
+        out["dora_scale"] = torch.cat(scales, 0)
+    return out
+
+
+def kohya_adapter_transformer(modules: dict[str, dict], config, transformer) -> tuple[dict, list[str]]:
+    """The transformer's adapted layers (module name below ``transformer.`` -> LyCORIS tensors, any kind
+    but OFT) as kohya/BFL tensors, fused where BFL fuses; and the layers outside the blocks."""
+    layers = dict(transformer.named_modules())
+    fused: dict[str, tuple[tuple[str, ...], dict[int, dict]]] = {}
+    left_out = []
+    for module, tensors in modules.items():
+        target = bfl_target(module)
+        if target is None:
+            left_out.append(module)
+            continue
+        bfl, index, parts = target
+        fused.setdefault(bfl, (parts, {}))[1][index] = tensors
+    out = {}
+    for bfl, (parts, present) in sorted(fused.items()):
+        name = KOHYA_UNET + bfl.replace(".", "_")
+        if len(parts) == 1:
+            tensors = present[0]
+        else:
+            rows = row_sizes(config, bfl, len(parts))
+            norms = [None if i in present else _base(layers[p]).weight.detach().float().norm(dim=1).to("cpu")
+                     for i, p in enumerate(parts)]
+            tensors = _fuse(name, present, rows, norms)
+        out.update({f"{name}.{suffix}": t for suffix, t in tensors.items()})
+    return out, sorted(left_out)
+
+
+def _base(layer):
+    return layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+
+
+def fused_lokr_layers(modules: dict[str, dict]) -> list[str]:
+    """The BFL layers (fusing several diffusers layers) that LoKr adapters of ``modules`` fall in."""
+    return sorted({t[0] for t in map(bfl_target, modules) if t is not None and len(t[2]) > 1})

@@ -6,7 +6,7 @@ import dataclasses
 
 from runtime import Input, Output, Param, node
 
-from nodes.lora_adapters import LoraInfo, LoraParams, add_lora, check_regex
+from nodes.lora_adapters import LoraParams, add_lora, adapter_options, check_adapter, check_regex, describe, lora_info
 from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS
 
 from .model import TOKENS, TOKENS_FOR_TEXT_ENCODER
@@ -15,7 +15,8 @@ from .types import SDModel
 
 @node("sd.lora_setup", title="LoRA", category="Setup")
 class LoraSetup(LoraParams):
-    """Add LoRA adapters (peft) to the UNet and optionally the text encoder; only the adapters train.
+    """Add adapters (peft: LoRA, DoRA, LoCon, LoHa, LoKr, OFT) to the UNet and optionally the text encoder;
+    only the adapters train. LoCon's 3x3-convolution adapters go into the UNet only.
 
     The adapters go into the input model's UNet (and text encoder) in place when no other node of the
     run uses them; a part that another node also uses (a sampler of the base model, the data graph's
@@ -35,6 +36,7 @@ class LoraSetup(LoraParams):
     def run(self, ctx, model):
         if model.lora is not None:
             raise ValueError("the model already has LoRA adapters (two sd.lora_setup nodes in a row?)")
+        check_adapter(self)
         regex = check_regex(self.target_regex)
         changed = ["unet"] + (["text_encoder"] if self.train_text_encoder else [])
         model = dataclasses.replace(model, **ctx.own_copies("to add the adapters there",
@@ -43,12 +45,12 @@ class LoraSetup(LoraParams):
             part.requires_grad_(False)
         presets = {"unet": UNET_PRESETS, "text_encoder": TEXT_PRESETS}
         counts = {n: add_lora(ctx, n, getattr(model, n), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
-                              preset=self.targets, regex=regex, presets=presets[n], init=self.init, seed=self.seed)
+                              preset=self.targets, regex=regex, presets=presets[n], init=self.init, seed=self.seed,
+                              conv=n == "unet", **adapter_options(self))
                   for n in changed}
-        info = LoraInfo(self.rank, self.alpha, regex or self.targets, unet=True,
-                        text_encoder=self.train_text_encoder, parts=tuple(changed))
+        info = lora_info(self, regex or self.targets, changed, unet=True, text_encoder=self.train_text_encoder)
         adapted = dataclasses.replace(model, lora=info, train_text_encoder=self.train_text_encoder,
                                       clip_skip=self.clip_skip)
-        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha}: {sum(counts.values()):,} trainable parameters "
+        ctx.log(f"{describe(info)}: {sum(counts.values()):,} trainable parameters "
                 + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         return {"adapted": adapted}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nodes.lora_files import diffusers_lora, kohya_layers, lora_metadata, peft_state_dict, to_kohya
+from nodes.lora_files import adapter_modules, diffusers_lora, kohya_file, kohya_modules, lora_metadata
 from nodes.saving import base_metadata, save_tensors, steps_of
 
 from .metadata import architecture
@@ -35,9 +35,9 @@ def save_kohya_lora(model: SDModel, path: Path, dtype, graph_name: str = "") -> 
     """Write the kohya file; returns it and the adapted layers it leaves out (kohya cannot place them)."""
     from nodes.weights_check import listed
 
-    kept, left_out = kohya_layers(peft_state_dict(model))
+    kept, left_out = kohya_modules(adapter_modules(model))
     if not kept:
         raise ValueError(f"none of the LoRA's layers ({listed(left_out)}) has a place in a kohya file: save "
                          f"with formats 'diffusers', or adapt layers in the UNet's blocks")
-    tensors = to_kohya(kept, model.lora.alpha, {"lora_te1_": "lora_te_"})
+    tensors = kohya_file(kept, {"lora_te1_": "lora_te_"})
     return save_tensors(path, tensors, file_metadata(model, graph_name, "kohya"), dtype), left_out

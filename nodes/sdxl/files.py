@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nodes import saving
-from nodes.lora_files import diffusers_lora, kohya_layers, lora_metadata, peft_state_dict, to_kohya
+from nodes.lora_files import adapter_modules, diffusers_lora, kohya_file, kohya_modules, lora_metadata
 
 ARCHITECTURE = "stable-diffusion-xl-v1-base"
 
@@ -44,12 +44,12 @@ def save_kohya_lora(model, path: Path, dtype, graph_name: str = "") -> tuple[Pat
 
     from .lora_names import sgm_module_name
 
-    kept, left_out = kohya_layers(peft_state_dict(model))
+    kept, left_out = kohya_modules(adapter_modules(model))
     if not kept:
         raise ValueError(f"none of the LoRA's layers ({listed(left_out)}) has a place in a kohya file: save "
                          f"with formats 'diffusers', or adapt layers in the UNet's blocks")
     config = model.unet.config
-    tensors = to_kohya(kept, model.lora.alpha, {}, rename_unet=lambda name: sgm_module_name(name, config))
+    tensors = kohya_file(kept, {}, rename_unet=lambda name: sgm_module_name(name, config))
     return saving.save_tensors(path, tensors, lora_file_metadata(model, graph_name, "kohya"), dtype), left_out
 
 

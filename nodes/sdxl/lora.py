@@ -6,7 +6,7 @@ import dataclasses
 
 from runtime import Choice, Input, Output, Param, node
 
-from nodes.lora_adapters import LoraInfo, LoraParams, add_lora, check_regex
+from nodes.lora_adapters import LoraParams, add_lora, adapter_options, check_adapter, check_regex, describe, lora_info
 from nodes.lora_targets import TEXT_PRESETS, UNET_PRESETS
 
 from .model import text_fields
@@ -18,7 +18,8 @@ TEXT_ENCODERS = {"none": (), "first": ("text_encoder",), "second": ("text_encode
 
 @node("sdxl.lora_setup", title="LoRA (SDXL)", category="Setup")
 class LoraSetup(LoraParams):
-    """Add LoRA adapters (peft) to the SDXL UNet and optionally its text encoders; only the adapters train.
+    """Add adapters (peft: LoRA, DoRA, LoCon, LoHa, LoKr, OFT) to the SDXL UNet and optionally its text
+    encoders; only the adapters train. LoCon's 3x3-convolution adapters go into the UNet only.
 
     A part that another node of the run also uses (a sampler of the base model, the data graph's
     sdxl.encode_text) gets the adapters on a copy, so what that node sees never changes (the log says
@@ -39,6 +40,7 @@ class LoraSetup(LoraParams):
     def run(self, ctx, model):
         if model.lora is not None:
             raise ValueError("the model already has LoRA adapters (two sdxl.lora_setup nodes in a row?)")
+        check_adapter(self)
         regex = check_regex(self.target_regex)
         changed = ["unet", *TEXT_ENCODERS[self.text_encoders]]
         model = dataclasses.replace(model, **ctx.own_copies("to add the adapters there",
@@ -47,12 +49,11 @@ class LoraSetup(LoraParams):
             part.requires_grad_(False)
         counts = {n: add_lora(ctx, n, getattr(model, n), rank=self.rank, alpha=self.alpha, dropout=self.dropout,
                               preset=self.targets, regex=regex, presets=UNET_PRESETS if n == "unet" else TEXT_PRESETS,
-                              init=self.init, seed=self.seed)
+                              init=self.init, seed=self.seed, conv=n == "unet", **adapter_options(self))
                   for n in changed}
         trains_text = len(changed) > 1
-        info = LoraInfo(self.rank, self.alpha, regex or self.targets, unet=True, text_encoder=trains_text,
-                        parts=tuple(changed))
+        info = lora_info(self, regex or self.targets, changed, unet=True, text_encoder=trains_text)
         adapted = dataclasses.replace(model, lora=info, train_text_encoder=trains_text, clip_skip=self.clip_skip)
-        ctx.log(f"LoRA rank {self.rank}, alpha {self.alpha}: {sum(counts.values()):,} trainable parameters "
+        ctx.log(f"{describe(info)}: {sum(counts.values()):,} trainable parameters "
                 + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
         return {"adapted": adapted}
