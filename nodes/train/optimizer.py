@@ -1,97 +1,111 @@
-"""The optimizer node: a spec the training loop turns into an optimizer over the trainable parameters."""
+"""The optimizer node: a spec the training loop turns into an optimizer over the trainable parameters.
+
+The catalogue (which optimizers, from which package, reading which settings) is ``nodes.train.optimizers``;
+docs/optimizers.md lists it for users.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 
 from runtime import Choice, Output, Param, node
 from runtime.port_types import OptimizerSpec
 
-#: optimizer name -> (package needed, pip name); None = ships with torch / transformers
-OPTIONAL_PACKAGES = {"adamw8bit": ("bitsandbytes", "bitsandbytes"), "prodigy": ("prodigyopt", "prodigyopt")}
+from .optimizers import (NAMES, OPTIMIZERS, SETTINGS, build_optimizer, effective_lrs, fused_kernel,
+                         missing_package, setting_doc)
+
+__all__ = ["OptimizerConfig", "Optimizer", "fused_kernel", "missing_package", "effective_lrs", "NAMES"]
+
+#: settings that have their own OptimizerConfig field (the node's first ones); the others go in ``extra``
+FIELDS = ("weight_decay", "beta1", "beta2", "eps", "momentum")
 
 
 @dataclass
 class OptimizerConfig:
-    """Which optimizer and its settings; ``build(params)`` makes it."""
+    """Which optimizer and its settings; ``build(params, kernel="auto")`` makes it.
+
+    None means "the optimizer's default" (``weight_decay`` defaults to 0.0 here, as it always did in
+    this Python API; the node leaves it to the optimizer). ``extra`` holds the other settings of
+    ``nodes.train.optimizers.SETTINGS`` by name (``{"beta3": 0.999, "nesterov": True}``)."""
 
     name: str
     lr: float
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.0
+    weight_decay: float | None = 0.0
+    betas: tuple | None = None
+    eps: float | None = None
+    momentum: float | None = None
     extra: dict = field(default_factory=dict)
 
-    def build(self, params):
-        import torch
+    def settings(self) -> dict:
+        """Every setting by its node name (None: unset)."""
+        betas = tuple(self.betas or ()) + (None, None)
+        unknown = sorted(set(self.extra) - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"train.optimizer: unknown setting(s) {', '.join(unknown)}")
+        return {"weight_decay": self.weight_decay, "beta1": betas[0], "beta2": betas[1], "eps": self.eps,
+                "momentum": self.momentum, **self.extra}
 
-        name, lr, wd = self.name, self.lr, self.weight_decay
-        params = list(params)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd,
-                                     **fused_kernel(params))
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd,
-                                    **fused_kernel(params))
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=self.momentum, weight_decay=wd, **fused_kernel(params))
-        if name == "adafactor":
-            from transformers.optimization import Adafactor
+    def build(self, params, kernel: str = "auto"):
+        """The optimizer over ``params`` (tensors, or param groups that may carry their own ``lr``).
+        ``kernel``: auto (torch's fused kernel where every weight allows it), fused, foreach or for-loop;
+        an explicit choice the optimizer lacks is an error naming it."""
+        return build_optimizer(self.name, self.lr, self.settings(), params, kernel)
 
-            # a fixed learning rate, so the LR schedule node stays in charge
-            return Adafactor(params, lr=lr, weight_decay=wd, scale_parameter=False, relative_step=False,
-                             warmup_init=False)
-        if name == "adamw8bit":
-            import bitsandbytes as bnb
-
-            return bnb.optim.AdamW8bit(params, lr=lr, betas=self.betas, eps=self.eps, weight_decay=wd)
-        if name == "prodigy":
-            from prodigyopt import Prodigy
-
-            return Prodigy(params, lr=lr, betas=self.betas, weight_decay=wd, **self.extra)
-        raise ValueError(f"unknown optimizer {name!r}")
+    @property
+    def schedule_free(self) -> bool:
+        entry = OPTIMIZERS.get(self.name)
+        return bool(entry and entry.schedule_free and self.extra.get("use_schedulefree") is not False)
 
 
-def fused_kernel(params: list) -> dict:
-    """``{"fused": True}`` when torch has a fused kernel for every weight (floating point, on a device it
-    supports), else ``{}`` (torch's own choice). On a CPU torch's default is one small op per weight and
-    state tensor: for a LoRA's hundreds of small tensors the fused AdamW step is several times faster."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+def _params() -> dict:
+    """name, lr, then every optimizer setting, optional (unset: the optimizer's default)."""
+    params = {
+        "name": Param(Choice(*NAMES), "adamw", doc="which optimizer (docs/optimizers.md: the package each needs, "
+                                                   "its settings); prodigy*, dadapt_*: use lr 1.0"),
+        "lr": Param(float, 1e-4, min=0, doc="learning rate (peak, before the schedule; learning-rate free "
+                                             "optimizers: a multiplier of their estimate)"),
+    }
+    for setting, (kind, lo, hi, _what) in SETTINGS.items():
+        params[setting] = Param(kind, None, min=lo, max=hi, optional=True, doc=setting_doc(setting))
+    return params
 
-    devices = set(_get_fused_kernels_supported_devices())
-    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    ok = tensors and all(t.is_floating_point() and t.device.type in devices for t in tensors)
-    return {"fused": True} if ok else {}
 
-
-def missing_package(name: str) -> str | None:
-    """A message when ``name`` needs a package that is not installed, else None."""
-    need = OPTIONAL_PACKAGES.get(name)
-    if need and importlib.util.find_spec(need[0]) is None:
-        return (f"optimizer {name!r} needs the {need[0]!r} package, which is not installed "
-                f"(pip install {need[1]}); or choose adamw, adam, sgd or adafactor")
-    return None
+OptimizerParams = type("OptimizerParams", (), _params())
 
 
 @node("train.optimizer", title="Optimizer", category="Training")
-class Optimizer:
-    """Choose the optimizer and its settings. The loop builds it over the model's trainable weights."""
+class Optimizer(OptimizerParams):
+    """Choose the optimizer and its settings. The loop builds it over the model's trainable weights (each
+    part at its own learning rate where the setup gives one). A setting left unset takes the optimizer's
+    default; a setting the chosen optimizer does not read is ignored, with a warning."""
 
     optimizer = Output(OptimizerSpec, doc="optimizer settings for train.loop")
-    name = Param(Choice("adamw", "adam", "sgd", "adafactor", "adamw8bit", "prodigy"), "adamw",
-                 doc="adamw8bit needs bitsandbytes, prodigy needs prodigyopt (use lr 1.0)")
-    lr = Param(float, 1e-4, min=0, doc="learning rate (peak, before the schedule)")
-    weight_decay = Param(float, 0.01, min=0, doc="decoupled weight decay (L2 for adam and sgd)")
-    beta1 = Param(float, 0.9, min=0, max=1, doc="Adam beta1")
-    beta2 = Param(float, 0.999, min=0, max=1, doc="Adam beta2")
-    eps = Param(float, 1e-8, min=0, doc="Adam epsilon")
-    momentum = Param(float, 0.0, min=0, max=1, doc="SGD momentum")
+
+    def values(self) -> dict:
+        return {s: getattr(self, s, None) for s in SETTINGS}
+
+    def check(self, c) -> None:
+        """A missing package is an error; settings the optimizer ignores, and an lr far from 1 for a
+        learning-rate free optimizer, are warnings."""
+        why = missing_package(self.name)
+        if why:
+            c.error(why, param="name")
+        entry = OPTIMIZERS[self.name]
+        for setting, value in self.values().items():
+            if value is not None and setting not in entry.settings:
+                c.warn(f"{setting} is not read by {self.name}, it is ignored", param=setting)
+        if entry.adaptive and not 0.1 <= self.lr <= 10:
+            c.warn(f"{self.name} estimates its own step size and lr multiplies it: use lr near 1.0 "
+                   f"(it is {self.lr:g})", param="lr")
 
     def run(self, ctx):
         why = missing_package(self.name)
         if why:
             raise RuntimeError(why)
-        return {"optimizer": OptimizerConfig(self.name, self.lr, self.weight_decay, (self.beta1, self.beta2),
-                                             self.eps, self.momentum)}
+        entry = OPTIMIZERS[self.name]
+        values = {s: v for s, v in self.values().items() if s in entry.settings}
+        resolved = {s: entry.resolved(s, values.get(s)) for s in FIELDS}
+        extra = {s: v for s, v in values.items() if s not in FIELDS and v is not None}
+        return {"optimizer": OptimizerConfig(self.name, self.lr, resolved["weight_decay"],
+                                             (resolved["beta1"], resolved["beta2"]), resolved["eps"],
+                                             resolved["momentum"], extra)}
