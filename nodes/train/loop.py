@@ -169,8 +169,11 @@ class TrainLoop:
     def _finish(self, run, stopped: bool):
         """The end of a run: a stop writes a backup, the hooks end (final saves), the model goes back to
         inference; then a stop whose backup failed, or a failed final save, fails the run."""
+        from .schedule_free import to_inference
+
         state, model = run.state, run.model
         backup_failed = stop_backup(run) if stopped else None
+        to_inference(state.optimizer)  # schedule-free: the averaged weights for the final saves and the result
         model.progress = {"step": state.step, "epoch": state.epoch}
         n = len(run.save_failures)
         call(run.hooks, "on_end", run, stopped)
