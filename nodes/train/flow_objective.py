@@ -13,16 +13,16 @@ One batch: sigma in [0, 1] drawn per sample (sampling scheme, then shift, then t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runtime import Choice, Output, Param, node
 from runtime.port_types import FlowMatchingModel, Objective
 
 from .losses import LossParams, LossTerms
-from .timesteps import shift_fractions
+from .timesteps import Shape, sample_fractions, shift_fractions
 
 NODE = "train.flow_matching_objective"
-SAMPLINGS = ("uniform", "logit_normal", "mode", "cosmap", "sigmoid")
+SAMPLINGS = ("uniform", "logit_normal", "mode", "cosmap", "sigmoid", "inverted_parabola", "beta")
 WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
 #: dynamic-shift settings: our name -> (the scheduler config's name, the default when the model has none);
 #: the defaults are Flux.1's (and diffusers' FlowMatchEulerDiscreteScheduler's)
@@ -33,13 +33,14 @@ SIGMA_FLOOR = 1e-3
 
 
 def sample_sigmas(scheme: str, n: int, generator, logit_mean: float = 0.0, logit_std: float = 1.0,
-                  mode_scale: float = 1.29, sigmoid_scale: float = 1.0):
+                  mode_scale: float = 1.29, sigmoid_scale: float = 1.0, shape: Shape | None = None):
     """``n`` noise levels in [0, 1] (float32, CPU) drawn with ``generator``; 1 is pure noise.
 
     uniform, logit_normal (sigmoid of N(mean, std)) and mode (SD3's f_mode) come from diffusers'
     ``compute_density_for_timestep_sampling``, used as sigma directly (not as an index into the
     descending schedule, which would invert the logit-normal mean); cosmap (SD3's
-    ``1 - 1/(tan(pi u / 2) + 1)``) and sigmoid (kohya's ``sigmoid(scale * N(0, 1))``) are not there."""
+    ``1 - 1/(tan(pi u / 2) + 1)``) and sigmoid (kohya's ``sigmoid(scale * N(0, 1))``) are not there;
+    inverted_parabola and beta are OneTrainer's, shaped by ``shape`` (nodes.train.timesteps)."""
     import torch
     from diffusers.training_utils import compute_density_for_timestep_sampling
 
@@ -52,6 +53,8 @@ def sample_sigmas(scheme: str, n: int, generator, logit_mean: float = 0.0, logit
         return 1.0 - 1.0 / (torch.tan(math.pi / 2 * u) + 1.0)
     if scheme == "sigmoid":
         return torch.sigmoid(sigmoid_scale * torch.randn(n, generator=generator))
+    if scheme in ("inverted_parabola", "beta"):
+        return sample_fractions(scheme, n, generator, shape or Shape()).float()
     raise ValueError(f"{NODE}: unknown sampling {scheme!r} (one of {', '.join(SAMPLINGS)})")
 
 
@@ -136,6 +139,7 @@ class FlowMatchingObjective(LossTerms):
     offset_noise: float = 0.0
     min_sigma: float = 0.0
     max_sigma: float = 1.0
+    shape: Shape = field(default_factory=Shape)  #: inverted_parabola and beta's shape params
 
     node_name = NODE
 
@@ -153,7 +157,7 @@ class FlowMatchingObjective(LossTerms):
     def sigmas(self, model, x0, generator):
         """Per-sample sigmas (B,) on the CPU for ``x0``, and the shift applied."""
         sigmas = sample_sigmas(self.sampling, x0.shape[0], generator, self.logit_mean, self.logit_std,
-                               self.mode_scale, self.sigmoid_scale)
+                               self.mode_scale, self.sigmoid_scale, self.shape)
         mu, shift = self.shift_for(model, x0)
         if mu is not None:
             sigmas = time_shift(getattr(model, "noise_scheduler", None), mu, sigmas)
@@ -192,7 +196,8 @@ class FlowMatchingObjectiveNode(LossParams):
     Sampling of sigma: uniform; logit_normal, sigma = sigmoid(N(logit_mean, logit_std)): a positive
     logit_mean trains on MORE noise (higher sigma), a negative one on less (SD3's and OneTrainer's sign;
     diffusers' example scripts invert it); mode (SD3's f_mode; mode_scale > 0 favours mid sigmas, 0 is
-    uniform); cosmap (SD3's CosMap); sigmoid, sigma = sigmoid(sigmoid_scale * N(0, 1)) (kohya's).
+    uniform); cosmap (SD3's CosMap); sigmoid, sigma = sigmoid(sigmoid_scale * N(0, 1)) (kohya's, not
+    the DDPM objective's sigmoid density); inverted_parabola and beta (OneTrainer's, as in the DDPM objective).
     Then the shift: fixed, s * sigma / (1 + (s - 1) * sigma) (s > 1: more noise), or with dynamic_shift
     the resolution-dependent one, computed per batch from ``model.image_seq_len(latents)`` (the image's
     token count): mu linear from base_shift at base_seq_len tokens to max_shift at max_seq_len, shift e^mu
@@ -211,6 +216,14 @@ class FlowMatchingObjectiveNode(LossParams):
     logit_std = Param(float, 1.0, min=0.01, max=10, doc="logit_normal: standard deviation")
     mode_scale = Param(float, 1.29, min=-1, max=1.75, doc="mode: scale (0 = uniform, > 0 favours mid sigmas)")
     sigmoid_scale = Param(float, 1.0, min=0.01, max=10, doc="sigmoid: scale of the normal draw")
+    parabola_curvature = Param(float, 8.0, min=0, max=1000,
+                               doc="inverted_parabola: curvature w of the density max(2 - w (sigma - center)^2, 0); "
+                                   "0 = uniform (OneTrainer: noising_weight)")
+    distribution_center = Param(float, 0.5, min=0, max=1,
+                            doc="inverted_parabola: centre (OneTrainer: noising_bias + 0.5)")
+    beta_alpha = Param(float, 1.0, min=1e-4, max=1000, doc="beta: alpha of Beta(alpha, beta) (OneTrainer: "
+                                                             "noising_weight)")
+    beta_beta = Param(float, 1.0, min=1e-4, max=1000, doc="beta: beta (OneTrainer: noising_bias)")
     shift = Param(float, 1.0, min=0.01, max=100, doc="fixed sigma shift; 1 = none, 3 = SD3, > 1 = more noise")
     dynamic_shift = Param(bool, False, doc="resolution-dependent shift e^mu from the image's token count "
                                            "(Flux dev); replaces shift")
@@ -255,4 +268,6 @@ class FlowMatchingObjectiveNode(LossParams):
             dynamic_shift=self.dynamic_shift, base_shift=self.base_shift, max_shift=self.max_shift,
             base_seq_len=self.base_seq_len, max_seq_len=self.max_seq_len, loss_weighting=self.loss_weighting,
             offset_noise=self.offset_noise, min_sigma=self.min_sigma, max_sigma=self.max_sigma,
+            shape=Shape(parabola_curvature=self.parabola_curvature, center=self.distribution_center,
+                        beta_alpha=self.beta_alpha, beta_beta=self.beta_beta),
             **self.loss_settings())}

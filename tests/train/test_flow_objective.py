@@ -165,6 +165,38 @@ def test_sigmoid_sigma_is_the_sigmoid_of_a_scaled_standard_normal(scale):
     assert_quantiles(sigmas, [sigmoid(scale * normal_icdf(q)) for q in QUANTILES])
 
 
+def test_inverted_parabola_and_beta_sigmas_are_onetrainers_shared_with_the_ddpm_objective(runner):
+    from nodes.train.timesteps import Shape, sample_fractions
+
+    parabola = sample_sigmas("inverted_parabola", N, gen(12))  # curvature 8, center 0.5: density 6s(1-s)
+    assert_quantiles(parabola, _beta22_quantiles(QUANTILES))
+    shape = Shape(beta_alpha=2.0, beta_beta=5.0)
+    beta = sample_sigmas("beta", N, gen(13), shape=shape)
+    assert beta.mean().item() == pytest.approx(2 / 7, abs=0.003)
+    assert torch_equal(beta, sample_fractions("beta", N, gen(13), shape).float())
+    obj = runner.run(FlowMatchingObjectiveNode, "fm", sampling="beta", beta_alpha=2.0, beta_beta=5.0,
+                     parabola_curvature=3.0, distribution_center=0.2)["objective"]
+    assert obj.shape == Shape(beta_alpha=2.0, beta_beta=5.0, parabola_curvature=3.0, center=0.2)
+
+
+def _beta22_quantiles(qs):
+    """Quantiles of Beta(2, 2) (CDF 3x^2 - 2x^3), by bisection."""
+    out = []
+    for q in qs:
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if 3 * mid ** 2 - 2 * mid ** 3 < q else (lo, mid)
+        out.append(lo)
+    return out
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
+
+
 def test_the_objective_hands_the_model_the_sampled_sigmas_and_reports_their_mean():
     import torch
 
