@@ -200,3 +200,18 @@ def test_preview_of_a_merge_shows_each_branch_with_its_files(data_registry, fold
     assert all(r.path.startswith(str(b.root)) for r in records[na:])
     assert all(r.kind == "image" and r.caption for r in records)
     assert records[na].fields["role"] == "prior"
+
+
+def test_merged_batches_are_the_same_from_worker_processes(data_registry, folders, tmp_path):
+    a, b = folders
+
+    def batches(workers):
+        nodes = two_branches(a, b, flip=0.5, batches=("data.batches", {"batch_size": 4, "workers": workers}, {
+            "fields": ["tensor.image", "merge.caption", "merge.role"], "bucket": "merge.bucket"}))
+        source = run_nodes(graph_of(nodes), data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
+        return list(source.epoch(1))
+
+    inline, forked = batches(0), batches(2)
+    assert [x["_index"] for x in inline] == [x["_index"] for x in forked]
+    for x, y in zip(inline, forked):
+        assert x["caption"] == y["caption"] and x["role"] == y["role"] and torch.equal(x["image"], y["image"])
