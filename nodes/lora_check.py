@@ -4,7 +4,9 @@ Shared by the diffusers families. A LoRA file must be safetensors (never unpickl
 finite numbers, and name layers of the model in the kohya (``lora_unet_*``, ...) or
 diffusers/peft (``unet.*``, ...) format, with shapes that fit those layers. Without these
 checks diffusers skips unknown keys silently and a NaN weight only shows as a black image
-with a numpy warning. A family gives its table of parts (``LoraPart``) and, where kohya's
+with a numpy warning. The adapter kinds diffusers cannot apply (LoHa, LoKr, OFT files, and DoRA's
+``dora_scale``, which its kohya reader drops without a word) are refused by name
+(``unsupported_kind``). A family gives its table of parts (``LoraPart``) and, where kohya's
 names differ from the modules' names (SDXL's UNet), more names per layer.
 """
 
@@ -145,9 +147,26 @@ def _needed(layer, role: str, rank: int) -> tuple:
     return (layer.out_channels, rank, 1, 1)
 
 
+def unsupported_kind(tensors: dict, name: str) -> str | None:
+    """Why a file's adapter kind cannot be applied for sampling through diffusers, or None (LoRA, LoCon,
+    and DoRA in the diffusers format)."""
+    from nodes.adapter_formats import file_kind
+    from nodes.lora_adapters import KIND_NAMES
+
+    kind = file_kind(tensors)
+    if kind == "lora" or (kind == "dora" and not any(k.endswith(".dora_scale") for k in tensors)):
+        return None
+    why = "drops kohya DoRA magnitudes (dora_scale) without a word" if kind == "dora" else f"cannot load {kind}"
+    return (f"{name} is a {KIND_NAMES[kind]} file: the sampler applies LoRA and LoCon files (diffusers {why}); "
+            f"sample the trained model itself, or load the file in ComfyUI, A1111 or Forge")
+
+
 def check_fits(tensors: dict, layers: dict[str, _Any], name: str, family: str) -> None:
     """Raise unless every key of ``tensors`` is a LoRA weight of one of ``layers`` (file name -> layer,
     from ``lora_layers``), in its shape. ``family`` names the model in the message (``SD 1.x``)."""
+    why = unsupported_kind(tensors, name)
+    if why:
+        raise ValueError(why)
     found: dict[str, dict[str, _Any]] = {}
     unknown = []
     for key, value in tensors.items():

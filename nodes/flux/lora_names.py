@@ -253,8 +253,11 @@ def lora_layers(model) -> dict[str, _Any]:
 def check_lora_fits(tensors: dict, model, name: str) -> None:
     """Raise unless every key of ``tensors`` (a kohya/BFL or diffusers-format Flux LoRA) is a LoRA weight of a
     layer of ``model`` in its shape; fused kohya layers are split first (``read_kohya``)."""
-    from nodes.lora_check import check_fits
+    from nodes.lora_check import check_fits, unsupported_kind
 
+    why = unsupported_kind(tensors, name)
+    if why:
+        raise ValueError(why)
     kohya = {k: v for k, v in tensors.items() if k.startswith(("lora_unet_", "lora_te"))}
     rest = {k: v for k, v in tensors.items() if k not in kohya}
     if kohya:
