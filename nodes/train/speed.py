@@ -29,6 +29,8 @@ COMPILE_BACKEND = "inductor"
 SDP_BACKENDS = {"math": "MATH", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                 "cudnn": "CUDNN_ATTENTION"}
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+#: devices whose memory is the CPU's: offloading activations to it does nothing there
+HOST_DEVICES = ("cpu",)
 
 
 def denoiser(model) -> tuple[str, object]:
@@ -144,7 +146,7 @@ def offload(ctx, device, on: bool):
     CUDA) until backward needs them; on a CPU nothing (they are there already), said in the log."""
     if not on:
         return contextlib.nullcontext
-    if device.type == "cpu":
+    if device.type in HOST_DEVICES:
         ctx.log("offload_activations: training on the CPU, activations are in CPU memory already; "
                 "the option does nothing here")
         return contextlib.nullcontext
