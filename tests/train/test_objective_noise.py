@@ -206,3 +206,19 @@ def test_contradictory_settings_name_the_param(runner, params, param):
     assert [p for p, _ in problems] == [param], problems
     with pytest.raises(ValueError, match=param.split("_")[0]):
         runner.run(DiffusionObjectiveNode, **params)
+
+
+@pytest.mark.parametrize("params, param", [
+    ("{generalized_offset_noise: true}", "generalized_offset_noise"),
+    ("{loss_weighting: debiased_estimation, min_snr_gamma: 5}", "min_snr_gamma"),
+    ("{loss: l1, huber_strength: 1}", "huber_strength"),
+])
+def test_contradictions_are_refused_at_validation_naming_the_node_and_param(params, param):
+    from runtime.graph_file import loads_graph
+    from runtime.registry import default_registry
+    from runtime.validate import validate
+
+    reg = default_registry()
+    result = validate(loads_graph(f"nodes:\n  obj: {{type: train.diffusion_objective, params: {params}}}\n", reg), reg)
+    [problem] = [p for p in result.problems if p.severity == "error" and p.node == "obj"]
+    assert problem.field == f"param {param!r}" and param in problem.message
