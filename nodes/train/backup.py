@@ -2,7 +2,8 @@
 
 A backup folder ``<run folder>/backups/step-000123/`` holds:
 
-- ``trainable.safetensors``: the trainable weights by name;
+- ``trainable.safetensors``: the trainable weights by name (with a schedule-free optimizer: the
+  averaged weights, the ones to use; its exact training weights are in ``state.pt``);
 - ``state.pt``: counters (step, epoch, position in the epoch), optimizer, LR scheduler,
   grad scaler, the noise generator and the torch / Python RNG states, and the state
   of hooks that have one (the EMA) — only tensors, numbers and lists, so it loads
@@ -31,6 +32,11 @@ from runtime.backups import (BACKUPS_DIR, META_FILE, STATE_FILE, WEIGHTS_FILE, D
 from runtime.fileio import atomic_dir, write_target
 from runtime.workspace import GRAPH_FILE
 
+from .schedule_free import in_train_mode, inference_weights, is_schedule_free, to_training
+
+#: state.pt key of a schedule-free optimizer's exact training weights (the weights file has the averaged)
+SCHEDULE_FREE_KEY = "schedule_free"
+
 
 def write_backup(run, reason: str) -> Path:
     """Write a backup of ``run`` now (call only at an update boundary) and drop the oldest ones
@@ -44,11 +50,16 @@ def write_backup(run, reason: str) -> Path:
     final = root / f"step-{state.step:06d}"
     t0 = time.perf_counter()
     with atomic_dir(final) as tmp:
-        weights = {name: p.detach().to("cpu").contiguous().clone()
-                   for name, p in run.model.named_trainable_parameters()}
+        data = {**state.state_dict(), "python_rng": random.getstate(),
+                "hooks": {h.key: sd for h in run.hooks if h.key and (sd := h.state_dict()) is not None}}
+        if is_schedule_free(state.optimizer) and in_train_mode(state.optimizer):
+            # the weights file holds the averaged weights (the ones to use); the exact training weights
+            # go with the optimizer state, so a resumed run continues from the same point
+            data[SCHEDULE_FREE_KEY] = {"train_weights": _trainable(run.model)}
+        with inference_weights(state.optimizer):
+            weights = _trainable(run.model)
         write_safetensors(weights, tmp / WEIGHTS_FILE)
-        hooks = {h.key: sd for h in run.hooks if h.key and (sd := h.state_dict()) is not None}
-        torch.save({**state.state_dict(), "python_rng": random.getstate(), "hooks": hooks}, tmp / STATE_FILE)
+        torch.save(data, tmp / STATE_FILE)
         graph = ctx.workspace / GRAPH_FILE
         if graph.exists():
             shutil.copyfile(graph, tmp / GRAPH_FILE)
@@ -63,6 +74,10 @@ def write_backup(run, reason: str) -> Path:
         shutil.rmtree(leftover, ignore_errors=True)
     ctx.saved(final, "backup", step=state.step, reason=reason, seconds=round(time.perf_counter() - t0, 3))
     return final
+
+
+def _trainable(model) -> dict:
+    return {name: p.detach().to("cpu").contiguous().clone() for name, p in model.named_trainable_parameters()}
 
 
 def load_backup(run, folder: Path) -> dict:
@@ -94,6 +109,7 @@ def load_backup(run, folder: Path) -> dict:
             p.copy_(saved[name].to(p.device, p.dtype))
     try:
         run.state.load_state_dict(data)
+        _restore_training_weights(run, params, data.get(SCHEDULE_FREE_KEY))
         if data.get("python_rng") is not None:
             random.setstate(_as_tuple(data["python_rng"]))
         for hook in run.hooks:
@@ -103,6 +119,19 @@ def load_backup(run, folder: Path) -> dict:
         raise ValueError(f"backup {folder}: its {STATE_FILE} does not fit this graph's training state "
                          f"({first_line(e)}); resume with the graph the backup was made from") from None
     return meta
+
+
+def _restore_training_weights(run, params: dict, schedule_free: dict | None) -> None:
+    """A schedule-free optimizer's backup holds the averaged weights in its weights file: put the exact
+    training weights back (or, from a backup written in eval mode, let the optimizer compute them)."""
+    import torch
+
+    if schedule_free and schedule_free.get("train_weights"):
+        saved = schedule_free["train_weights"]
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name].to(p.device, p.dtype))
+    to_training(run.state.optimizer)
 
 
 def _as_tuple(value):

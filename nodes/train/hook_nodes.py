@@ -47,7 +47,7 @@ class SaveHook(TrainHook):
 
     def fire(self, run, reason: str) -> None:
         step = run.state.step if reason != "end" else None
-        with run.averaged_weights():
+        with run.inference_weights(), run.averaged_weights():
             for saver in self.savers:
                 what = f"saving {saver.format or 'the model'} at step {run.state.step}"
                 with report_save_errors(run.ctx, what, run.save_failures):
@@ -61,7 +61,8 @@ class SaveHook(TrainHook):
 @node("train.save_hook", title="Periodic save", category="Hooks", commands=("save",))
 class PeriodicSave(ScheduleParams):
     """Save the model during training with the connected savers (any format): files get ``-step000123``
-    in their names. Uses the EMA weights when an EMA hook is connected. The save command saves now.
+    in their names. Uses the EMA weights when an EMA hook is connected, a schedule-free optimizer's
+    averaged weights otherwise. The save command saves now.
     A failed save (a full disk, any writer's error) is reported and training goes on; a failed save at
     the end writes a backup to resume from and fails the run."""
 
@@ -87,7 +88,7 @@ class SampleHook(TrainHook):
             variants = [live]
         else:
             variants = ([live] if self.non_ema else []) + [("ema", run.averaged_weights)]
-        with part_modes(run.model):
+        with part_modes(run.model), run.inference_weights():
             for tag, weights in variants:
                 with weights():
                     for sampler in self.samplers:
@@ -123,7 +124,7 @@ class ValidationHook(TrainHook):
         objective = self.objective or run.objective
         generator = torch.Generator().manual_seed(self.seed)  # same noise every time: losses compare
         total, count = 0.0, 0
-        with part_modes(run.model), torch.no_grad():
+        with part_modes(run.model), run.inference_weights(), torch.no_grad():
             for part in run.model.parts().values():
                 part.eval()
             for i, batch in enumerate(self.batches.epoch(0)):

@@ -8,7 +8,9 @@ first, so the EMA is up to date before a save or a sample reads it.
 A scheduled hook sets ``schedule`` and implements ``fire``; the base class fires
 it when the schedule is due, and when the command named ``command`` arrives
 (``sample``, ``save``). Side effects run under a forked torch RNG, so attaching a
-hook never changes the training trajectory.
+hook never changes the training trajectory. Hooks that use the model (samples,
+saves, validation) do so inside ``run.inference_weights()``: with a schedule-free
+optimizer that is the averaged weights, and the training weights come back exactly.
 """
 
 from __future__ import annotations
@@ -44,9 +46,23 @@ class TrainRun:
     #: (what, why) of every save, sample or backup that failed (reported, training went on)
     save_failures: list = field(default_factory=list)
 
+    def __post_init__(self):
+        from .schedule_free import schedule_warning
+
+        why = schedule_warning(getattr(self.state, "optimizer", None), getattr(self.state, "lr_scheduler", None))
+        if why and hasattr(self.ctx, "warn"):
+            self.ctx.warn(why)
+
     def averaged_weights(self):
         """Context in which the model holds its EMA weights, when an EMA hook is connected."""
         return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
+
+    def inference_weights(self):
+        """Context in which the model holds the weights to use rather than the ones being trained: a
+        schedule-free optimizer's averaged weights (``nodes.train.schedule_free``); a no-op otherwise."""
+        from .schedule_free import inference_weights
+
+        return inference_weights(getattr(self.state, "optimizer", None))
 
 
 class TrainHook:
