@@ -148,15 +148,16 @@ def _needed(layer, role: str, rank: int) -> tuple:
 
 
 def unsupported_kind(tensors: dict, name: str) -> str | None:
-    """Why a file's adapter kind cannot be applied for sampling through diffusers, or None (LoRA, LoCon,
-    and DoRA in the diffusers format)."""
+    """Why a file's adapter kind cannot be applied for sampling through diffusers, or None (LoRA, LoCon).
+    DoRA is refused in both formats: diffusers drops a kohya file's magnitudes, and a diffusers file's
+    text-encoder magnitudes, without a word."""
     from nodes.adapter_formats import file_kind
     from nodes.lora_adapters import KIND_NAMES
 
     kind = file_kind(tensors)
-    if kind == "lora" or (kind == "dora" and not any(k.endswith(".dora_scale") for k in tensors)):
+    if kind == "lora":
         return None
-    why = "drops kohya DoRA magnitudes (dora_scale) without a word" if kind == "dora" else f"cannot load {kind}"
+    why = "drops DoRA magnitudes without a word" if kind == "dora" else f"cannot load {kind}"
     return (f"{name} is a {KIND_NAMES[kind]} file: the sampler applies LoRA and LoCon files (diffusers {why}); "
             f"sample the trained model itself, or load the file in ComfyUI, A1111 or Forge")
 

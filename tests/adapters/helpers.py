@@ -60,8 +60,6 @@ def reference_merge(weight, t: dict):
     """``weight`` with one kohya/LyCORIS layer ``t`` applied at strength 1, from the formats' definitions:
     LoRA/LoCon up @ down * alpha / rank; DoRA the row-normalised LoRA weight times dora_scale; LoHa and
     LoKr through lycoris-lora's functional code (ComfyUI's and LyCORIS' rules for alpha)."""
-    import torch
-
     w = weight.float()
     if "lora_down.weight" in t:
         down, up = t["lora_down.weight"], t["lora_up.weight"]
