@@ -427,6 +427,9 @@ def merge_branches(first: list[Field], more: list[Field]) -> list[dict[str, Fiel
     fields from several sources in ``first``, a name twice in a branch, or names that differ."""
     if not first:
         raise ValueError("input 'fields': connect the first branch's fields (they name the merged fields)")
+    for f in first:
+        if not isinstance(f, Field):
+            raise TypeError(f"input 'fields' got {type(f).__name__}, not a data-graph field")
     groups: list[tuple[str, list[Field]]] = [("fields", list(first))]
     by_space: dict[int, list[Field]] = {}
     for f in more:

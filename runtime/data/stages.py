@@ -222,9 +222,10 @@ class MergeStage(DataStage):
         stage = self.engine(self, ctx.node_id, ctx.type_id, spec.version,
                             {"fields": list(fields or []), "more": list(more or [])}, {})
         stage.ctx = ctx
-        ctx.log(f"merged {len(stage.branches)} branch(es): "
-                + ", ".join(f"{len(next(iter(b.values())))} item(s) from {next(iter(b.values())).space.node_id!r}"
-                            for b in stage.branches), items=stage.length, branches=len(stage.branches))
+        shown = [f"{len(f)} item(s) from {f.space.node_id!r}" for f in (next(iter(b.values())) for b in stage.branches)]
+        more_text = f", and {len(shown) - 8} more" if len(shown) > 8 else ""
+        ctx.log(f"merged {len(shown)} branch(es): {', '.join(shown[:8])}{more_text}", items=stage.length,
+                branches=len(shown))
         return {name: Field(stage, name, stage.field_types[name]) for name in stage.outputs}
 
     def check(self, c) -> None:
