@@ -124,3 +124,30 @@ def test_value_inputs_key_the_cache_by_fingerprint(data_registry, clean_dataset,
         run("")
     msg = str(e.value)
     assert "node 'count' (testdata.use_model)" in msg and "value input 'model'" in msg and "fingerprint" in msg
+
+
+def test_the_batch_plan_reads_only_the_bucket_from_a_cache(data_registry, clean_dataset, tmp_path, monkeypatch):
+    """A bucket that comes through a cache (several resolutions) is read alone: the plan loads no images."""
+    from runtime.data.cache import DiskStore
+
+    def graph():
+        return graph_of(pipeline(
+            clean_dataset.root,
+            bucket=("data.aspect_bucket", {"resolutions": [24, 32], "quantization": 8}, {"size": "source.size"}),
+            crop=("data.scale_crop", {}, {"image": "load.image", "bucket": "bucket.bucket"}),
+            tensor=("data.to_tensor", {}, {"image": "crop.image"}),
+            cache=("data.disk_cache", {"folder": str(tmp_path / "cache")},
+                   {"fields": ["tensor.image", "source.caption", "bucket.bucket"]}),
+            batches=("data.batches", {"batch_size": 2},
+                     {"fields": ["cache.image", "cache.caption"], "bucket": "cache.bucket"})))
+
+    batches_of(run_nodes(graph(), data_registry, ["batches"], tmp=tmp_path).out("batches", "batches"), 0)
+    reads = []
+    real_get = DiskStore.get
+    monkeypatch.setattr(DiskStore, "get", lambda self, key: reads.append(key) or real_get(self, key))
+    source = run_nodes(graph(), data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
+    n = len(clean_dataset.good)
+    assert len(source) >= n // 2
+    assert len(reads) == n, "the plan read more than each item's bucket"
+    batches = batches_of(source, 0)
+    assert sum(len(b["_index"]) for b in batches) == n and len(reads) == 3 * n  # then each image and caption
