@@ -257,7 +257,10 @@ class ConceptsSource(SourceStage):
 
     Each concept contributes its items (images x repeats, or a number of
     samples) in order; whole repeats are stable across epochs, a fractional
-    remainder is a fresh random subset each epoch.
+    remainder is a fresh random subset each epoch. Concepts of one source share
+    every stage after it: for per-concept settings (augmentations, captions,
+    resolution) give each concept its own source and stages, and join the
+    branches with Merge branches (data.merge).
     """
 
     concepts = Input(Concept, multi=True, doc="one or more concepts")

@@ -1,4 +1,4 @@
-"""Base classes for data-graph nodes: source, per-sample, aggregate, cache and batches stages.
+"""Base classes for data-graph nodes: source, per-sample, aggregate, cache, merge and batches stages.
 
 A data stage is an ordinary node class (``@node``, ``Input``, ``Output``,
 ``Param``) that also derives from one of these bases. Its ``run`` (provided
