@@ -32,7 +32,7 @@ import random as _random
 from dataclasses import dataclass, field as _dc_field
 from typing import Any as _Any, Iterator
 
-from .engine import Eval, Field, Preparer, Skipped, frontier_barriers, upstream_stages
+from .engine import Eval, Field, Preparer, Skipped, frontier_barriers
 from .item import SkipItem, mix_seed, stable_id
 
 
@@ -254,37 +254,40 @@ def check_bucket(bucket: Field, fields: dict[str, Field], node_id: str) -> None:
     """A bucket that varies per epoch (drawn at random: several resolutions) must reach the batches
     through the cache that holds the fields sized by it; read past the cache it would be the epoch's draw
     while the cached fields keep their variation's, and batches would mix sizes."""
-    varying = [st for st in _feeding(bucket) if st.random]
+    varying = {id(st): st for st, behind in _made_of(bucket) if st.random and behind is None}
     if not varying:
         return
-    ids = {id(st) for st in varying}
     for name, f in fields.items():
-        for cache in (st for st in upstream_stages([f]) if st.kind == "cache"):
-            if any(id(st) in ids for st in upstream_stages(cache.upstream())):
+        for st, cache in _made_of(f):
+            if cache is not None and id(st) in varying:
                 raise ValueError(
                     f"node {node_id!r}: input 'bucket' ({bucket.link}) is drawn at random per epoch by "
-                    f"{varying[0].node_id!r}, but field {name!r} comes through cache {cache.node_id!r}, which "
-                    f"keeps what that node drew for its variation; connect the bucket through the same cache "
+                    f"{st.node_id!r}, but field {name!r} comes through cache {cache.node_id!r}, which keeps "
+                    f"what that node drew for its variation; connect the bucket through the same cache "
                     f"(add {bucket.link} to {cache.node_id!r}'s fields, connect {cache.node_id}.{bucket.port} "
                     f"to 'bucket')")
 
 
-def _feeding(field: Field) -> list:
-    """The stages whose work ``field`` is made of, up to caches (excluded), through a merge only along the
-    field's own name."""
-    out, seen, stack = [], set(), [field]
+def _made_of(field: Field) -> list[tuple]:
+    """``(stage, cache)`` for every stage whose work ``field`` is made of, with the nearest cache between
+    them (None when none). Through a cache or a merge only along the field's own name."""
+    out, seen, stack = [], set(), [(field, None)]
     while stack:
-        f = stack.pop()
+        f, cache = stack.pop()
         st = f.stage
-        mark = (id(st), f.port if st.kind == "merge" else None)
-        if st.kind == "cache" or mark in seen:
+        mark = (id(st), f.port if st.kind in ("merge", "cache") else None, cache is None)
+        if mark in seen:
             continue
         seen.add(mark)
-        if st.kind == "merge":
-            stack.extend(b[f.port] for b in st.branches if f.port in b)
-            continue
-        out.append(st)
-        stack.extend(st.upstream())
+        if st.kind == "cache":
+            up = st.source_of(f.port)
+            if up is not None:
+                stack.append((up, cache or st))
+        elif st.kind == "merge":
+            stack.extend((b[f.port], cache) for b in st.branches if f.port in b)
+        else:
+            out.append((st, cache))
+            stack.extend((up, cache) for up in st.upstream())
     return out
 
 

@@ -87,6 +87,11 @@ def test_a_drawn_bucket_must_come_through_the_cache_that_holds_what_it_sized(dat
     source = run_nodes(graph_of(through), data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
     for epoch in (0, 1, 2):
         assert all(isinstance(b["image"], torch.Tensor) for b in source.epoch(epoch))
+    # a cache of what the bucket does not size (captions) may sit beside a bucket read directly
+    beside = nodes_for(ds.root, cache=("data.ram_cache", {}, {"fields": ["source.caption"]}), batches=(
+        "data.batches", {"batch_size": 4}, {"fields": ["cache.caption", "tensor.image"], "bucket": "bucket.bucket"}))
+    source = run_nodes(graph_of(beside), data_registry, ["batches"], tmp=tmp_path).out("batches", "batches")
+    assert all(isinstance(b["image"], torch.Tensor) for b in source.epoch(1))
 
 
 def test_bad_resolutions_are_errors_naming_the_param(data_registry, tmp_path):
