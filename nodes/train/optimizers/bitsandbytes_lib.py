@@ -27,13 +27,14 @@ OPTIMIZERS = {
     "sgd8bit": bnb("SGD8bit", SGD, "SGD with 8-bit momentum", defaults=MOMENTUM),
     "ademamix8bit": bnb("AdEMAMix8bit", {**ADAM, "beta3": "betas[2]", "alpha": "alpha", **PAGED},
                         "AdEMAMix with 8-bit state"),
-    "lamb8bit": bnb("LAMB8bit", {**ADAM, "max_unorm": "max_unorm"}, "LAMB with 8-bit state"),
+    # bitsandbytes' LAMB8bit allows only max_unorm 1.0, RMSprop8bit no centered, Adagrad8bit no lr_decay
+    # nor initial accumulator: those settings are not offered for them
+    "lamb8bit": bnb("LAMB8bit", ADAM, "LAMB with 8-bit state"),
     "lars8bit": bnb("LARS8bit", {**SGD, "max_unorm": "max_unorm"}, "LARS with 8-bit momentum",
                     defaults=MOMENTUM),
     "rmsprop8bit": bnb("RMSprop8bit", {"weight_decay": "weight_decay", "eps": "eps", "alpha": "alpha",
-                                       "momentum": "momentum", "centered": "centered",
-                                       "min_8bit_size": "min_8bit_size"}, "RMSprop with 8-bit state"),
-    "adagrad8bit": bnb("Adagrad8bit", {"weight_decay": "weight_decay", "eps": "eps", "lr_decay": "lr_decay",
-                                       "initial_accumulator": "initial_accumulator_value",
-                                       "min_8bit_size": "min_8bit_size"}, "Adagrad with 8-bit state"),
+                                       "momentum": "momentum", "min_8bit_size": "min_8bit_size"},
+                       "RMSprop with 8-bit state"),
+    "adagrad8bit": bnb("Adagrad8bit", {"weight_decay": "weight_decay", "eps": "eps", "min_8bit_size": "min_8bit_size"},
+                       "Adagrad with 8-bit state"),
 }
