@@ -15,22 +15,14 @@ kohya's sd-scripts, ComfyUI's ``weight_adapter``); ``s`` is peft's scaling of th
   folded into ``lokr_w1``.
 - OFT: the format's ``oft_blocks`` rotate a layer's output rows (W' = R W, R from the Cayley transform of
   the skew part of ``oft_blocks``); peft's OFT rotates its input columns (W' = W R). The two are different
-  adapters: no file in the kohya/LyCORIS format equals a peft OFT, so none is written (``refusal``).
+  adapters: no ``oft_blocks`` equal a peft OFT. The layer is written in LyCORIS' full-weight form
+  instead, ``diff`` = W' - W (peft's own merge), which A1111, Forge and ComfyUI add at strength 1:
+  exact, and as large as the adapted weights.
 """
 
 from __future__ import annotations
 
 from typing import Any as _Any
-
-OFT_REFUSAL = ("OFT has no kohya/LyCORIS file: peft's OFT rotates each layer's inputs, the format's oft_blocks "
-               "rotate its outputs, so no such file equals the trained adapter; save with formats: diffusers "
-               "(peft) and load it with peft")
-
-
-def refusal(kind: str) -> str | None:
-    """Why an adapter kind has no kohya-format file, or None when it has one."""
-    return OFT_REFUSAL if kind == "oft" else None
-
 
 def _kind_of(layer, adapter: str) -> str:
     if hasattr(layer, "lora_A") and adapter in layer.lora_A:
@@ -79,8 +71,11 @@ def layer_tensors(layer, adapter: str = "default") -> dict[str, _Any]:
         else:  # both factors full: the loaders apply no alpha
             out["lokr_w1"] = out["lokr_w1"] * scale
             out["alpha"] = _scalar(rank)
-    else:
-        raise ValueError(OFT_REFUSAL)
+    else:  # oft: the exact weight difference (see the module doc)
+        from nodes.lora_fusion import merged_weight
+
+        base = layer.get_base_layer().weight
+        out["diff"] = merged_weight(layer) - base.detach().float()
     return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
 
 
@@ -97,8 +92,11 @@ def part_tensors(module, adapter: str = "default") -> dict[str, dict[str, _Any]]
 
 
 def file_kind(keys) -> str:
-    """The adapter kind a file's keys hold: lora, dora, loha, lokr or oft (LoCon files read as lora)."""
+    """The adapter kind a file's keys hold: lora, dora, loha, lokr, oft or full (``diff``, as our OFT files);
+    LoCon files read as lora."""
     keys = list(keys)
+    if any(k.endswith(".diff") for k in keys):
+        return "full"
     if any(".hada_" in k for k in keys):
         return "loha"
     if any(".lokr_" in k for k in keys):

@@ -23,7 +23,8 @@ LORA_KINDS = ("lora", "dora", "locon")
 KIND_PARAMS = {"conv_rank": ("locon",), "conv_alpha": ("locon",), "lokr_factor": ("lokr",),
                "lokr_decompose_both": ("lokr",), "oft_block_size": ("oft",), "oft_coft": ("oft",),
                "oft_eps": ("oft",)}
-KIND_NAMES = {"lora": "LoRA", "dora": "DoRA", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "oft": "OFT"}
+KIND_NAMES = {"lora": "LoRA", "dora": "DoRA", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "oft": "OFT",
+              "full": "full-weight difference (LyCORIS diff)"}
 
 
 @dataclass

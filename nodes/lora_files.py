@@ -10,7 +10,7 @@
   ``convert_state_dict_to_kohya``; a family may first rename the UNet's modules, as SDXL does to
   its original block names), each layer with its kind's LyCORIS tensors
   (``nodes.adapter_formats``: ``lora_down``/``lora_up``/``alpha``, ``dora_scale``, ``hada_*``,
-  ``lokr_*``) and its real alpha. OFT has none (``adapter_formats.refusal``).
+  ``lokr_*``, OFT as the exact weight ``diff``) and its real alpha.
 
 Which layers a kohya file holds: those kohya's sd-scripts can place. Its LoRA network
 adapts the Linear and Conv2d layers inside the UNet's transformer blocks
@@ -108,13 +108,6 @@ def kohya_file(modules: dict, te_names: dict[str, str],
     return out
 
 
-def kohya_refusal(model) -> str | None:
-    """Why the model's adapter kind has no kohya file (None: it has one)."""
-    from nodes.adapter_formats import refusal
-
-    return refusal(model.lora.kind)
-
-
 def kohya_layers(peft_sd: dict) -> tuple[dict, list[str]]:
     """The adapter weights a kohya file can hold, and the layers (diffusers names) it cannot."""
     kept, left_out = {}, set()
@@ -158,7 +151,7 @@ def network_metadata(lora) -> dict[str, str]:
     if lora.kind == "locon":
         return {"ss_network_module": "networks.lora", "ss_network_args": json.dumps(
             {"conv_dim": str(lora.conv_rank), "conv_alpha": str(lora.conv_alpha)})}
-    args = {"algo": "lora" if lora.kind == "dora" else ("diag-oft" if lora.kind == "oft" else lora.kind)}
+    args = {"algo": "lora" if lora.kind == "dora" else ("full" if lora.kind == "oft" else lora.kind)}
     if lora.kind == "dora":
         args["dora_wd"] = "True"
     if lora.kind == "lokr":
@@ -183,22 +176,3 @@ def lora_metadata(model, steps: int) -> dict[str, str]:
         "ss_steps": str(steps),
     }
 
-
-def save_adapter_files(saver, ctx, model, step, base, refusal: Callable | None = None) -> list:
-    """``base`` (``LoraFileSaver.save``) for every adapter kind: a kind with no kohya file (``kohya_refusal``,
-    or the family's ``refusal(model)``) writes only the diffusers file under formats both (warned once),
-    and is an error under formats kohya."""
-    import dataclasses
-
-    model = saver.check(model)
-    why = None
-    if getattr(model, "lora", None) is not None:
-        why = kohya_refusal(model) or (refusal(model) if refusal is not None else None)
-    if why is None or saver.formats == "diffusers":
-        return base(saver, ctx, model, step)
-    if saver.formats == "kohya":
-        raise ValueError(f"{saver.node}: formats kohya: {why}")
-    if not getattr(saver, "_kind_warned", False):
-        saver._kind_warned = True
-        ctx.warn(f"{saver.node} writes only the diffusers file: {why}")
-    return base(dataclasses.replace(saver, formats="diffusers"), ctx, model, step)

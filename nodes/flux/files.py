@@ -50,20 +50,6 @@ def _transformer_modules(model) -> dict:
     return {k[len("transformer."):]: v for k, v in adapter_modules(model).items() if k.startswith("transformer.")}
 
 
-def kohya_refusal(model) -> str | None:
-    """Why the Flux model's adapters have no kohya/BFL file beyond the kind's own reason: LoKr on layers BFL
-    fuses (q/k/v, a single block's linear1): a sum of Kronecker products is no Kronecker product."""
-    from .lora_names import fused_lokr_layers
-
-    if model.lora.kind != "lokr":
-        return None
-    fused = fused_lokr_layers(_transformer_modules(model))
-    if not fused:
-        return None
-    return (f"LoKr on layers that BFL's layout fuses ({fused[0]}{' ...' if len(fused) > 1 else ''}: q/k/v, "
-            f"linear1) has no exact kohya/BFL form; save with formats: diffusers, or use lora, dora or loha")
-
-
 def save_kohya_lora(model, path: Path, dtype, graph_name: str = "") -> tuple[Path, list[str]]:
     """The adapters with kohya/BFL names, q/k/v fused; returns the file and the layers left out (outside the
     blocks). LoRA from the peft state dict; the other kinds from their LyCORIS tensors."""
@@ -75,9 +61,6 @@ def save_kohya_lora(model, path: Path, dtype, graph_name: str = "") -> tuple[Pat
     if model.lora.kind == "lora":
         tensors, left_out = kohya_tensors(peft_state_dict(model), model.lora.alpha, model.transformer.config)
     else:
-        why = kohya_refusal(model)
-        if why:
-            raise ValueError(why)
         tensors, left_out = kohya_adapter_transformer(_transformer_modules(model), model.transformer.config,
                                                       model.transformer)
         text = {k: v for k, v in adapter_modules(model).items() if k.startswith("text_encoder.")}

@@ -284,6 +284,9 @@ def _fuse(name: str, present: dict[int, dict], rows: list[int], norms: list) -> 
 
     first = next(iter(present.values()))
     kind = file_kind(f".{k}" for k in first)
+    if kind == "full":  # stacked rows; a part without an adapter does not change
+        return {"diff": torch.cat([present[i]["diff"] if i in present else first["diff"].new_zeros(rows[i], *first[
+            "diff"].shape[1:]) for i in range(len(rows))])}
     if kind not in ("lora", "dora", "loha"):
         raise ValueError(f"{name}: a {kind} adapter cannot be fused into one BFL layer exactly")
     alphas = {float(t["alpha"]) for t in present.values()}
@@ -306,8 +309,8 @@ def _fuse(name: str, present: dict[int, dict], rows: list[int], norms: list) -> 
 
 
 def kohya_adapter_transformer(modules: dict[str, dict], config, transformer) -> tuple[dict, list[str]]:
-    """The transformer's adapted layers (module name below ``transformer.`` -> LyCORIS tensors, any kind
-    but OFT) as kohya/BFL tensors, fused where BFL fuses; and the layers outside the blocks."""
+    """The transformer's adapted layers (module name below ``transformer.`` -> LyCORIS tensors) as kohya/BFL
+    tensors, fused where BFL fuses; and the layers outside the blocks."""
     layers = dict(transformer.named_modules())
     fused: dict[str, tuple[tuple[str, ...], dict[int, dict]]] = {}
     left_out = []
@@ -323,6 +326,8 @@ def kohya_adapter_transformer(modules: dict[str, dict], config, transformer) -> 
         name = KOHYA_UNET + bfl.replace(".", "_")
         if len(parts) == 1:
             tensors = present[0]
+        elif any(k.startswith("lokr_") for k in next(iter(present.values()))):
+            tensors = {"diff": _stacked_diff(parts, layers)}
         else:
             rows = row_sizes(config, bfl, len(parts))
             norms = [None if i in present else _base(layers[p]).weight.detach().float().norm(dim=1).to("cpu")
@@ -332,10 +337,22 @@ def kohya_adapter_transformer(modules: dict[str, dict], config, transformer) -> 
     return out, sorted(left_out)
 
 
+def _stacked_diff(parts: tuple[str, ...], layers: dict):
+    """The fused layer's exact weight difference (LyCORIS' full form): each part's peft merge minus its base,
+    stacked in BFL's row order (zeros for a part without an adapter). LoKr needs it: a stack of Kronecker
+    products is no Kronecker product."""
+    import torch
+
+    from nodes.lora_fusion import merged_weight
+
+    rows = []
+    for part in parts:
+        layer = layers[part]
+        base = _base(layer).weight.detach().float()
+        merged = merged_weight(layer) if hasattr(layer, "get_base_layer") else None
+        rows.append((merged - base if merged is not None else torch.zeros_like(base)).to("cpu"))
+    return torch.cat(rows)
+
+
 def _base(layer):
     return layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
-
-
-def fused_lokr_layers(modules: dict[str, dict]) -> list[str]:
-    """The BFL layers (fusing several diffusers layers) that LoKr adapters of ``modules`` fall in."""
-    return sorted({t[0] for t in map(bfl_target, modules) if t is not None and len(t[2]) > 1})

@@ -34,14 +34,6 @@ class LoraSaver(LoraFileSaver, _FluxSaver):
     node = "flux.save_lora"
     setup_node = "flux.lora_setup"
 
-    def save(self, ctx, model, step=None):
-        """Every adapter kind; one with no kohya file writes the diffusers file only (see nodes.lora_files)."""
-        from nodes.lora_files import save_adapter_files
-
-        from .files import kohya_refusal
-
-        return save_adapter_files(self, ctx, model, step, LoraFileSaver.save, refusal=kohya_refusal)
-
     def write_kohya(self, model, path, dtype, graph_name):
         from .files import save_kohya_lora
 

@@ -39,12 +39,6 @@ class LoraSaver(LoraFileSaver, _SDSaver):
     node = "sd.save_lora"
     setup_node = "sd.lora_setup"
 
-    def save(self, ctx, model, step=None):
-        """Every adapter kind; one with no kohya file writes the diffusers file only (see nodes.lora_files)."""
-        from nodes.lora_files import save_adapter_files
-
-        return save_adapter_files(self, ctx, model, step, LoraFileSaver.save)
-
     def write_kohya(self, model, path, dtype, graph_name):
         from .lora_files import save_kohya_lora
 

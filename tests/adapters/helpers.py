@@ -59,8 +59,10 @@ def file_layers(tensors: dict) -> dict:
 def reference_merge(weight, t: dict):
     """``weight`` with one kohya/LyCORIS layer ``t`` applied at strength 1, from the formats' definitions:
     LoRA/LoCon up @ down * alpha / rank; DoRA the row-normalised LoRA weight times dora_scale; LoHa and
-    LoKr through lycoris-lora's functional code (ComfyUI's and LyCORIS' rules for alpha)."""
+    LoKr through lycoris-lora's functional code (ComfyUI's and LyCORIS' rules for alpha); ``diff`` added."""
     w = weight.float()
+    if "diff" in t:  # LyCORIS' full form: the weight difference itself
+        return w + t["diff"].reshape(w.shape)
     if "lora_down.weight" in t:
         down, up = t["lora_down.weight"], t["lora_up.weight"]
         rank = down.shape[0]

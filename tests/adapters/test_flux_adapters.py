@@ -47,16 +47,17 @@ def _bfl_groups(config):
 
 
 @pytest.mark.parametrize("kind,targets", [("lora", "attn-mlp"), ("dora", "attn"), ("loha", "attn-mlp"),
-                                          ("loha", "attn")])
+                                          ("loha", "attn"), ("lokr", "attn"), ("oft", "attn")])
 def test_kohya_bfl_file_merges_onto_the_fused_base_weights_as_ours(runner, kind, targets):
     """Each fused BFL layer of the file, merged by the format's definition onto the concatenated base rows,
     equals peft's merge of our separate layers concatenated in the same order (for ``attn`` the single
-    blocks' proj_mlp rows have no adapter and must come out unchanged, also under DoRA)."""
+    blocks' proj_mlp rows have no adapter and must come out unchanged, also under DoRA). Fused LoKr
+    layers and OFT are LyCORIS' full-weight diff; LoKr's unfused layers stay lokr_* tensors."""
     from safetensors.torch import load_file
 
     from nodes.flux.build import build_tiny
 
-    model = _setup(runner, kind, targets)
+    model = _setup(runner, kind, targets, **({"oft_block_size": 4} if kind == "oft" else {}))
     layers = file_layers(load_file(_save(runner, model, f"{kind}_{targets}")["kohya"]))
     ours = peft_merged(model.transformer)
     base = dict(build_tiny(seed=0).transformer.named_modules())
@@ -80,16 +81,10 @@ def test_kohya_bfl_file_merges_onto_the_fused_base_weights_as_ours(runner, kind,
     assert checked >= 4 and not layers
 
 
-def test_lokr_on_unfused_layers_merges_and_on_fused_ones_is_refused(runner):
+def test_lokr_on_unfused_layers_keeps_its_kronecker_factors(runner):
     from safetensors.torch import load_file
 
     from nodes.flux.build import build_tiny
-    from nodes.flux.savers import SaveLora
-
-    fused = _setup(runner, "lokr")
-    with pytest.raises(ValueError, match="LoKr on layers that BFL's layout fuses .* no exact kohya/BFL form"):
-        runner.run(SaveLora, "kohya_only", {"model": fused}, formats="kohya")
-    assert list(_save(runner, fused, "lokr_both")) == ["diffusers"]
 
     model = _setup(runner, "lokr", target_regex=r".*(attn\.to_out\.0|ff\.net\.2)")
     layers = file_layers(load_file(_save(runner, model, "lokr_plain")["kohya"]))
@@ -99,7 +94,9 @@ def test_lokr_on_unfused_layers_merges_and_on_fused_ones_is_refused(runner):
     for i in range(model.transformer.config["num_layers"]):
         for bfl, leaf in (("img_attn_proj", "attn.to_out.0"), ("img_mlp_2", "ff.net.2")):
             name = f"transformer_blocks.{i}.{leaf}"
-            merged = reference_merge(base[name].weight, layers.pop(f"lora_unet_double_blocks_{i}_{bfl}"))
+            tensors = layers.pop(f"lora_unet_double_blocks_{i}_{bfl}")
+            assert "lokr_w1" in tensors or "lokr_w1_a" in tensors
+            merged = reference_merge(base[name].weight, tensors)
             assert merged.allclose(ours[name], **TOL), name
     assert all(k.startswith("lora_te1_") for k in layers)
 
@@ -132,13 +129,9 @@ def test_flux_diffusers_file_reloads_through_peft(runner, kind):
         assert theirs[name].allclose(weight, **TOL), name
 
 
-def test_flux_refuses_locon_and_oft_kohya(runner):
+def test_flux_refuses_locon(runner):
     from nodes.flux.build import build_tiny
     from nodes.flux.lora import LoraSetup
-    from nodes.flux.savers import SaveLora
 
     with pytest.raises(ValueError, match="adapter locon adapts 3x3 convolutions, which this model's denoiser"):
         runner.run(LoraSetup, "locon", {"model": build_tiny(seed=0)}, adapter="locon")
-    model = _setup(runner, "oft", "attn", oft_block_size=4)
-    with pytest.raises(ValueError, match="OFT has no kohya/LyCORIS file"):
-        runner.run(SaveLora, "oft_kohya", {"model": model}, formats="kohya")

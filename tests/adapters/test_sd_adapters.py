@@ -5,6 +5,7 @@ adapters. Also: a preview per kind with the adapters active, the full-model fusi
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -40,17 +41,18 @@ def _kohya_name(part, module):
     return prefix + module.replace(".", "_")
 
 
-@pytest.mark.parametrize("kind", ["dora", "loha", "lokr"])
+@pytest.mark.parametrize("kind", ["dora", "loha", "lokr", "oft"])
 def test_lycoris_kinds_kohya_file_merges_as_the_format_defines(runner, kind):
     """DoRA (diffusers' reader drops dora_scale without a word, so it is no judge), LoHa and LoKr (which
-    diffusers does not read for SD): the file merged by the format's definition (lycoris-lora's code for
-    LoHa/LoKr) equals peft's merge of the live adapters, layer by layer, and every layer is placed."""
+    diffusers does not read for SD), OFT (written as LyCORIS' full-weight diff: no oft_blocks equal peft's
+    input-side rotation): the file merged by the format's definition (lycoris-lora's code for LoHa/LoKr)
+    equals peft's merge of the live adapters, layer by layer, and every layer is placed."""
     from safetensors.torch import load_file
 
     model = _setup(runner, kind)
     files = _save(runner, model, kind)
     layers = file_layers(load_file(files["kohya"]))
-    suffix = {"dora": "dora_scale", "loha": "hada_w1_a", "lokr": "lokr_w"}[kind]
+    suffix = {"dora": "dora_scale", "loha": "hada_w1_a", "lokr": "lokr_w", "oft": "diff"}[kind]
     assert all(any(s.startswith(suffix) for s in t) for t in layers.values())
     checked = 0
     for part in ("unet", "text_encoder"):
@@ -136,18 +138,6 @@ def test_diffusers_file_reloads_through_peft(runner, kind):
             assert theirs[name].allclose(weight, **TOL), f"{part} {name}"
 
 
-def test_oft_has_no_kohya_file_and_says_why(runner):
-    from nodes.sd.savers import SaveLora
-
-    model = _setup(runner, "oft")
-    with pytest.raises(ValueError, match="OFT has no kohya/LyCORIS file"):
-        runner.run(SaveLora, "kohya_only", {"model": model}, formats="kohya")
-    files = _save(runner, model, "oft_both")
-    assert list(files) == ["diffusers"]
-    assert any("only the diffusers file" in e["message"] for e in runner.events("log", "save_oft_both")
-               if e.get("level") == "warning")
-
-
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_full_model_fusion_equals_peft_merge(runner, kind):
     """The full-model savers' plain weights (lora_fusion) are peft's merge, for every kind."""
@@ -200,7 +190,7 @@ def test_locon_adapts_the_3x3_convs_with_their_own_rank(runner):
     assert linear and all(m.r["default"] == 4 for m in linear)
 
 
-@pytest.mark.parametrize("kind", ["dora", "loha", "lokr"])
+@pytest.mark.parametrize("kind", ["dora", "loha", "lokr", "oft"])
 def test_sampler_refuses_a_file_of_a_kind_diffusers_cannot_apply(runner, kind):
     """A LoHa/LoKr file, or a kohya DoRA file (whose magnitudes diffusers would drop silently), given to the
     sampler's lora param: one line naming the file and its kind, not a wrong image."""
@@ -212,8 +202,8 @@ def test_sampler_refuses_a_file_of_a_kind_diffusers_cannot_apply(runner, kind):
     from nodes.sd.lora_check import check_lora_fits
 
     files = _save(runner, _setup(runner, kind), kind, formats="kohya")
-    name = {"dora": "DoRA", "loha": "LoHa", "lokr": "LoKr"}[kind]
-    message = f"{kind}.safetensors is a {name} file: the sampler applies LoRA and LoCon"
+    name = {"dora": "DoRA", "loha": "LoHa", "lokr": "LoKr", "oft": "full-weight difference"}[kind]
+    message = f"{kind}.safetensors is a {re.escape(name)}.* file: the sampler applies LoRA and LoCon"
     with pytest.raises(ValueError, match=message):
         check_lora_fits(load_file(files["kohya"]), build_tiny(seed=0), f"{kind}.safetensors")
     if kind == "loha":  # the same through the sampler node (the LoKr file's header length starts with byte
