@@ -22,11 +22,13 @@ def test_every_shipped_graph_is_run_by_a_test():
     from tests.sd.test_setups import PRESETS as SETUP_PRESETS
     from tests.flux.test_presets import PRESETS as FLUX_PRESETS
     from tests.sdxl.test_presets import PRESETS as SDXL_PRESETS
+    from tests.data.test_concept_presets import PRESETS as DATA_PRESETS
 
     run_by_tests = {"quickstart.yaml", *SD_PRESETS,  # here
                     *SETUP_PRESETS,  # tests/sd/test_setups.py
                     *SDXL_PRESETS,  # tests/sdxl/test_presets.py
                     *FLUX_PRESETS,  # tests/flux/test_presets.py
+                    *DATA_PRESETS,  # tests/data/test_concept_presets.py
                     "example-manifest.yaml"}  # tests/editor/test_run.py, from the editor
     assert set(ALL_GRAPHS) == run_by_tests, "a graph in graphs/ that no test runs (or a test of a removed one)"
 
