@@ -87,7 +87,10 @@ def build_optimizer(name: str, lr: float, settings: dict, params, kernel: str = 
     kwargs = {"lr": lr, **entry.kwargs(settings), **kernel_kwargs(name, entry, kernel, groups)}
     if entry.finish is not None:
         kwargs = entry.finish(kwargs)
-    return entry.constructor()(groups, **kwargs)
+    optimizer = entry.constructor()(groups, **kwargs)
+    if entry.schedule_free:
+        optimizer.train()  # schedulefree's optimizers start in eval mode and refuse to step there
+    return optimizer
 
 
 _ADAPTIVE = {e.target.rpartition(":")[2] for e in OPTIMIZERS.values() if e.adaptive}
