@@ -297,3 +297,13 @@ def test_unknown_names_and_settings_are_errors():
         OptimizerConfig("adamx", 1e-3).build([torch.nn.Parameter(torch.zeros(2))])
     with pytest.raises(ValueError, match="unknown setting"):
         OptimizerConfig("adamw", 1e-3, extra={"betaa": 1}).build([torch.nn.Parameter(torch.zeros(2))])
+
+
+def test_the_docs_list_every_optimizer_and_schedule():
+    from pathlib import Path
+
+    from nodes.train.lr_schedule import SCHEDULES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "optimizers.md").read_text()
+    assert [n for n in NAMES if f"| `{n}` |" not in text] == []
+    assert [n for n in SCHEDULES if f"`{n}`" not in text] == []
