@@ -32,8 +32,16 @@ and no shift) against the same training written with diffusers + peft (``plain_f
 ids with FluxPipeline's helpers, guidance 1.0, velocity target), on the same cached batches, with the same
 checks and figures as sdxl.
 
+With ``--optimizers [NAMES]`` (sd): only the step time of each optimizer train.optimizer offers whose package
+is installed, against AdamW: the tiny SD UNet's LoRA on the same batches, noise and timesteps, the optimizer
+built by name through train.optimizer; ms per step and per optimizer.step(), and each ratio to an AdamW run
+made beside it. Missing packages are listed.
+
+With ``--compile [MODE]`` (any family): only train.loop's ``compile`` against eager on the family's graph: the
+median step of each, their ratio, and the compile time (the compiled run's first step) on its own.
+
     python benchmarks/bench_train.py [--family sd|sdxl|flux] [--steps 60] [--threads 1] [--quickstart]
-                                     [--no-lifecycle] [--no-example]
+                                     [--no-lifecycle] [--no-example] [--optimizers [NAMES]] [--compile [MODE]]
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from nodes.train.speed import COMPILE_MODES  # noqa: E402  (no torch import)
 
 
 NEVER = 10**6  # a schedule that is checked every step and never due
@@ -434,10 +444,10 @@ def adapted_layers(parts: dict) -> list[str]:
 
 
 def graph_bench(path: Path, fields: tuple[str, ...], steps: int, workspace: Path,
-                seed: int = 42) -> tuple[Run, list[list[dict]]]:
-    """Run the benchmark graph ``path`` (its inputs ``steps`` and ``seed``) up to train.loop; return the run
-    (``fields``: the batch fields whose shapes it notes) and its batches per epoch as lists (what the plain
-    loop trains on)."""
+                seed: int = 42, sets: tuple = ()) -> tuple[Run, list[list[dict]]]:
+    """Run the benchmark graph ``path`` (its inputs ``steps`` and ``seed``, and the overrides ``sets``) up to
+    train.loop; return the run (``fields``: the batch fields whose shapes it notes) and its batches per epoch
+    as lists (what the plain loop trains on)."""
     from runtime.events import EventBus, ListSink
     from runtime.executor import execute
     from runtime.graph_file import load_graph
@@ -445,7 +455,7 @@ def graph_bench(path: Path, fields: tuple[str, ...], steps: int, workspace: Path
     from runtime.validate import validate
 
     reg = default_registry()
-    v = validate(load_graph(path, reg), reg, [f"steps={steps}", f"seed={seed}"])
+    v = validate(load_graph(path, reg), reg, [f"steps={steps}", f"seed={seed}", *sets])
     assert v.ok, v.problems
     sink, clock = ListSink(), CpuClock()
     r = execute(v, workspace=workspace, bus=EventBus([sink, clock]), targets=("train",), keep=("batches", "train"))
@@ -655,6 +665,136 @@ def plain_flux(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
     return run
 
 
+# -- optimizers and torch.compile (--optimizers, --compile) ----------------------------------------------
+
+def optimizer_names() -> tuple[str, ...]:
+    """Every optimizer train.optimizer offers (its ``name`` choice)."""
+    from nodes.train.optimizer import Optimizer
+
+    return Optimizer.__node_spec__.params["name"].kind.options
+
+
+def optimizer_run(name: str, steps: int, data: list[list[dict]], seed: int = 42) -> tuple[list[float], list[float]]:
+    """``plain_run``'s training (tiny SD UNet, rank-4 LoRA, same batches, noise and timesteps) with the
+    optimizer ``name`` built through train.optimizer (lr 1e-4; 1.0 for the learning-rate free ones) at a
+    constant LR: (step times, times of the optimizer.step() call alone), both in this process's CPU time
+    (one torch thread: the work done, much less disturbed by other processes than the wall time)."""
+    import json
+
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from peft import LoraConfig
+
+    from nodes.train.optimizer import OptimizerConfig
+    from nodes.train.optimizers import OPTIMIZERS
+
+    tiny = ROOT / "assets" / "tiny_model"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel.from_config(json.loads((tiny / "unet" / "config.json").read_text()))
+        unet.requires_grad_(False)
+        torch.manual_seed(seed)  # peft initialises the adapters from torch's generator
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    sched = DDPMScheduler.from_config(json.loads((tiny / "scheduler" / "scheduler_config.json").read_text()))
+    unet.train()
+    params = [p for p in unet.parameters() if p.requires_grad]
+    config = OptimizerConfig(name, 1.0 if OPTIMIZERS[name].adaptive else 1e-4, weight_decay=0.01)
+    opt = config.build(params)
+    if config.schedule_free:
+        opt.train()  # schedule-free optimizers step in train mode only
+    gen = torch.Generator().manual_seed(seed)
+    times, step_times = [], []
+    clock = time.process_time
+    t = clock()
+    while len(times) < steps:
+        for batch in data[len(times) // len(data[0])]:
+            x0 = batch["latent"].float()
+            noise = torch.randn(x0.shape, generator=gen)
+            ts = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+            pred = unet(sched.add_noise(x0, noise, ts), ts, encoder_hidden_states=batch["embedding"]).sample
+            torch.nn.functional.mse_loss(pred.float(), noise).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            s = clock()
+            opt.step()
+            step_times.append(clock() - s)
+            opt.zero_grad(set_to_none=True)
+            now = clock()
+            times.append(now - t)
+            t = now
+            if len(times) >= steps:
+                break
+    return times, step_times
+
+
+def optimizer_figures(steps: int, names: tuple[str, ...] | None = None) -> None:
+    """ms per training step and per optimizer.step() of each installed optimizer (``names``: these only)
+    on the tiny SD model's LoRA, each run next to an AdamW run (the ratio is to that AdamW: drift and load
+    hit both alike); optimizers whose package is missing are listed, not run."""
+    from nodes.train.optimizers import OPTIMIZERS, missing_package
+
+    names = names or optimizer_names()
+    unknown = [n for n in names if n not in OPTIMIZERS]
+    if unknown:
+        raise SystemExit(f"bench_train: unknown optimizer(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(optimizer_names())}")
+    with tempfile.TemporaryDirectory() as tmp:
+        _, data, _ = graph_run(steps, Path(tmp) / "data")
+    optimizer_run("adamw", steps, data)  # warm-up, not counted
+    missing: dict[str, list[str]] = {}
+    print(f"optimizer step overhead on the tiny SD LoRA ({steps} steps, the same batches, noise and timesteps "
+          "each; median CPU ms of this process; ratio to the AdamW run beside it)")
+    print(f"{'optimizer':28s} {'ms/step':>8s} {'ratio':>7s}   {'ms/opt.step':>11s} {'ratio':>7s}")
+    for name in names:
+        why = missing_package(name)
+        if why:
+            missing.setdefault(OPTIMIZERS[name].pip or OPTIMIZERS[name].package, []).append(name)
+            continue
+        try:
+            times, opt_times = optimizer_run(name, steps, data)
+        except Exception as e:  # noqa: BLE001 - one optimizer's failure is a line of the table, not the end
+            print(f"{name:28s} failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e) else ''}")
+            continue
+        base, base_opt = optimizer_run("adamw", steps, data)
+        m, mo = statistics.median(times), statistics.median(opt_times)
+        b, bo = statistics.median(base), statistics.median(base_opt)
+        print(f"{name:28s} {m * 1000:8.2f} {m / b:7.3f}   {mo * 1000:11.3f} {mo / bo:7.3f}")
+    for package, skipped in missing.items():
+        print(f"skipped (pip install {package}): {', '.join(skipped)}")
+
+
+def compile_figures(family: str, steps: int, mode: str = "default") -> None:
+    """train.loop's ``compile`` on the family's benchmark graph (sd: the quickstart): an eager run, a
+    compiled run and an eager run again (after a warm-up run), the same batches and steps. The compiled
+    run's median step excludes its first step, which compiles (its time is printed on its own)."""
+    import torch
+
+    graph, fields = {"sd": (ROOT / "graphs" / "quickstart.yaml", ("latent", "embedding")),
+                     "sdxl": (SDXL_GRAPH, SDXL_FIELDS), "flux": (FLUX_GRAPH, FLUX_FIELDS)}[family]
+    counters = torch._dynamo.utils.counters
+    with tempfile.TemporaryDirectory() as tmp:
+        # sd: square images, so every batch has one shape (each shape compiles on its own)
+        sets = (f"dataset={example_images(Path(tmp) / 'images')}",) if family == "sd" else ()
+        graph_bench(graph, fields, steps, Path(tmp) / "warmup", sets=sets)
+        first = graph_bench(graph, fields, steps, Path(tmp) / "eager1", sets=sets)[0]
+        hits = counters["inductor"]["fxgraph_cache_hit"]
+        compiled = graph_bench(graph, fields, steps, Path(tmp) / "compiled", sets=(*sets, f"train.compile={mode}"))[0]
+        cached = counters["inductor"]["fxgraph_cache_hit"] > hits
+        second = graph_bench(graph, fields, steps, Path(tmp) / "eager2", sets=sets)[0]
+    shapes = len({tuple(s.items()) for s in compiled.shapes})
+    eager, eager_cpu = first.times + second.times, first.cpu + second.cpu
+    e, c = statistics.median(eager), statistics.median(compiled.times[1:])
+    ec, cc = statistics.median(eager_cpu), statistics.median(compiled.cpu[1:])
+    print(f"compile: {family} tiny model, {steps} steps per run (torch threads: {torch.get_num_threads()}), "
+          f"train.loop compile={mode}; {shapes} batch shape(s): {shape_counts(compiled.shapes)}")
+    print(f"eager    median step   {e * 1000:8.2f} ms   (CPU {ec * 1000:.2f} ms; {len(eager)} steps in 2 runs)")
+    print(f"compiled median step   {c * 1000:8.2f} ms   (CPU {cc * 1000:.2f} ms; {len(compiled.times) - 1} steps "
+          "after the first)")
+    print(f"ratio compiled / eager {c / e:8.3f}   (CPU time {cc / ec:.3f})")
+    print(f"compile time           {compiled.times[0] - e:8.1f} s   (the compiled run's first step less an eager "
+          f"step; inductor's on-disk cache: {'hit, compiled before' if cached else 'cold'}; another batch shape "
+          "compiles again)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--family", choices=("sd", "sdxl", "flux"), default="sd",
@@ -669,17 +809,34 @@ def main() -> None:
     ap.add_argument("--no-lifecycle", action="store_true", help="skip the hooks, backup and resume figures (sd only)")
     ap.add_argument("--no-example", action="store_true",
                     help="skip the comparison with the diffusers example's way of training (sd only)")
+    ap.add_argument("--optimizers", nargs="?", const="all", default=None, metavar="NAMES",
+                    help="only the step time of each installed optimizer against AdamW on the tiny SD model "
+                         "(NAMES: a comma-separated subset; default all; steps default 20)")
+    ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                    help="only compiled (train.loop compile=MODE, default 'default') against eager step time")
     args = ap.parse_args()
+    steps_default = args.steps is None
     # sdxl, flux: more rounds, under ~3 minutes on one thread, alternating often (evens out load); the tiny
     # Flux step is ~15 ms, so its runs are longer (the first epoch, which fills the cache, weighs less)
     args.steps = args.steps or {"sd": 60, "sdxl": 30, "flux": 100}[args.family]
     args.rounds = args.rounds or {"sd": 4, "sdxl": 6, "flux": 10}[args.family]
     if args.family != "sd" and args.quickstart:
         ap.error("--quickstart measures the SD quickstart: it does not go with --family " + args.family)
+    if args.compile and args.compile not in COMPILE_MODES[1:]:
+        ap.error(f"--compile {args.compile}: choose one of {', '.join(COMPILE_MODES[1:])}")
+    if args.family != "sd" and args.optimizers:
+        ap.error("--optimizers measures the tiny SD model: it does not go with --family " + args.family)
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.optimizers:
+        names = None if args.optimizers == "all" else tuple(n.strip() for n in args.optimizers.split(","))
+        optimizer_figures(20 if steps_default else args.steps, names)
+        return
+    if args.compile:
+        compile_figures(args.family, args.steps, args.compile)
+        return
     if args.family != "sd":
         pair_figures(args.family, args.steps, args.rounds)
         return

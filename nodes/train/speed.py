@@ -48,7 +48,8 @@ def denoiser(model) -> tuple[str, object]:
 @contextlib.contextmanager
 def compile_denoiser(ctx, model, device, mode: str):
     """Compile the denoiser in place for the block (``mode`` "off": nothing); uncompiled again after it,
-    so samplers and savers downstream run it eagerly. Yields whether it compiled."""
+    so samplers and savers downstream run it eagerly. Each batch shape compiles once (buckets: one compile
+    each, up to torch's recompile limit, 8, then that shape runs eagerly). Yields whether it compiled."""
     if mode == "off":
         yield False
         return
@@ -58,7 +59,9 @@ def compile_denoiser(ctx, model, device, mode: str):
         raise ValueError(f"{NODE}: compile on the CPU needs a C++ compiler (g++), which is not installed; "
                          "install it or set compile: off")
     ctx.log(f"compiling the {name} with torch.compile (mode {mode}): the first steps are slow while it compiles")
-    part.compile(backend=COMPILE_BACKEND, **({"mode": mode} if COMPILE_BACKEND == "inductor" else {}))
+    # dynamic=False: one static graph per batch shape (a few buckets); inductor's dynamic-shape graphs
+    # of diffusers' UNet failed to compile their backward (torch 2.13, "ValueRangeError")
+    part.compile(backend=COMPILE_BACKEND, dynamic=False, **({"mode": mode} if COMPILE_BACKEND == "inductor" else {}))
     try:
         yield True
     finally:
