@@ -110,6 +110,27 @@ def adafactor_schedule(optimizer):
     return sched
 
 
+def pairing_problems(optimizer: dict, schedule: dict) -> list[tuple[str, str]]:
+    """What is wrong with a train.optimizer's params next to a train.lr_schedule's (both as in the graph,
+    unset params absent or None), as ``(severity, message)``: the adafactor schedule without adafactor's
+    relative step is an error, a schedule-free optimizer under a non-constant schedule a warning. For
+    ``train.loop``'s check, which sees both; no torch import."""
+    from .optimizers import OPTIMIZERS
+
+    name, sched = optimizer.get("name") or "adamw", schedule.get("name") or "constant"
+    out = []
+    if sched == "adafactor" and (name != "adafactor" or not optimizer.get("relative_step")):
+        out.append(("error", f"the adafactor schedule needs the adafactor optimizer with relative_step: true "
+                             f"(train.optimizer is {name}"
+                             f"{'' if name != 'adafactor' else ' without relative_step'}); choose another schedule"))
+    entry = OPTIMIZERS.get(name)
+    sf = entry is not None and entry.schedule_free and optimizer.get("use_schedulefree") is not False
+    if sf and (ALIASES.get(sched, sched) != "constant" or schedule.get("warmup")):
+        out.append(("warning", f"{name} is schedule-free: it expects a constant LR schedule without warmup "
+                               "(for warmup use train.optimizer's warmup_steps)"))
+    return out
+
+
 @node("train.lr_schedule", title="LR schedule", category="Training")
 class LRScheduleNode:
     """How the learning rate changes over training: constant, linear, cosine, cosine with hard or soft

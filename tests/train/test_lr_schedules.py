@@ -161,3 +161,19 @@ def test_adafactor_schedule_needs_adafactor_with_relative_step():
 def test_unknown_schedule_fails_when_built():
     with pytest.raises(ValueError, match="unknown schedule 'cosinus'"):
         curve(LRScheduleConfig("cosinus"), 5)
+
+
+def test_pairing_problems_for_train_loops_check():
+    from nodes.train.lr_schedule import pairing_problems
+
+    assert pairing_problems({"name": "adamw"}, {"name": "cosine", "warmup": 10}) == []
+    [(severity, message)] = pairing_problems({"name": "adamw"}, {"name": "adafactor"})
+    assert severity == "error" and "needs the adafactor optimizer" in message and "is adamw" in message
+    assert pairing_problems({"name": "adafactor", "relative_step": True}, {"name": "adafactor"}) == []
+    assert pairing_problems({"name": "adafactor"}, {"name": "adafactor"})[0][0] == "error"
+    [(severity, message)] = pairing_problems({"name": "schedule_free_adamw"}, {"name": "cosine"})
+    assert severity == "warning" and "schedule-free" in message
+    assert pairing_problems({"name": "schedule_free_sgd"}, {"name": "constant_with_warmup", "warmup": 0}) == []
+    assert pairing_problems({"name": "schedule_free_sgd"}, {"name": "constant", "warmup": 5})[0][0] == "warning"
+    assert pairing_problems({"name": "prodigy_plus_schedule_free", "use_schedulefree": False},
+                            {"name": "cosine"}) == []
