@@ -153,16 +153,22 @@ def test_full_model_fusion_equals_peft_merge(runner, kind):
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_preview_samples_with_the_adapters_active(runner, kind):
+    """The sampler runs the adapted model as it is (what train.sample_hook calls): the image differs from
+    the base model's."""
     import numpy as np
     from PIL import Image
 
     from nodes.sd.sampler import Sample
 
+    from nodes.sd.build import build_tiny
+
     model = _setup(runner, kind)
-    images = runner.run(Sample, f"sample_{kind}", {"model": model}, prompts=["a red circle"], width=32,
-                        height=32, steps=2, device="cpu")["images"]
+    args = dict(prompts=["a red circle"], width=32, height=32, steps=2, device="cpu")
+    images = runner.run(Sample, f"sample_{kind}", {"model": model}, folder=f"s_{kind}", **args)["images"]
+    plain = runner.run(Sample, f"plain_{kind}", {"model": build_tiny(seed=0)}, folder=f"p_{kind}", **args)["images"]
     assert len(images) == 1
-    assert np.isfinite(np.asarray(Image.open(images[0]), dtype=float)).all()
+    ours, base = (np.asarray(Image.open(p[0]), dtype=float) for p in (images, plain))
+    assert np.isfinite(ours).all() and np.abs(ours - base).max() > 2  # the adapters are active
 
 
 def test_params_of_another_kind_are_refused(runner):
@@ -235,3 +241,22 @@ def test_every_kind_trains_through_the_loop(runner, kind):
     changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
     trainable = {n for n, p in after.items() if p.requires_grad}
     assert changed and changed <= trainable
+
+
+def test_sampler_applies_a_locon_file_like_the_trained_adapters(runner):
+    """A LoCon kohya file given to the sampler's lora param (diffusers applies it, 3x3 convs included): the
+    image equals the one sampled from the live adapters."""
+    import numpy as np
+    from PIL import Image
+
+    from nodes.sd.build import build_tiny
+    from nodes.sd.sampler import Sample
+
+    model = _setup(runner, "locon")
+    path = _save(runner, model, "locon_s", formats="kohya")["kohya"]
+    args = dict(prompts=["a red circle"], width=32, height=32, steps=2, device="cpu")
+    live = runner.run(Sample, "live", {"model": model}, folder="live", **args)["images"][0]
+    filed = runner.run(Sample, "filed", {"model": build_tiny(seed=0)}, lora=path, folder="filed", **args)["images"][0]
+    plain = runner.run(Sample, "plain", {"model": build_tiny(seed=0)}, folder="plain", **args)["images"][0]
+    a, b, c = (np.asarray(Image.open(p), dtype=float) for p in (live, filed, plain))
+    assert np.abs(a - b).max() <= 2 and np.abs(a - c).max() > 2
