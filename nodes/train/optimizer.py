@@ -51,6 +51,12 @@ class OptimizerConfig:
         an explicit choice the optimizer lacks is an error naming it."""
         return build_optimizer(self.name, self.lr, self.settings(), params, kernel)
 
+    @property
+    def schedule_free(self) -> bool:
+        """True when the optimizer switches weights with eval()/train() (nodes.train.schedule_free)."""
+        entry = OPTIMIZERS.get(self.name)
+        return bool(entry and entry.schedule_free and self.extra.get("use_schedulefree") is not False)
+
 
 def _params() -> dict:
     """name, lr, then every optimizer setting, optional (unset: the optimizer's default)."""

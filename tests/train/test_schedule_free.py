@@ -198,3 +198,10 @@ def test_a_schedule_other_than_constant_is_warned_about(tmp_path, name):
     other = NodeRunner(tmp_path / "adamw")
     train(other, make_toy(), "adamw", schedule=LRScheduleConfig("cosine"), max_steps=2)
     assert not [e for e in other.events("log") if "schedule-free" in e["message"]]
+
+
+def test_the_config_says_whether_it_is_schedule_free():
+    assert OptimizerConfig("schedule_free_adamw", 1e-3).schedule_free
+    assert OptimizerConfig("prodigy_plus_schedule_free", 1.0).schedule_free
+    assert not OptimizerConfig("prodigy_plus_schedule_free", 1.0, extra={"use_schedulefree": False}).schedule_free
+    assert not OptimizerConfig("adamw", 1e-3).schedule_free
