@@ -72,10 +72,9 @@ def layer_tensors(layer, adapter: str = "default") -> dict[str, _Any]:
             out["lokr_w1"] = out["lokr_w1"] * scale
             out["alpha"] = _scalar(rank)
     else:  # oft: the exact weight difference (see the module doc)
-        from nodes.lora_fusion import merged_weight
+        from nodes.lora_fusion import dense_weight, merged_weight
 
-        base = layer.get_base_layer().weight
-        out["diff"] = merged_weight(layer) - base.detach().float()
+        out["diff"] = merged_weight(layer) - dense_weight(layer.get_base_layer().weight).detach().float()
     return {k: v.detach().to("cpu").contiguous() for k, v in out.items()}
 
 

@@ -208,7 +208,13 @@ def add_lora(ctx, name: str, module, *, rank: int, alpha: float, dropout: float,
     config = peft_config(kind, targets, rank=rank, alpha=alpha, dropout=dropout, init=init,
                          conv_targets=conv_targets, **options)
     with ctx.torch_seeded(seed, name):
-        module.add_adapter(config)
+        try:
+            module.add_adapter(config)
+        except ValueError as e:
+            if "quantized" not in str(e):
+                raise
+            raise ValueError(f"param 'adapter': peft cannot put {kind} adapters on the {name}'s quantized layers "
+                             f"({e}); use lora, dora, loha or lokr, or load the model unquantized") from None
     for p in module.parameters():
         if p.requires_grad:
             p.data = p.data.float()

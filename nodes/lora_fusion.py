@@ -44,9 +44,11 @@ def merged_weight(layer) -> _Any:
     adapters = _pending(layer)
     if not adapters:
         return None
+    import torch
+
     clone = copy.deepcopy(layer)
     base = clone.get_base_layer()
-    base.weight.data = base.weight.data.float()
+    base.weight = torch.nn.Parameter(dense_weight(base.weight).detach().float().clone(), requires_grad=False)
     clone.merge(adapter_names=adapters)
     return clone.get_base_layer().weight.detach()
 
@@ -77,6 +79,15 @@ def plain_state_dict(module, dtype=None) -> dict:
             if merged is not None:
                 out[key] = merged.to(out[key].device, out[key].dtype if dtype is None else dtype)
         return {k: _cast(v, dtype) for k, v in out.items()}
+
+
+def dense_weight(weight):
+    """A plain tensor of ``weight``: a quantized one (torchao's int8/fp8, nf4) dequantized."""
+    if hasattr(weight, "dequantize") and type(weight).__name__ not in ("Tensor", "Parameter"):
+        return weight.dequantize()
+    if hasattr(weight, "get_original_weight"):
+        return weight.get_original_weight()
+    return weight
 
 
 #: the state-dict key parts of peft's adapter weights, per kind

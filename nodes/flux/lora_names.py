@@ -311,6 +311,8 @@ def _fuse(name: str, present: dict[int, dict], rows: list[int], norms: list) -> 
 def kohya_adapter_transformer(modules: dict[str, dict], config, transformer) -> tuple[dict, list[str]]:
     """The transformer's adapted layers (module name below ``transformer.`` -> LyCORIS tensors) as kohya/BFL
     tensors, fused where BFL fuses; and the layers outside the blocks."""
+    from nodes.lora_fusion import dense_weight
+
     layers = dict(transformer.named_modules())
     fused: dict[str, tuple[tuple[str, ...], dict[int, dict]]] = {}
     left_out = []
@@ -330,8 +332,8 @@ def kohya_adapter_transformer(modules: dict[str, dict], config, transformer) -> 
             tensors = {"diff": _stacked_diff(parts, layers)}
         else:
             rows = row_sizes(config, bfl, len(parts))
-            norms = [None if i in present else _base(layers[p]).weight.detach().float().norm(dim=1).to("cpu")
-                     for i, p in enumerate(parts)]
+            norms = [None if i in present else dense_weight(_base(layers[p]).weight).detach().float().norm(dim=1)
+                     .to("cpu") for i, p in enumerate(parts)]
             tensors = _fuse(name, present, rows, norms)
         out.update({f"{name}.{suffix}": t for suffix, t in tensors.items()})
     return out, sorted(left_out)
@@ -343,12 +345,12 @@ def _stacked_diff(parts: tuple[str, ...], layers: dict):
     products is no Kronecker product."""
     import torch
 
-    from nodes.lora_fusion import merged_weight
+    from nodes.lora_fusion import dense_weight, merged_weight
 
     rows = []
     for part in parts:
         layer = layers[part]
-        base = _base(layer).weight.detach().float()
+        base = dense_weight(_base(layer).weight).detach().float()
         merged = merged_weight(layer) if hasattr(layer, "get_base_layer") else None
         rows.append((merged - base if merged is not None else torch.zeros_like(base)).to("cpu"))
     return torch.cat(rows)

@@ -135,3 +135,30 @@ def test_flux_refuses_locon(runner):
 
     with pytest.raises(ValueError, match="adapter locon adapts 3x3 convolutions, which this model's denoiser"):
         runner.run(LoraSetup, "locon", {"model": build_tiny(seed=0)}, adapter="locon")
+
+
+def test_quantized_transformer_lokr_kohya_file_and_oft_refusal(runner):
+    """On an int8 transformer: LoKr's fused layers (a diff from peft's merge on a dequantized copy) match the
+    unquantized reference merge of the same adapters closely; OFT, which peft cannot put on quantized
+    layers, is one line naming the param."""
+    from safetensors.torch import load_file
+
+    from nodes.flux.build import build_tiny
+    from nodes.flux.lora import LoraSetup
+    from nodes.quantize import quantize_frozen
+
+    model = build_tiny(seed=0)
+    quantize_frozen(model.transformer, "int8")
+    adapted = runner.run(LoraSetup, "q", {"model": model}, rank=3, alpha=1.5, adapter="lokr",
+                         targets="attn")["adapted"]
+    randomise(adapted.transformer, 3)
+    layers = file_layers(load_file(_save(runner, adapted, "q_lokr", formats="kohya")["kohya"]))
+    qkv = layers["lora_unet_double_blocks_0_img_attn_qkv"]["diff"]
+    mods = dict(adapted.transformer.named_modules())
+    want = torch.cat([mods[f"transformer_blocks.0.attn.{p}"].get_delta_weight("default").float()
+                      for p in ("to_q", "to_k", "to_v")])
+    assert qkv.shape == want.shape and qkv.allclose(want, rtol=1e-3, atol=1e-4)
+    quantized = build_tiny(seed=0)
+    quantize_frozen(quantized.transformer, "int8")
+    with pytest.raises(ValueError, match="param 'adapter': peft cannot put oft adapters on the transformer's quantized"):
+        runner.run(LoraSetup, "qoft", {"model": quantized}, adapter="oft", oft_block_size=4)
