@@ -16,7 +16,7 @@ from typing import Any as _Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from runtime.params import Choice, FloatKind, IntKind, Param, ParamError, StrList, TextKind
+from runtime.params import MISSING, Choice, FloatKind, IntKind, Param, ParamError, StrList, TextKind
 from runtime.yaml_dialect import parse_scalar
 
 
@@ -243,15 +243,28 @@ class NumberEditor(ValueEditor):
 
 
 class BoolEditor(ValueEditor):
+    """A check box; an optional param's box has a third, partly checked state: unset (the node's own
+    default, e.g. "the optimizer's default"), which commits a reset."""
+
     def __init__(self, param: Param, parent=None):
         super().__init__(param, parent)
         self.box = QtWidgets.QCheckBox()
-        self.box.clicked.connect(lambda checked: self.committed.emit(bool(checked)))
+        self.box.setTristate(param.optional)
+        self.box.clicked.connect(self._on_clicked)
         self._layout.addWidget(self.box)
         self._layout.addStretch(1)
 
+    def _on_clicked(self) -> None:
+        state = self.box.checkState()
+        unset = state == QtCore.Qt.CheckState.PartiallyChecked
+        self.box.setText("default" if unset else "")
+        self.committed.emit(MISSING if unset else state == QtCore.Qt.CheckState.Checked)
+
     def set_value(self, value) -> None:
-        self.box.setChecked(bool(value))
+        unset = value is None and self.param.optional
+        Qt = QtCore.Qt.CheckState
+        self.box.setCheckState(Qt.PartiallyChecked if unset else Qt.Checked if value else Qt.Unchecked)
+        self.box.setText("default" if unset else "")
 
     def focus_widget(self):
         return self.box

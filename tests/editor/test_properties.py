@@ -163,3 +163,26 @@ def test_param_menu_offers_compatible_inputs(qtbot, doc):
     assert [a.text() for a in use.actions()] == ["n"]  # an int param cannot take a folder
     use.actions()[0].trigger()
     assert doc.graph.nodes[nid].params["steps"] == "${n}"
+
+
+def test_an_optional_bool_shows_unset_as_partly_checked_and_can_go_back_to_unset(qtbot):
+    from PySide6.QtCore import Qt
+
+    from runtime.params import MISSING, Param
+
+    editor = param_widgets.BoolEditor(Param(bool, optional=True, doc="nesterov (unset: the optimizer's default)"))
+    qtbot.addWidget(editor)
+    editor.set_value(None)
+    assert editor.box.checkState() == Qt.CheckState.PartiallyChecked and editor.box.text() == "default"
+    got = []
+    editor.committed.connect(got.append)
+    editor.box.click()  # partly checked -> checked
+    editor.box.click()  # checked -> unchecked
+    editor.box.click()  # unchecked -> partly checked: back to the default
+    assert got == [True, False, MISSING]
+    editor.set_value(False)
+    assert editor.box.checkState() == Qt.CheckState.Unchecked and editor.box.text() == ""
+    plain = param_widgets.BoolEditor(Param(bool, False, doc="x"))
+    qtbot.addWidget(plain)
+    plain.set_value(None)
+    assert not plain.box.isTristate() and plain.box.checkState() == Qt.CheckState.Unchecked
