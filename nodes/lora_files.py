@@ -108,17 +108,6 @@ def kohya_file(modules: dict, te_names: dict[str, str],
     return out
 
 
-def kohya_layers(peft_sd: dict) -> tuple[dict, list[str]]:
-    """The adapter weights a kohya file can hold, and the layers (diffusers names) it cannot."""
-    kept, left_out = {}, set()
-    for key, value in peft_sd.items():
-        if KOHYA_LAYERS.match(key):
-            kept[key] = value
-        else:
-            left_out.add(key.rsplit(".lora_", 1)[0])
-    return kept, sorted(left_out)
-
-
 def to_kohya(peft_sd: dict, alpha: float, te_names: dict[str, str],
              rename_unet: Callable[[str], str] | None = None) -> dict:
     """Kohya key names for ``peft_sd`` (diffusers names): ``te_names`` maps diffusers' converter prefixes
@@ -175,4 +164,3 @@ def lora_metadata(model, steps: int) -> dict[str, str]:
         "ss_network_alpha": str(lora.alpha),
         "ss_steps": str(steps),
     }
-

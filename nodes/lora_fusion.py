@@ -21,8 +21,8 @@ def _pending(layer) -> list[str]:
 
 
 def _additive(layer, adapters: list[str]) -> bool:
-    """Plain LoRA: its delta adds to the weight (DoRA rescales rows, OFT rotates; LoHa/LoKr add too, but
-    peft's merge is the one definition used for every kind but plain LoRA)."""
+    """Whether ``adapters`` are plain LoRA, whose delta simply adds to the weight (every other kind goes
+    through peft's own merge: DoRA rescales rows, OFT rotates)."""
     lora = getattr(layer, "lora_A", {})
     return all(a in lora and not layer.use_dora.get(a, False) for a in adapters)
 
@@ -41,11 +41,11 @@ def merged_weight(layer) -> _Any:
     of the layer (every adapter kind: DoRA's row norms, OFT's rotation, LoHa, LoKr); float32, or None."""
     import copy
 
+    import torch
+
     adapters = _pending(layer)
     if not adapters:
         return None
-    import torch
-
     clone = copy.deepcopy(layer)
     base = clone.get_base_layer()
     base.weight = torch.nn.Parameter(dense_weight(base.weight).detach().float().clone(), requires_grad=False)
@@ -91,7 +91,7 @@ def dense_weight(weight):
 
 
 #: the state-dict key parts of peft's adapter weights, per kind
-ADAPTER_KEYS = (".lora_", ".hada_", ".lokr_", ".oft_R.", ".oft_R")
+ADAPTER_KEYS = (".lora_", ".hada_", ".lokr_", ".oft_R")
 
 
 def _adapter_key(key: str) -> bool:

@@ -101,7 +101,11 @@ class SaveLora(LoraSaverParams, _SaverNode):
       Adapted layers outside the blocks (only a target_regex reaches them) are left out with a warning:
       diffusers' reader drops them.
     - diffusers (``transformer.<module>.lora_A/B``, ``text_encoder.text_model.``, adapter configs in the
-      header): loads with diffusers' ``load_lora_weights`` (also SimpleTuner, ai-toolkit) and in ComfyUI."""
+      header): loads with diffusers' ``load_lora_weights`` (also SimpleTuner, ai-toolkit) and in ComfyUI.
+
+    Every adapter kind of the setup is written (docs/adapters.md): DoRA adds ``dora_scale``, LoHa is
+    ``hada_*``, LoKr ``lokr_*``; OFT, and LoKr on the fused q/k/v and linear1, an exact weight ``diff``
+    (LyCORIS' full form). The diffusers/peft file holds peft's keys and config for every kind."""
 
     saver_class = LoraSaver
 

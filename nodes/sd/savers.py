@@ -116,7 +116,11 @@ class SaveLora(LoraSaverParams, _SaverNode):
     The kohya file holds the layers every kohya-format loader (kohya's sd-scripts, A1111, ComfyUI) can
     place: those in the UNet's attention (transformer) blocks, resnet blocks and down/up-samplers, and in
     the text encoder's attention and MLP layers. Other adapted layers (the UNet's time_embedding, which
-    targets all-linear includes) are left out of it with a warning; the diffusers file holds every layer."""
+    targets all-linear includes) are left out of it with a warning; the diffusers file holds every layer.
+
+    Every adapter kind of the setup is written (docs/adapters.md): DoRA adds ``dora_scale``, LoHa is
+    ``hada_*``, LoKr ``lokr_*``, OFT an exact weight ``diff`` (LyCORIS' full form); the diffusers/peft
+    file holds peft's keys and config for every kind."""
 
     saver_class = LoraSaver
 

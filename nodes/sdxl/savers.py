@@ -77,7 +77,11 @@ class SaveLora(LoraSaverParams, _SaverNode):
     (``load_lora_weights``), with metadata (base model, rank, alpha, steps, graph). Files:
     ``<name>.safetensors`` (kohya) and ``<name>.diffusers.safetensors``, in the run folder's ``lora/``
     unless ``folder`` is set. Adapted layers outside the UNet's blocks (time and size embeddings, which
-    targets all-linear includes) are left out of the kohya file with a warning."""
+    targets all-linear includes) are left out of the kohya file with a warning.
+
+    Every adapter kind of the setup is written (docs/adapters.md): DoRA adds ``dora_scale``, LoHa is
+    ``hada_*``, LoKr ``lokr_*``, OFT an exact weight ``diff`` (LyCORIS' full form); the diffusers/peft
+    file holds peft's keys and config for every kind."""
 
     saver_class = LoraSaver
 
