@@ -156,3 +156,14 @@ def test_the_denoiser_is_the_bundles_named_part_else_unet_else_transformer():
     named = Bundle(unet=unet, prior=other)
     named.denoiser_part = "prior"
     assert speed.denoiser(named) == ("prior", other)
+
+
+def test_compile_on_a_cpu_without_a_cpp_compiler_is_one_line(runner, monkeypatch):
+    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    model = make_named_toy()
+    with pytest.raises(ValueError, match=r"^train\.loop: compile on the CPU needs a C\+\+ compiler \(g\+\+\), "
+                                         r"which is not installed; install it or set compile: off$"):
+        runner.run(TrainLoop, "train", train_inputs(model, ListBatches()), max_steps=1, device="cpu",
+                   compile="default")
+    assert not runner.events("progress")
+    assert model.net._compiled_call_impl is None
