@@ -59,7 +59,10 @@ def file_layers(tensors: dict) -> dict:
 def reference_merge(weight, t: dict):
     """``weight`` with one kohya/LyCORIS layer ``t`` applied at strength 1, from the formats' definitions:
     LoRA/LoCon up @ down * alpha / rank; DoRA the row-normalised LoRA weight times dora_scale; LoHa and
-    LoKr through lycoris-lora's functional code (ComfyUI's and LyCORIS' rules for alpha); ``diff`` added."""
+    LoKr by ComfyUI's and LyCORIS' rules for alpha (and, where lycoris-lora is installed, also through its
+    functional code, which must agree); ``diff`` added."""
+    import torch
+
     w = weight.float()
     if "diff" in t:  # LyCORIS' full form: the weight difference itself
         return w + t["diff"].reshape(w.shape)
@@ -72,18 +75,33 @@ def reference_merge(weight, t: dict):
             norm = merged.reshape(merged.shape[0], -1).norm(dim=1).reshape(-1, *[1] * (w.dim() - 1))
             merged = merged * (t["dora_scale"].reshape(norm.shape) / norm)
         return merged
-    if "hada_w1_a" in t:
-        from lycoris.functional import loha
-
-        gamma = float(t["alpha"]) / t["hada_w1_b"].shape[0]
-        delta = loha.diff_weight(t["hada_w1_b"], t["hada_w1_a"], t["hada_w2_b"], t["hada_w2_a"], None, None,
-                                 gamma=gamma, backend="torch")
+    if "hada_w1_a" in t:  # (w1_a @ w1_b) * (w2_a @ w2_b) * alpha / r, r = rows of w1_b
+        scale = float(t["alpha"]) / t["hada_w1_b"].shape[0]
+        delta = (t["hada_w1_a"] @ t["hada_w1_b"].flatten(1)) * (t["hada_w2_a"] @ t["hada_w2_b"].flatten(1)) * scale
+        _same_as_lycoris("loha", delta, t, gamma=scale)
         return w + delta.reshape(w.shape)
-    if any(k.startswith("lokr_") for k in t):
-        from lycoris.functional import lokr
-
-        delta = lokr.diff_weight(t.get("lokr_w1"), t.get("lokr_w1_a"), t.get("lokr_w1_b"), t.get("lokr_w2"),
-                                 t.get("lokr_w2_a"), t.get("lokr_w2_b"), t.get("lokr_t2"),
-                                 gamma=float(t["alpha"]), backend="torch")
+    if any(k.startswith("lokr_") for k in t):  # kron(w1, w2) * alpha / r where a factor is low-rank, else * 1
+        w1 = t["lokr_w1"] if "lokr_w1" in t else t["lokr_w1_a"] @ t["lokr_w1_b"]
+        w2 = t["lokr_w2"] if "lokr_w2" in t else t["lokr_w2_a"] @ t["lokr_w2_b"].flatten(1)
+        low = t.get("lokr_w1_b", t.get("lokr_w2_b"))
+        scale = float(t["alpha"]) / low.shape[0] if low is not None else 1.0
+        w2 = w2.reshape(w2.shape[0], -1)
+        delta = torch.kron(w1, w2) * scale
+        _same_as_lycoris("lokr", delta, t, gamma=float(t["alpha"]))
         return w + delta.reshape(w.shape)
     raise AssertionError(f"no adapter in {sorted(t)}")
+
+
+def _same_as_lycoris(kind: str, delta, t: dict, gamma: float) -> None:
+    """Where the lycoris-lora package is installed, its functional code gives the same delta."""
+    try:
+        from lycoris.functional import loha, lokr
+    except ImportError:
+        return
+    if kind == "loha":
+        theirs = loha.diff_weight(t["hada_w1_b"], t["hada_w1_a"], t["hada_w2_b"], t["hada_w2_a"], None, None,
+                                  gamma=gamma, backend="torch")
+    else:
+        theirs = lokr.diff_weight(t.get("lokr_w1"), t.get("lokr_w1_a"), t.get("lokr_w1_b"), t.get("lokr_w2"),
+                                  t.get("lokr_w2_a"), t.get("lokr_w2_b"), t.get("lokr_t2"), gamma=gamma, backend="torch")
+    assert theirs.reshape(delta.shape).allclose(delta, rtol=1e-5, atol=1e-6), f"lycoris-lora disagrees on {kind}"
