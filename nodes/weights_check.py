@@ -214,14 +214,18 @@ def safetensors_problem(path: str | Path) -> str | None:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            head = f.read(8)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
+            head = f.read(9)
+            length = int.from_bytes(head[:8], "little")
+            # a safetensors header's length may begin with the bytes a pickle does (0x80, "PK"): only a
+            # length that cannot be, or a header that does not open a JSON object, makes it a pickle
+            plausible = len(head) == 9 and 2 <= length <= MAX_HEADER and 8 + length <= size and head[8:] == b"{"
+            if not plausible and (head[:2] == b"PK" or head[:1] == b"\x80"):
                 return "it is a pickle (torch.save's .pt/.ckpt/.bin format), which can run code when loaded"
             if len(head) < 8:
                 return f"it has only {size} bytes"
-            length = int.from_bytes(head, "little")
             if length < 2 or length > MAX_HEADER or 8 + length > size:
                 return "it is truncated or is not safetensors data"
+            f.seek(8)
             header = json.loads(f.read(length))
     except OSError as e:
         return f"it cannot be read ({e.strerror or e})"

@@ -320,3 +320,25 @@ def test_names_with_a_final_newline_are_refused(runner):
         check_name("model\n")
     with pytest.raises(ValueError, match="one word"):
         runner.run(EmbeddingSetup, "emb", {"model": build_tiny()}, placeholder="<tok>\n")
+
+
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_is_taken(tmp_path):
+    """A header of 0x..80 bytes (about one file in 256) or one whose length begins with "PK" is safetensors,
+    not a pickle: only an impossible length or a header that is not a JSON object is refused."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from nodes.weights_check import safetensors_problem
+
+    for length in (0x180, 0x4B50):  # first byte 0x80; first bytes "PK"
+        header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+        header += b" " * (length - len(header))  # safetensors pads headers with spaces
+        path = tmp_path / f"h{length}.safetensors"
+        path.write_bytes(length.to_bytes(8, "little") + header + b"\0\0\0\0")
+        assert path.read_bytes()[:1] == b"\x80" or path.read_bytes()[:2] == b"PK"
+        assert safetensors_problem(path) is None
+        assert load_file(path)["w"].shape == (1,)  # safetensors itself reads it
+    pickled = tmp_path / "p.safetensors"
+    torch.save({"w": torch.zeros(1)}, pickled)
+    assert safetensors_problem(pickled).startswith("it is a pickle")
