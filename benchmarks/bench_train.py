@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
 import os
 import resource
 import statistics
@@ -699,7 +701,8 @@ def optimizer_run(name: str, steps: int, data: list[list[dict]], seed: int = 42)
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     config = OptimizerConfig(name, 1.0 if OPTIMIZERS[name].adaptive else 1e-4, weight_decay=0.01)
-    opt = config.build(params)
+    with contextlib.redirect_stdout(io.StringIO()):  # prodigy's and others' notes would split the table
+        opt = config.build(params)
     if config.schedule_free:
         opt.train()  # schedule-free optimizers step in train mode only
     gen = torch.Generator().manual_seed(seed)
