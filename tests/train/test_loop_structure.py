@@ -11,7 +11,7 @@ SOURCE = Path(loop_module.__file__)
 MAX_LINES = 40
 MAX_RUN_LINES = 25
 #: the per-step methods of the loop (called once per batch or per update)
-HOT_PATH = ("epoch", "micro_step", "update", "report", "after_update")
+HOT_PATH = ("epoch", "micro_step", "forward", "update", "report", "after_update")
 
 
 def functions(tree: ast.Module):
