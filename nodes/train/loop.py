@@ -18,6 +18,7 @@ from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Ob
 from . import speed
 from .backup import load_backup, report_save_errors, write_backup
 from .hooks import TrainRun, call, ordered
+from .optimizers import effective_lrs
 from .state import TrainState
 
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
@@ -186,9 +187,29 @@ class TrainLoop:
         return model
 
     def check(self, c) -> None:
-        """Before a run: the batches carry every field the model's nodes need. A node upstream of
-        ``model`` may declare ``needed_batch_fields() -> {field: how to provide it}``; a batch source
-        node may declare ``batch_fields(view) -> set of field names`` (runtime.data's batches do)."""
+        """Before a run: the batches carry the fields the model needs, and the optimizer and the LR
+        schedule go together."""
+        self._check_fields(c)
+        self._check_schedule(c)
+
+    @staticmethod
+    def _check_schedule(c) -> None:
+        """A train.optimizer beside a train.lr_schedule that does not suit it (Adafactor's schedule without
+        Adafactor, a schedule-free optimizer under a decaying schedule)."""
+        from .lr_schedule import pairing_problems
+
+        optimizers, schedules = c.linked("optimizer"), c.linked("schedule")
+        if not (optimizers and schedules and optimizers[0].spec.type_id == "train.optimizer"
+                and schedules[0].spec.type_id == "train.lr_schedule"):
+            return
+        for severity, message in pairing_problems(optimizers[0].params, schedules[0].params):
+            (c.error if severity == "error" else c.warn)(message, input="schedule")
+
+    @staticmethod
+    def _check_fields(c) -> None:
+        """The batches carry every field the model's nodes need. A node upstream of ``model`` may declare
+        ``needed_batch_fields() -> {field: how to provide it}``; a batch source node may declare
+        ``batch_fields(view) -> set of field names`` (runtime.data's batches do)."""
         sources = c.linked("batches")
         fields_of = getattr(sources[0].instance(), "batch_fields", None) if sources else None
         if fields_of is None:
@@ -272,6 +293,7 @@ class Steps:
         fast = fast or speed.Options(run.ctx, run.model, run.device, precision)
         self.attention, self.offload, self.eager = fast.step, fast.forward, fast.hooks
         self.isfinite, self.clip = torch.isfinite, torch.nn.utils.clip_grad_norm_
+        self.effective_lrs = effective_lrs
         self.update_loss = 0.0  # the mean loss of the batches of the update in progress
         self.window = collections.deque(maxlen=20)  # the last step times, for it/s
         self.t_step = time.perf_counter()
@@ -344,7 +366,7 @@ class Steps:
         self.window.append(step_time)
         state.smoothed_loss = loss if state.smoothed_loss is None else (
             beta * state.smoothed_loss + (1 - beta) * loss)
-        lr = state.lr_scheduler.get_last_lr()[0]
+        lr = self.effective_lrs(state.optimizer)[0]  # d * lr for the learning-rate free optimizers
         norm = float(grad_norm)
         self.run.metrics.update(loss=loss, smoothed_loss=state.smoothed_loss, lr=lr, grad_norm=norm)
         self.ctx.progress(state.step, self.total, epoch=state.epoch + 1, loss=round(loss, 6),
