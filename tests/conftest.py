@@ -19,6 +19,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
+def bench():
+    """benchmarks/bench_train.py as a module (it is a script, not a package)."""
+    import importlib.util
+
+    if "bench_train" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_train", ROOT / "benchmarks" / "bench_train.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["bench_train"]
+
+
+@pytest.fixture(scope="session")
 def registry():
     """Built-in nodes plus the test pack (registered directly, not through entry points)."""
     from runtime.registry import Registry

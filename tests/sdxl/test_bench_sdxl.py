@@ -3,24 +3,7 @@ work (same trainable weights, same batch shapes every step) and both train (fini
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
-
-import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    if "bench_train" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["bench_train"]
 
 
 def test_graph_and_plain_loop_do_the_same_work(bench, tmp_path):

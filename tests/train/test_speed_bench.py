@@ -4,25 +4,12 @@ listed instead, and compiled vs eager prints both medians, the ratio and the com
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
 NUMBER = r"\d+\.\d+"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    if "bench_train" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_train", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["bench_train"]
 
 
 def run_main(bench, monkeypatch, capsys, *argv) -> list[str]:
