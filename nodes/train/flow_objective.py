@@ -255,13 +255,8 @@ class FlowMatchingObjectiveNode(LossParams):
                                         f"{self.max_seq_len}"))
         return out + self.loss_problems()
 
-    def check(self, c):
-        for param, message in self.problems():
-            c.error(message, param=param)
-
     def run(self, ctx):
-        for _param, message in self.problems():
-            raise ValueError(message)
+        self.refuse_problems()
         return {"objective": FlowMatchingObjective(
             sampling=self.sampling, logit_mean=self.logit_mean, logit_std=self.logit_std,
             mode_scale=self.mode_scale, sigmoid_scale=self.sigmoid_scale, shift=self.shift,

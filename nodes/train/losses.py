@@ -227,6 +227,20 @@ class LossParams:
                                      f"{self.loss}): set loss to mix, or {key} back to {default}"))
         return out
 
+    def problems(self) -> list[tuple[str, str]]:
+        """(param, message) for settings that contradict each other; an objective adds its own."""
+        return self.loss_problems()
+
+    def check(self, c) -> None:
+        """Before a run: every contradiction, each on its param."""
+        for param, message in self.problems():
+            c.error(message, param=param)
+
+    def refuse_problems(self) -> None:
+        """At run time (a graph built in code skips the check): the first contradiction as a ValueError."""
+        for _param, message in self.problems():
+            raise ValueError(message)
+
     def loss_settings(self) -> dict:
         """The ``LossTerms`` fields from these params."""
         out = {k: getattr(self, k) for k in ("huber_delta", "masked_training", "unmasked_probability",

@@ -242,13 +242,8 @@ class DiffusionObjectiveNode(LossParams):
                                          f"{self.loss_weighting} both set: one timestep weighting at a time"))
         return out + self.loss_problems()
 
-    def check(self, c):
-        for param, message in self.problems():
-            c.error(message, param=param)
-
     def run(self, ctx):
-        for _param, message in self.problems():
-            raise ValueError(message)
+        self.refuse_problems()
         shape = Shape(self.logit_mean, self.logit_std, self.heavy_tail_scale, self.sigmoid_steepness,
                       self.distribution_center, self.parabola_curvature, self.beta_alpha, self.beta_beta)
         return {"objective": DiffusionObjective(
