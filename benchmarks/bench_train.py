@@ -480,29 +480,38 @@ def graph_sdxl(steps: int, workspace: Path, seed: int = 42) -> tuple[Run, list[l
     return graph_bench(SDXL_GRAPH, SDXL_FIELDS, steps, workspace, seed)
 
 
+def lora_unet(tiny: str, seed: int):
+    """The UNet of ``assets/<tiny>`` (weights drawn from seed 0, as the family's tiny_model node draws
+    them: the UNet is its first draw) with rank-4 LoRA on its attention, initialised from ``seed``;
+    with its DDPM schedule and trainable weights: (unet, scheduler, params)."""
+    import json
+
+    import torch
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from peft import LoraConfig
+
+    folder = ROOT / "assets" / tiny
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel.from_config(json.loads((folder / "unet" / "config.json").read_text()))
+        unet.requires_grad_(False)
+        torch.manual_seed(seed)  # peft initialises the adapters from torch's generator
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    sched = DDPMScheduler.from_config(json.loads((folder / "scheduler" / "scheduler_config.json").read_text()))
+    unet.train()
+    return unet, sched, [p for p in unet.parameters() if p.requires_grad]
+
+
 def plain_sdxl(steps: int, data: list[list[dict]], seed: int = 42) -> Run:
     """The same SDXL LoRA training written directly against diffusers, peft and torch: the tiny SDXL UNet
     (same config, same weights), rank-4 LoRA on the attention projections, AdamW (lr 1e-3, weight decay
     0.01; torch's fused kernel, as train.optimizer picks on this device), cosine schedule with 10 % warmup,
     DDPM noise, epsilon target, MSE, clipping at 1.0; the UNet conditioned on the cached hidden states,
     pooled embeddings and size numbers (``added_cond_kwargs``)."""
-    import json
-
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
     from diffusers.optimization import get_scheduler
-    from peft import LoraConfig
 
-    tiny = ROOT / "assets" / "tiny_sdxl"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # sdxl.tiny_model's seed: the UNet is its first draw, so the same weights
-        unet = UNet2DConditionModel.from_config(json.loads((tiny / "unet" / "config.json").read_text()))
-        unet.requires_grad_(False)
-        torch.manual_seed(seed)  # peft initialises the adapters from torch's generator
-        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    sched = DDPMScheduler.from_config(json.loads((tiny / "scheduler" / "scheduler_config.json").read_text()))
-    unet.train()
-    params = [p for p in unet.parameters() if p.requires_grad]
+    unet, sched, params = lora_unet("tiny_sdxl", seed)
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.01, fused=True)  # the same update kernel
     lr_sched = get_scheduler("cosine", opt, num_warmup_steps=round(0.1 * steps), num_training_steps=steps)
     gen = torch.Generator().manual_seed(seed)
@@ -681,25 +690,12 @@ def optimizer_run(name: str, steps: int, data: list[list[dict]], seed: int = 42)
     optimizer ``name`` built through train.optimizer (lr 1e-4; 1.0 for the learning-rate free ones) at a
     constant LR: (step times, times of the optimizer.step() call alone), both in this process's CPU time
     (one torch thread: the work done, much less disturbed by other processes than the wall time)."""
-    import json
-
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from peft import LoraConfig
 
     from nodes.train.optimizer import OptimizerConfig
     from nodes.train.optimizers import OPTIMIZERS
 
-    tiny = ROOT / "assets" / "tiny_model"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel.from_config(json.loads((tiny / "unet" / "config.json").read_text()))
-        unet.requires_grad_(False)
-        torch.manual_seed(seed)  # peft initialises the adapters from torch's generator
-        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    sched = DDPMScheduler.from_config(json.loads((tiny / "scheduler" / "scheduler_config.json").read_text()))
-    unet.train()
-    params = [p for p in unet.parameters() if p.requires_grad]
+    unet, sched, params = lora_unet("tiny_model", seed)
     config = OptimizerConfig(name, 1.0 if OPTIMIZERS[name].adaptive else 1e-4, weight_decay=0.01)
     with contextlib.redirect_stdout(io.StringIO()):  # prodigy's and others' notes would split the table
         opt = config.build(params)
