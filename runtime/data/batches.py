@@ -20,6 +20,14 @@ epochs too. The batch plan never depends on what was found bad, so batch
 ``b`` of an epoch is the same batch after a resume. Each epoch's summary is
 also logged when the epoch ends.
 
+Several ranks (torch.distributed initialised with a world size above 1, or
+``rank``/``world`` passed explicitly): every rank computes the same global plan,
+then groups its batches into steps of ``world`` batches of one bucket (in plan
+order: a step is complete when its bucket's ``world``-th batch comes up) and
+takes batch ``rank`` of each step; see ``split_steps`` for the uneven end.
+``len(source)`` and ``start`` then count this rank's batches. A disk cache is
+filled once, its missing entries split by rank.
+
 Workers: with ``workers > 0``, batches are built in torch DataLoader worker
 processes (forked, so they see what the epoch barrier prepared: aggregate
 columns, RAM caches). Stages holding a GPU model belong above a cache, or
@@ -91,7 +99,7 @@ class BatchSource:
 
     def __init__(self, fields: dict[str, Field], bucket: Field | None = None, *, batch_size: int = 1,
                  shuffle: bool = True, drop_last: bool = False, workers: int = 0, seed: int = 0,
-                 node_id: str = "batches", ctx=None):
+                 node_id: str = "batches", ctx=None, rank: int | None = None, world: int | None = None):
         spaces = {id(f.space): f for f in list(fields.values()) + ([bucket] if bucket is not None else [])}
         if len(spaces) > 1:
             shown = ", ".join(f"{f.link} (source {f.space.node_id!r})" for f in spaces.values())
@@ -108,7 +116,13 @@ class BatchSource:
         self._space = next(iter(fields.values())).space
         if bucket is not None:
             check_bucket(bucket, fields, node_id)
-        self._plans: dict[int, list[list[int]]] = {}
+        if (rank is None) != (world is None):
+            raise ValueError(f"node {node_id!r}: pass both rank and world, or neither")
+        if world is not None and not (int(world) >= 1 and 0 <= int(rank) < int(world)):
+            raise ValueError(f"node {node_id!r}: rank {rank} is not in a world of {world}")
+        self._ranks = None if world is None else (int(rank), int(world))
+        #: epoch -> (bucket key, batch) of the global plan
+        self._plans: dict[int, list[tuple[_Any, list[int]]]] = {}
         self._summaries: dict[int, EpochSummary] = {}
         self._bad: dict[int, Skipped] = {}
         self._warned: set[str] = set()
@@ -126,9 +140,26 @@ class BatchSource:
     def __len__(self) -> int:
         return len(self.plan(0))
 
+    def for_rank(self, rank: int, world: int) -> BatchSource:
+        """This source as rank ``rank`` of ``world`` sees it, whatever torch.distributed says
+        (``for_rank(0, 1)``: the whole plan, e.g. for a validation pass on one rank); caches
+        then fill without waiting for other ranks."""
+        return BatchSource(self._fields, self._bucket, batch_size=self.batch_size, shuffle=self.shuffle,
+                           drop_last=self.drop_last, workers=self.workers, seed=self.seed,
+                           node_id=self.node_id, ctx=self.ctx, rank=rank, world=world)
+
+    def ranks(self) -> tuple[int, int]:
+        """``(rank, world)``: as passed, else from an initialised torch.distributed, else ``(0, 1)``."""
+        return self._ranks or process_group() or (0, 1)
+
+    def _preparer(self) -> Preparer:
+        # only ranks found in torch.distributed prepare together (explicit ones have no process group)
+        group = process_group() if self._ranks is None else None
+        return Preparer(self.seed, fill=True, workers=self.workers, group=group)
+
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict]:
-        """The batches of ``epoch`` from batch index ``start``."""
-        prep = Preparer(self.seed, fill=True, workers=self.workers)
+        """This rank's batches of ``epoch`` from its batch index ``start``."""
+        prep = self._preparer()
         prep.prepare_fields(self._all_fields(), epoch)
         plan = self.plan(epoch, prep)
         if not plan:
@@ -141,9 +172,13 @@ class BatchSource:
         for s in prep.skipped_in(self._space) + list(self._bad.values()):
             self._note(summary, seen, s)  # known-bad items count in every epoch's summary
         work = [[i for i in batch if i not in self._bad] for batch in plan[start:]]
-        for batch in self._run(epoch, work):
+        rank, world = self.ranks()
+        for k, batch in enumerate(self._run(epoch, work)):
             for s in batch.pop("_skipped"):
                 self._note(summary, seen, s)
+            if not batch["_index"] and world > 1:
+                # every rank must yield a batch at every step, or the others wait in the next all-reduce
+                batch = self._stand_in(epoch, start + k, rank, summary, seen)
             if not batch["_index"]:
                 continue
             summary.batches += 1
@@ -174,7 +209,21 @@ class BatchSource:
         return list(self._fields.values()) + ([self._bucket] if self._bucket is not None else [])
 
     def plan(self, epoch: int, prep: Preparer | None = None) -> list[list[int]]:
-        """Sample indices of each batch of ``epoch`` (bucket-homogeneous when a bucket is connected)."""
+        """Sample indices of this rank's batches of ``epoch`` (the whole plan on one rank)."""
+        rank, world = self.ranks()
+        if world == 1:
+            return self.global_plan(epoch, prep)
+        return [step[rank] for step in self.steps(epoch, prep)]
+
+    def steps(self, epoch: int, prep: Preparer | None = None) -> list[list[list[int]]]:
+        """The global plan of ``epoch`` as steps: per step, one batch per rank, all of one bucket."""
+        return split_steps(self._keyed_plan(epoch, prep), self.ranks()[1], self.drop_last)
+
+    def global_plan(self, epoch: int, prep: Preparer | None = None) -> list[list[int]]:
+        """Sample indices of each batch of ``epoch`` over all ranks (bucket-homogeneous with a bucket)."""
+        return [batch for _, batch in self._keyed_plan(epoch, prep)]
+
+    def _keyed_plan(self, epoch: int, prep: Preparer | None) -> list[tuple[_Any, list[int]]]:
         found = self._plans.get(epoch)
         if found is not None:
             return found
@@ -188,7 +237,7 @@ class BatchSource:
             groups[None] = order
         else:
             # filling: a bucket that comes through a cache is then read from it, not computed twice
-            prep = prep or Preparer(self.seed, fill=True, workers=self.workers)
+            prep = prep or self._preparer()
             prep.prepare_fields([self._bucket], epoch)
             ev = Eval(epoch, self.seed, prep.fill)
             for i in order:
@@ -201,18 +250,33 @@ class BatchSource:
                 groups.setdefault(_hashable(b), []).append(i)
         bs = self.batch_size
         batches = []
-        for members in groups.values():
+        for key, members in groups.items():
             for k in range(0, len(members), bs):
                 chunk = members[k:k + bs]
                 if len(chunk) < bs and self.drop_last:
                     continue
-                batches.append(chunk)
+                batches.append((key, chunk))
         if self.shuffle:
             rng.shuffle(batches)
         if len(self._plans) >= 4:
             self._plans.pop(next(iter(self._plans)))
         self._plans[epoch] = batches
         return batches
+
+    def _stand_in(self, epoch: int, pos: int, rank: int, summary: EpochSummary, seen: set[int]) -> dict:
+        """A batch for a rank whose batch at step ``pos`` lost every item: readable items of the same
+        step's other batches (same bucket), up to the batch's planned size; an error if there are none."""
+        step = self.steps(epoch)[pos]
+        size = max(1, len(step[rank]))
+        others = [i for j, b in enumerate(step) if j != rank for i in b if i not in self._bad]
+        batch = make_batch(self._fields, Eval(epoch, self.seed, True), others[:size])
+        for s in batch.pop("_skipped"):
+            self._note(summary, seen, s)
+        if not batch["_index"]:
+            raise ValueError(f"node {self.node_id!r}: epoch {epoch}, step {pos}: every item of the step's "
+                             f"batches is unreadable, and with several ranks each rank needs a batch at "
+                             f"every step; remove the unreadable files (see the warnings)")
+        return batch
 
     def _note(self, summary: EpochSummary, seen: set[int], s: Skipped) -> None:
         if s.index in seen:
@@ -248,6 +312,59 @@ class BatchSource:
     def __repr__(self) -> str:
         return (f"BatchSource(fields={self.fields}, items={self.items}, batch_size={self.batch_size}, "
                 f"workers={self.workers}, seed={self.seed})")
+
+
+def process_group() -> tuple[int, int] | None:
+    """``(rank, world)`` of the initialised torch.distributed process group when its world is above 1,
+    else None; imports nothing when torch is not loaded (then no group can exist)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        return None
+    world = dist.get_world_size()
+    return (dist.get_rank(), world) if world > 1 else None
+
+
+def split_steps(plan: list[tuple[_Any, list[int]]], world: int, drop_last: bool) -> list[list[list[int]]]:
+    """Group ``(bucket, batch)`` pairs of a plan into steps of ``world`` batches of one bucket.
+
+    A step is formed when a bucket's ``world``-th pending batch comes up, so the steps keep the
+    plan's shuffled order. The uneven end: each bucket has fewer than ``world`` batches left over.
+    With ``drop_last`` they are left out (up to ``world - 1`` batches per bucket and epoch);
+    without it, their items are spread over one more step of that bucket, one smaller batch per
+    rank (nothing lost or repeated), and when they are fewer than ``world`` items, items of the
+    bucket are repeated so that every rank gets one.
+    """
+    if world == 1:
+        return [[batch] for _, batch in plan]
+    pending: dict[_Any, list[list[int]]] = {}
+    steps = []
+    for key, batch in plan:
+        group = pending.setdefault(key, [])
+        group.append(batch)
+        if len(group) == world:
+            steps.append(group)
+            pending[key] = []
+    if not drop_last:
+        steps.extend(_spread([i for b in rest for i in b], world) for rest in pending.values() if rest)
+    return steps
+
+
+def _spread(items: list[int], world: int) -> list[list[int]]:
+    """``items`` as ``world`` batches whose sizes differ by at most one (repeated when too few)."""
+    if len(items) < world:
+        items = (items * world)[:world]
+    q, r = divmod(len(items), world)
+    out, k = [], 0
+    for j in range(world):
+        size = q + (1 if j < r else 0)
+        out.append(items[k:k + size])
+        k += size
+    return out
 
 
 def check_bucket(bucket: Field, fields: dict[str, Field], node_id: str) -> None:
@@ -368,4 +485,5 @@ def _is_number(v) -> bool:
 
 
 # frontier_barriers is re-exported for callers that prepare fields themselves (the preview)
-__all__ = ["BatchSource", "BatchJob", "EpochSummary", "collate", "make_batch", "named_fields", "frontier_barriers"]
+__all__ = ["BatchSource", "BatchJob", "EpochSummary", "collate", "make_batch", "named_fields", "frontier_barriers",
+           "process_group", "split_steps"]

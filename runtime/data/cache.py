@@ -5,6 +5,14 @@ variation, every epoch reuses what the first one computed (so random stages
 above a cache are frozen at that variation). Entries are content-addressed
 (see ``keys``): nothing is ever looked up by position, so a changed param or
 file simply misses and is recomputed, and stale entries are never served.
+
+Several ranks (``Preparer.group`` set: every rank of a torch.distributed process
+group prepares together): a store that all ranks share (``shared = True``: the
+disk store, on one machine or a shared filesystem) is filled once. The ranks
+exchange what each finds missing, rank ``r`` computes every ``world``-th entry of
+the union from ``r``, then they exchange the items found bad; that exchange is
+also the barrier after which every rank reads. A RAM store is per process, so
+each rank fills its own.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ MISSING = object()
 
 class RamStore:
     """Entries in this process's memory. Worker processes see what was stored before they started."""
+
+    #: one per process: every rank fills its own
+    shared = False
 
     def __init__(self) -> None:
         self.data: dict[str, _Any] = {}
@@ -47,8 +58,14 @@ class DiskStore:
     Values may be tensors, numbers, strings, None, PIL images, numpy arrays and
     lists/tuples/dicts of those. A write goes to a temporary file that is
     renamed into place; an entry that fails to load counts as missing and is
-    recomputed, so no fsync is needed.
+    recomputed, so no fsync is needed. Readers in other processes (ranks, workers)
+    see a whole file or none: a reader keeps the file it opened when a writer
+    replaces it, and a writer that cannot replace a file another process holds
+    open (Windows) leaves that equal entry in place.
     """
+
+    #: one folder for every rank (on several machines: a shared filesystem)
+    shared = True
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = os.fspath(folder)
@@ -79,7 +96,12 @@ class DiskStore:
         tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
         try:
             torch.save(encode(value), tmp)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except PermissionError:
+                if not os.path.exists(path):
+                    raise
+                os.unlink(tmp)  # another process wrote this entry and holds it open: same content
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -223,8 +245,14 @@ class CacheEngine(Stage):
                 todo.append((i, miss))
         failed = self._failed.setdefault(tag, {})
         self.stats = {"hits": n - len(todo), "computed": 0, "failed": 0}
+        group = prep.group if getattr(store, "shared", False) else None
+        if group is not None:
+            todo = _share_of(_gathered(todo), *group)
         if todo:
             self._fill(todo, keys, Eval(v, prep.seed, True), prep, failed)
+        if group is not None:
+            for found in _gathered(sorted(failed.items())):
+                failed.update(found)
         self._ready.add(tag)
         if self.ctx is not None:
             s = self.stats
@@ -269,3 +297,21 @@ class CacheEngine(Stage):
 
     def _parallel(self) -> bool:
         return all(getattr(st.node, "parallel", True) for st in upstream_stages(self.upstream()))
+
+
+def _gathered(obj) -> list:
+    """``obj`` of every rank of the torch.distributed process group, by rank (a collective)."""
+    import torch.distributed as dist
+
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _share_of(todos: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s part of the union of every rank's missing ``(item, slots)``: every ``world``-th."""
+    union: dict[int, set[int]] = {}
+    for todo in todos:
+        for i, miss in todo:
+            union.setdefault(i, set()).update(miss)
+    return [(i, sorted(union[i])) for i in sorted(union)][rank::world]

@@ -490,14 +490,18 @@ class Preparer:
     """Runs barrier work (aggregate columns, cache fills) before an epoch, upstream first.
 
     ``skipped`` collects items found bad while preparing; ``workers`` is how many
-    threads a cache may use to fill; ``report(kind, **data)`` receives progress.
+    threads a cache may use to fill; ``report(kind, **data)`` receives progress;
+    ``group`` is ``(rank, world)`` when every rank of the torch.distributed process
+    group prepares together (a disk cache then splits its fill by rank), else None.
     """
 
-    def __init__(self, seed: int, fill: bool = True, workers: int = 0, report=None):
+    def __init__(self, seed: int, fill: bool = True, workers: int = 0, report=None,
+                 group: tuple[int, int] | None = None):
         self.seed = seed
         self.fill = fill
         self.workers = workers
         self.report = report
+        self.group = group
         #: (epoch, id of the item's space, index) -> what was found bad
         self.skipped: dict[tuple[int, int, int], Skipped] = {}
         self._done: set[tuple[int, int]] = set()
