@@ -15,4 +15,6 @@ class Batches(BatchesStage):
     with 'bucket' connected, every batch holds one bucket size. Items that turn
     out unreadable leave their batch with a warning; each epoch ends with a
     summary of what was skipped. 'workers' > 0 loads in DataLoader processes.
+    Under torchrun each rank gets a disjoint share of every epoch's batches, the
+    same bucket on every rank at each step and the same number of batches.
     """

@@ -286,8 +286,9 @@ class BatchesStage(DataStage):
     """Turns fields into batches: a ``BatchSource`` value for the training loop.
 
     Batch field names are the names of the output ports connected to ``fields``.
-    With ``bucket`` connected, every batch holds items of one bucket. Subclasses may
-    override ``make_source`` (e.g. to shard batches per rank).
+    With ``bucket`` connected, every batch holds items of one bucket. Under
+    torch.distributed (world size above 1) the source shards every epoch's plan per
+    rank by itself (``runtime.data.batches``); subclasses may override ``make_source``.
     """
 
     fields = Input(AnyField, multi=True, doc="per-sample fields to put in each batch; a batch key is the "
