@@ -334,24 +334,40 @@ def split_steps(plan: list[tuple[_Any, list[int]]], world: int, drop_last: bool)
 
     A step is formed when a bucket's ``world``-th pending batch comes up, so the steps keep the
     plan's shuffled order. The uneven end: each bucket has fewer than ``world`` batches left over.
-    With ``drop_last`` they are left out (up to ``world - 1`` batches per bucket and epoch);
-    without it, their items are spread over one more step of that bucket, one smaller batch per
-    rank (nothing lost or repeated), and when they are fewer than ``world`` items, items of the
-    bucket are repeated so that every rank gets one.
+    With ``drop_last`` they are left out (up to ``world - 1`` batches per bucket and epoch).
+    Without it their items go into one more step of that bucket (one smaller batch per rank);
+    when they are fewer items than ranks, they join the bucket's last full step and the two are
+    spread over two steps; only a bucket with too few items for that (batch size 1, or fewer
+    batches than ranks) repeats items so that every rank gets one. Batches never exceed the
+    batch size, and each uneven step is moved to the end of the epoch.
     """
     if world == 1:
         return [[batch] for _, batch in plan]
     pending: dict[_Any, list[list[int]]] = {}
-    steps = []
+    steps: list[list[list[int]] | None] = []
+    last_full: dict[_Any, int] = {}
     for key, batch in plan:
         group = pending.setdefault(key, [])
         group.append(batch)
         if len(group) == world:
+            last_full[key] = len(steps)
             steps.append(group)
             pending[key] = []
+    tail = []
     if not drop_last:
-        steps.extend(_spread([i for b in rest for i in b], world) for rest in pending.values() if rest)
-    return steps
+        for key, rest in pending.items():
+            items = [i for b in rest for i in b]
+            if not items:
+                continue
+            full = last_full.get(key)
+            if len(items) < world and full is not None and sum(map(len, steps[full])) + len(items) >= 2 * world:
+                items = [i for b in steps[full] for i in b] + items
+                steps[full] = None
+                both = _spread(items, 2 * world)
+                tail += [both[:world], both[world:]]
+            else:
+                tail.append(_spread(items, world))
+    return [s for s in steps if s is not None] + tail
 
 
 def _spread(items: list[int], world: int) -> list[list[int]]:
