@@ -334,14 +334,74 @@ def _workspace(args, graph, resume) -> Path:
     return create_workspace(Path(os.path.abspath(args.runs_dir)), graph.name)
 
 
+def _torchrun_ranks() -> tuple[int, int]:
+    """(rank, world size) torchrun gave this process; (0, 1) when it was not started by torchrun."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        return 0, 1
+
+
+def _join_ranks() -> bool:
+    """Join the process group of a torchrun start (gloo for CPU tensors; NCCL beside it on a CUDA machine,
+    each rank on GPU LOCAL_RANK). True when this call initialised it."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+    return True
+
+
+def _shared_workspace(args, graph, resume, rank: int, world: int) -> Path | None:
+    """The run folder, the same on every rank: rank 0 picks it (``_workspace``) and sends it to the
+    others. None on the other ranks when rank 0 could not use it (rank 0 raises and says why)."""
+    if world == 1:
+        return _workspace(args, graph, resume)
+    import torch.distributed as dist
+
+    from .workspace import WorkspaceError
+
+    box: list = [None]
+    if rank == 0:
+        try:
+            box = [str(_workspace(args, graph, resume))]
+        except WorkspaceError as e:
+            box = [("error", str(e))]
+    dist.broadcast_object_list(box, src=0)
+    if isinstance(box[0], str):
+        return Path(box[0])
+    if rank == 0:
+        raise WorkspaceError(box[0][1])
+    return None
+
+
 def cmd_run(args) -> int:
+    rank, world = _torchrun_ranks()
+    joined = world > 1 and _join_ranks()
+    try:
+        return _run(args, rank, world)
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(args, rank: int, world: int) -> int:
+    """``cmd_run`` on one rank: rank 0 (or the only process) writes the run record, the events and the
+    console; another rank logs to its ``rank-N.log`` in the same run folder."""
     from .console import ConsoleSink
     from .control import CancelToken, CommandInbox, signal_handlers, start_command_reader
     from .events import EventBus, JsonLinesSink
     from .executor import ABORTED, CANCELLED, OK, execute
     from .registry import default_registry
     from .validate import validate
-    from .workspace import EVENTS_FILE, EventLog, RunLock, write_run_record
+    from .workspace import EVENTS_FILE, EventLog, RankLog, RunLock, rank_log_name, write_run_record
 
     registry = default_registry()
     graph = _load(args.graph, registry)
@@ -352,7 +412,8 @@ def cmd_run(args) -> int:
         _err(f"{args.graph}: cannot run, {len(result.errors)} problem(s)")
         _print_problems(result.problems)
         return EXIT_INVALID
-    _print_problems(result.warnings)
+    if rank == 0:
+        _print_problems(result.warnings)
 
     resume = None
     if args.resume:
@@ -364,21 +425,27 @@ def cmd_run(args) -> int:
         except (FileNotFoundError, ValueError) as e:
             _err(f"--resume: {e}")
             return EXIT_INVALID
-        _err(f"resuming from {resume}")
+        if rank == 0:
+            _err(f"resuming from {resume}")
     argv = sys.argv[1:] if sys.argv else []
-    workspace = _workspace(args, graph, resume)
-    with RunLock(workspace).acquire(argv), contextlib.ExitStack() as stack:
-        write_run_record(workspace, graph, result, argv, registry)
+    workspace = _shared_workspace(args, graph, resume, rank, world)
+    if workspace is None:
+        return EXIT_INVALID
+    lock = RunLock(workspace).acquire(argv) if rank == 0 else contextlib.nullcontext()
+    with lock, contextlib.ExitStack() as stack:
         cancel = CancelToken()
         inbox = CommandInbox(cancel)
-        log = stack.enter_context(contextlib.closing(EventLog(workspace / EVENTS_FILE)))
-        bus = EventBus([log])
-        if args.events == "jsonl":
-            stream = stack.enter_context(_event_stream())
-            bus.add(JsonLinesSink(stream))
-            start_command_reader(sys.stdin, inbox, bus)
+        if rank:
+            bus = EventBus([stack.enter_context(contextlib.closing(RankLog(workspace / rank_log_name(rank))))])
         else:
-            bus.add(ConsoleSink(debug=args.debug))
+            write_run_record(workspace, graph, result, argv, registry)
+            bus = EventBus([stack.enter_context(contextlib.closing(EventLog(workspace / EVENTS_FILE)))])
+            if args.events == "jsonl":
+                stream = stack.enter_context(_event_stream())
+                bus.add(JsonLinesSink(stream))
+                start_command_reader(sys.stdin, inbox, bus)
+            else:
+                bus.add(ConsoleSink(debug=args.debug))
         stack.enter_context(signal_handlers(cancel))
         try:
             outcome = execute(result, workspace=workspace, bus=bus, cancel=cancel, inbox=inbox,

@@ -116,6 +116,22 @@ class RunContext:
             self.log(f"copied {' and '.join(notes)} {why}, leaving what the other nodes see unchanged")
         return out
 
+    # -- ranks -----------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        """This process's rank when several train together (torchrun; the CLI joins their process group),
+        else 0."""
+        import sys
+
+        dist = sys.modules.get("torch.distributed")  # torch is not imported for a run that never needs it
+        return dist.get_rank() if dist is not None and dist.is_available() and dist.is_initialized() else 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0 (and without ranks): the process whose files and events count; a node that
+        writes files or makes previews does so only where this is true."""
+        return self.rank == 0
+
     # -- control ---------------------------------------------------------------
     @property
     def cancelled(self) -> bool:

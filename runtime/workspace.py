@@ -196,6 +196,35 @@ class EventLog:
         self.file.close()
 
 
+class RankLog:
+    """Event sink of a rank other than 0 in a run of several processes (torchrun): its log lines, errors
+    and end, as text, to ``rank-N.log`` in the run folder (rank 0 writes the events)."""
+
+    KINDS = ("log", "error", "run_finished")
+
+    def __init__(self, path: Path):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] not in self.KINDS or self.file.closed:
+            return
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.get("t", time.time())))
+        if event["event"] == "run_finished":
+            text = f"run {event.get('status')}"
+        else:
+            where = f"{event['node']}: " if event.get("node") else ""
+            text = f"{event.get('level', 'error')}: {where}{event.get('message', '')}"
+        self.file.write(f"{stamp} {text}\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def rank_log_name(rank: int) -> str:
+    return f"rank-{rank}.log"
+
+
 def write_run_record(workspace: Path, graph: Graph, validation: Validation, argv: list[str],
                      registry=None) -> None:
     """Write ``graph.yaml`` (as run) and ``run.json`` (command line, overrides, versions)."""

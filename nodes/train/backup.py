@@ -38,13 +38,19 @@ from .schedule_free import in_train_mode, inference_weights, is_schedule_free, t
 SCHEDULE_FREE_KEY = "schedule_free"
 
 
-def write_backup(run, reason: str) -> Path:
+def write_backup(run, reason: str) -> Path | None:
     """Write a backup of ``run`` now (call only at an update boundary) and drop the oldest ones
-    beyond ``run.backup_keep``. Returns the backup folder."""
+    beyond ``run.backup_keep``. Returns the backup folder. Under DDP only rank 0 writes (the ranks hold
+    the same weights and optimizer state); the others return None.
+    """
     import torch
 
     from nodes.weights_io import write_safetensors
 
+    from .distributed import is_main
+
+    if not is_main():
+        return None
     ctx, state = run.ctx, run.state
     root = ctx.workspace / BACKUPS_DIR
     final = root / f"step-{state.step:06d}"

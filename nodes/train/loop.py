@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import time
 
 from runtime import Choice, Device, Input, Output, Param, Seed, node
 from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Objective, OptimizerSpec
 
-from . import speed
+from . import distributed, speed
 from .backup import load_backup, report_save_errors, write_backup
 from .hooks import TrainRun, call, ordered
 from .optimizers import effective_lrs
@@ -93,7 +94,8 @@ class TrainLoop:
     Emits progress each step. A stop (Ctrl-C, SIGTERM, the stop command) finishes the current step and
     writes a backup; ``nodetrainer run GRAPH --resume last`` continues from it to the same state. A save
     that fails during training is reported and training goes on; a stop whose backup cannot be written,
-    or a save at the end that fails, fails the run."""
+    or a save at the end that fails, fails the run. Started by ``torchrun --nproc-per-node N``, it trains
+    with DistributedDataParallel on N processes (docs/distributed.md)."""
 
     model = Input(DiffusionModel, doc="the set-up model (e.g. from sd.lora_setup): its trainable weights train")
     batches = Input(BatchSource, doc="batches from the data graph")
@@ -128,14 +130,18 @@ class TrainLoop:
                           "device lacks is an error before training")
     offload_activations = Param(bool, False, doc="keep the activations saved for backward in (pinned) CPU memory: "
                                                  "less GPU memory, slower; nothing on a CPU")
+    distributed = Param(Choice(*distributed.MODES), "auto",
+                        doc="several processes (torchrun): ddp = DistributedDataParallel, gradients averaged over "
+                            "the ranks, hooks on rank 0; auto: ddp when started by torchrun with more than one "
+                            "process; off: each process trains alone")
 
     def run(self, ctx, model, batches, optimizer, schedule, objective, hooks):
         """Set up (device, precision, weights, state), resume, the epoch loop (``Steps``), the end."""
         import torch
 
-        device = resolve_device(self.device)
+        device, ddp = self._device()
         precision = precision_on(ctx, model, device, self.precision)
-        torch.manual_seed(ctx.seed_for(self.seed))  # dropout draws from torch's global generator
+        torch.manual_seed(ctx.seed_for(self.seed, *rank_salt()))  # dropout draws from torch's global generator
         model.prepare_for_training(device, self.gradient_checkpointing)
         fast = speed.Options(ctx, model, device, precision, self)
         params = trainable_weights(model)
@@ -143,15 +149,27 @@ class TrainLoop:
         steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
         total = self.max_steps or self.epochs * steps_per_epoch
         state = self._state(ctx, model, optimizer, schedule, total, device, precision)
-        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective, ordered(hooks))
+        # side effects (samples, saves, backups, EMA, TensorBoard, validation) come from rank 0 alone
+        run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective,
+                       ordered(hooks) if distributed.is_main() else [])
         call(run.hooks, "on_start", run)
         if ctx.resume:
             resume(run)
-        ctx.log(f"training {sum(p.numel() for p in params):,} weights on {device} ({precision}) for {total} "
-                f"steps, {batches_per_epoch} batches per epoch")
+        ctx.log(start_line(params, device, precision, total, batches_per_epoch, ddp))
+        parts = distributed.DDPParts(model, device) if ddp else None
         with fast:
-            stopped = Steps(run, params, precision, self, fast).train()
+            stopped = Steps(run, params, precision, self, fast, parts).train()
         return {"trained": self._finish(run, stopped)}
+
+    def _device(self):
+        """The training device and whether to train with DDP; with DDP the process group is joined and
+        the device is this rank's (``cuda:LOCAL_RANK``)."""
+        device = resolve_device(self.device)
+        ddp = distributed.wanted(self.distributed)
+        if ddp:
+            distributed.init(device.type)
+            device = distributed.local_device(device)
+        return device, ddp
 
     def _state(self, ctx, model, optimizer, schedule, total: int, device, precision: str) -> TrainState:
         """The run's stateful objects: optimizer, LR schedule (default: constant), gradient scaler (on for
@@ -164,7 +182,7 @@ class TrainLoop:
         state.optimizer = speed.build_optimizer(optimizer, model.param_groups(), self.optimizer_kernel)
         state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
         state.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        state.generator = ctx.torch_generator(self.seed)
+        state.generator = ctx.torch_generator(self.seed, *rank_salt())
         return state
 
     def _finish(self, run, stopped: bool):
@@ -178,6 +196,7 @@ class TrainLoop:
         model.progress = {"step": state.step, "epoch": state.epoch}
         n = len(run.save_failures)
         call(run.hooks, "on_end", run, stopped)
+        distributed.barrier()  # the other ranks wait for rank 0's backup and final saves
         final_failed = run.save_failures[n:]
         model.prepare_for_inference()
         if backup_failed:
@@ -249,6 +268,19 @@ class TrainLoop:
         return f"training finished, but {what} failed ({why}); {keep}"
 
 
+def start_line(params: list, device, precision: str, total: int, batches_per_epoch: int, ddp: bool) -> str:
+    """The log line a run starts with: what trains where, for how long."""
+    ranks = f" on {distributed.world_size()} ranks" if ddp else ""
+    return (f"training {sum(p.numel() for p in params):,} weights on {device}{ranks} ({precision}) for {total} "
+            f"steps, {batches_per_epoch} batches per epoch{' per rank' if ddp else ''}")
+
+
+def rank_salt() -> tuple:
+    """Seed salt of this rank: none on rank 0 (a one-process run draws the same), the rank on the others."""
+    r = distributed.rank()
+    return (f"rank{r}",) if r else ()
+
+
 def trainable_weights(model) -> list:
     """The weights the optimizer updates; none is an error (the model skipped its setup node)."""
     params = model.trainable_parameters()
@@ -272,6 +304,8 @@ def resume(run) -> None:
     ctx, state = run.ctx, run.state
     t0 = time.perf_counter()
     meta = load_backup(run, ctx.resume)
+    if distributed.rank():  # a backup holds rank 0's noise generator: the other ranks draw their own
+        state.generator = ctx.torch_generator(state.seed, *rank_salt(), state.step)
     ctx.log(f"resumed from {ctx.resume} at step {state.step} (epoch {state.epoch + 1}, "
             f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}",
             resumed_step=state.step, seconds=round(time.perf_counter() - t0, 3))
@@ -280,9 +314,11 @@ def resume(run) -> None:
 class Steps:
     """The epoch/batch loop of one run: micro-steps, optimizer updates, reports, then hooks and commands.
 
-    What a step needs is bound once here, so a step walks no module attributes."""
+    What a step needs is bound once here, so a step walks no module attributes. With ``parts`` (DDP
+    wrappers, ``distributed.DDPParts``) the micro-steps run through them, the reported loss is the mean
+    over the ranks, a non-finite loss on any rank stops every rank, and so does a stop on any rank."""
 
-    def __init__(self, run, params: list, precision: str, node, fast=None):
+    def __init__(self, run, params: list, precision: str, node, fast=None, parts=None):
         import torch
 
         self.run, self.ctx, self.state, self.hooks = run, run.ctx, run.state, run.hooks
@@ -294,13 +330,14 @@ class Steps:
         self.attention, self.offload, self.eager = fast.step, fast.forward, fast.hooks
         self.isfinite, self.clip = torch.isfinite, torch.nn.utils.clip_grad_norm_
         self.effective_lrs = effective_lrs
+        self.parts, self.mean_over_ranks, self.finite = parts, distributed.mean_over_ranks, math.isfinite
         self.update_loss = 0.0  # the mean loss of the batches of the update in progress
         self.window = collections.deque(maxlen=20)  # the last step times, for it/s
         self.t_step = time.perf_counter()
 
     def train(self) -> bool:
         """Epochs until ``total`` updates are done or a stop is asked for; True when stopped."""
-        stopped = self.ctx.cancelled
+        stopped = self.agree_stop()
         while self.state.step < self.total and not stopped:
             stopped = self.epoch()
         return stopped
@@ -315,18 +352,30 @@ class Steps:
                 continue
             self.report(self.update())
             self.after_update()
-            if self.ctx.cancelled or state.step >= self.total:
-                return self.ctx.cancelled
+            stop = self.agree_stop()
+            if stop or state.step >= self.total:
+                return stop
         state.epoch += 1
         state.epoch_batch = 0
         with self.eager():
             call(self.hooks, "on_epoch_end", self.run)
-        return self.ctx.cancelled
+        return self.agree_stop()
+
+    def agree_stop(self) -> bool:
+        """Whether to stop; with DDP a collective, so a stop on any rank (Ctrl-C, SIGTERM, the stop command
+        on rank 0) stops them all at the same step, and no rank runs ahead of rank 0's hooks."""
+        if self.parts is None:
+            return self.ctx.cancelled
+        stop = distributed.any_rank(self.ctx.cancelled)  # the agreed answer: a flag raised after it waits
+        if stop and not self.ctx.cancelled:
+            self.ctx.cancel.request("stop on another rank")
+        return stop
 
     def micro_step(self, batch) -> None:
         """Forward, backward of the loss's share of the update, both with the chosen attention kernel."""
         state = self.state
-        with self.attention():
+        sync = self.parts.step(state.micro_step + 1 >= self.accum) if self.parts else contextlib.nullcontext()
+        with self.attention(), sync:  # DDP: gradients averaged on the update's last micro-batch only
             loss = self.forward(batch)
             state.scaler.scale(loss / self.accum).backward()
         self.update_loss += loss.item() / self.accum
@@ -337,17 +386,27 @@ class Steps:
         state = self.state
         with self.offload(), self.autocast:
             loss, _metrics = self.objective.loss(self.model, batch, state.generator)
-        if not self.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
-                "training stopped and the backups in the run folder are left as they were; "
-                "lower the learning rate, or train in bf16/fp32 instead of fp16")
+        if self.parts is None and not self.isfinite(loss):
+            self.not_finite(loss.item())
         return loss
+
+    def not_finite(self, loss: float, where: str = ""):
+        state = self.state
+        raise FloatingPointError(
+            f"loss is {loss}{where} at step {state.step + 1} (epoch {state.epoch + 1}); "
+            "training stopped and the backups in the run folder are left as they were; "
+            "lower the learning rate, or train in bf16/fp32 instead of fp16")
 
     def update(self):
         """One optimizer update: unscale, clip, step, scaler update, LR step, zero grad. Returns the
-        gradient norm before clipping."""
+        gradient norm before clipping. With DDP the gradients are the ranks' mean here, so clipping
+        sees the synchronised ones; a non-finite loss on any rank stops all before the step."""
         state = self.state
+        if self.parts is not None:
+            local, self.update_loss = self.update_loss, self.mean_over_ranks(self.update_loss)
+            if not self.finite(self.update_loss):
+                here = not self.finite(local)
+                self.not_finite(local if here else self.update_loss, " on this rank" if here else " on another rank")
         state.scaler.unscale_(state.optimizer)
         grad_norm = self.clip(self.params, self.max_norm)
         state.scaler.step(state.optimizer)
