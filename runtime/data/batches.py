@@ -162,9 +162,12 @@ class BatchSource:
         prep = self._preparer()
         prep.prepare_fields(self._all_fields(), epoch)
         plan = self.plan(epoch, prep)
+        rank, world = self.ranks()
         if not plan:
+            on_ranks = f", {world} ranks (with drop_last a step needs {world} full batches of one bucket)" \
+                if world > 1 else ""
             raise ValueError(f"node {self.node_id!r}: no batches: {self.items} item(s), batch size "
-                             f"{self.batch_size}, drop_last {'on' if self.drop_last else 'off'}")
+                             f"{self.batch_size}, drop_last {'on' if self.drop_last else 'off'}{on_ranks}")
         summary = EpochSummary(epoch, scan_skipped=self.scan_skipped())
         self._summaries[epoch] = summary
         seen: set[int] = set()
@@ -172,7 +175,6 @@ class BatchSource:
         for s in prep.skipped_in(self._space) + list(self._bad.values()):
             self._note(summary, seen, s)  # known-bad items count in every epoch's summary
         work = [[i for i in batch if i not in self._bad] for batch in plan[start:]]
-        rank, world = self.ranks()
         for k, batch in enumerate(self._run(epoch, work)):
             for s in batch.pop("_skipped"):
                 self._note(summary, seen, s)

@@ -174,6 +174,10 @@ def test_rank_and_world_are_checked(data_registry, images, tmp_path):
     source = ran(images, data_registry, tmp_path).out("batches", "batches")
     with pytest.raises(ValueError, match="rank 2 is not in a world of 2"):
         source.for_rank(2, 2)
+    few = ran(images, data_registry, tmp_path, batch_size=4, drop_last=True).out("batches", "batches")
+    assert len(few.for_rank(0, 2)) > 0
+    with pytest.raises(ValueError, match="8 ranks .*a step needs 8 full batches of one bucket"):
+        next(few.for_rank(0, 8).epoch(0))
 
 
 # -- two real processes on gloo ------------------------------------------------------------------------
