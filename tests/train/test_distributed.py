@@ -52,8 +52,8 @@ class Regression:
     run's losses are the same function of the weights; on ``stop_rank`` it raises the stop flag at its
     ``stop_at``-th call (a SIGTERM that reached that rank only)."""
 
-    def __init__(self, ctx=None, stop_rank: int = -1, stop_at: int = 0):
-        self.ctx, self.stop_rank, self.stop_at, self.calls = ctx, stop_rank, stop_at, 0
+    def __init__(self, ctx=None, stop_rank: int = -1, stop_at: int = 0, nan_at: int = 0):
+        self.ctx, self.stop_rank, self.stop_at, self.nan_at, self.calls = ctx, stop_rank, stop_at, nan_at, 0
 
     def loss(self, model, batch, generator):
         from nodes.train import distributed
@@ -62,11 +62,14 @@ class Regression:
         if distributed.rank() == self.stop_rank and self.calls == self.stop_at:
             self.ctx.cancel.request("SIGTERM received")
         pred = model.predict(batch["latent"], batch["latent"].new_zeros(len(batch["latent"])), batch)
-        return ((pred - batch["target"]) ** 2).mean(), {}
+        loss = ((pred - batch["target"]) ** 2).mean()
+        if distributed.rank() == self.stop_rank and self.calls == self.nan_at:
+            loss = loss * float("nan")
+        return loss, {}
 
 
 def train(workspace: Path, micro: int, accum: int, rank: int = 0, world: int = 1, stop_at: int = 0,
-          backups: bool = True) -> dict:
+          backups: bool = True, nan_at: int = 0) -> dict:
     """Train the toy model (its init differs per rank: DDP must broadcast rank 0's) and return what a
     test compares: the weights, the event kinds and the counters."""
     from nodes.train.hook_nodes import Backups
@@ -77,14 +80,14 @@ def train(workspace: Path, micro: int, accum: int, rank: int = 0, world: int = 1
     for p in model.net[0].parameters():
         p.requires_grad_(False)  # only some weights train, as with LoRA
     hooks = [runner.run(Backups, "backups", every=1)["hook"]] if backups else []
-    objective = Regression(runner.ctx("train", "train.loop"), stop_rank=1, stop_at=stop_at)
+    objective = Regression(runner.ctx("train", "train.loop"), stop_rank=1, stop_at=stop_at, nan_at=nan_at)
     inputs = train_inputs(model, Shard(rank, world, micro), lr=1e-2, objective=objective, hooks=hooks)
     mode = "ddp" if world > 1 else "auto"
     try:
         runner.run(TrainLoop, "train", inputs, max_steps=STEPS, gradient_accumulation=accum, max_grad_norm=0.05,
                    device="cpu", distributed=mode)
         status = "ok"
-    except RuntimeError as e:  # a stop without a backup writer on this rank is not a failure here
+    except FloatingPointError as e:
         status = str(e)
     weights = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     return {"weights": weights, "kinds": sorted({e["event"] for e in runner.sink.events}),
@@ -92,7 +95,7 @@ def train(workspace: Path, micro: int, accum: int, rank: int = 0, world: int = 1
             "cancelled": runner.cancel.requested, "status": status, "step": model.progress.get("step")}
 
 
-def _rank_main(rank: int, port: int, out: str, micro: int, accum: int, stop_at: int) -> None:
+def _rank_main(rank: int, port: int, out: str, micro: int, accum: int, stop_at: int, nan_at: int) -> None:
     import os
 
     import torch
@@ -106,13 +109,13 @@ def _rank_main(rank: int, port: int, out: str, micro: int, accum: int, stop_at: 
 
     distributed.init("cpu", timeout_s=30)  # a missing collective fails in seconds, not 30 minutes
     try:
-        result = train(Path(out) / "run", micro, accum, rank, WORLD, stop_at)
+        result = train(Path(out) / "run", micro, accum, rank, WORLD, stop_at, nan_at=nan_at)
         torch.save(result, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def run_ranks(tmp_path: Path, micro: int, accum: int, stop_at: int = 0) -> list[dict]:
+def run_ranks(tmp_path: Path, micro: int, accum: int, stop_at: int = 0, nan_at: int = 0) -> list[dict]:
     import torch
     import torch.multiprocessing as mp
 
@@ -120,7 +123,7 @@ def run_ranks(tmp_path: Path, micro: int, accum: int, stop_at: int = 0) -> list[
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_rank_main, args=(port, str(tmp_path), micro, accum, stop_at), nprocs=WORLD, join=True,
+    mp.start_processes(_rank_main, args=(port, str(tmp_path), micro, accum, stop_at, nan_at), nprocs=WORLD, join=True,
                        start_method="spawn")
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
@@ -167,3 +170,17 @@ def test_a_stop_on_one_rank_stops_both_at_the_same_step(tmp_path):
         torch.testing.assert_close(ranks[1]["weights"][name], w, atol=0, rtol=0)
     meta = json.loads((tmp_path / "run" / "backups" / "step-000002" / "meta.json").read_text())
     assert meta["reason"] == "stopped"
+
+
+def test_a_nan_loss_on_one_rank_stops_both_before_the_update(tmp_path):
+    """A non-finite loss on rank 1 only (its 2nd forward) fails both ranks at step 2 with a message that
+    says where; neither applies that update (they hold the step-1 weights, equal on both)."""
+    import torch
+
+    ranks = run_ranks(tmp_path, micro=2, accum=1, nan_at=2)
+    assert "loss is nan on this rank at step 2" in ranks[1]["status"]
+    assert "on another rank at step 2" in ranks[0]["status"]
+    assert all(torch.isfinite(w).all() for r in ranks for w in r["weights"].values())
+    for name, w in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][name], w, atol=0, rtol=0)
+    assert sorted(p.name for p in (tmp_path / "run" / "backups").iterdir()) == ["step-000001"]
