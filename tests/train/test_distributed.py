@@ -69,13 +69,14 @@ class Regression:
 
 
 def train(workspace: Path, micro: int, accum: int, rank: int = 0, world: int = 1, stop_at: int = 0,
-          backups: bool = True, nan_at: int = 0) -> dict:
+          backups: bool = True, nan_at: int = 0, resume: str = "") -> dict:
     """Train the toy model (its init differs per rank: DDP must broadcast rank 0's) and return what a
     test compares: the weights, the event kinds and the counters."""
     from nodes.train.hook_nodes import Backups
     from nodes.train.loop import TrainLoop
 
     runner = NodeRunner(workspace)
+    runner.resume = Path(resume) if resume else None
     model = make_toy(seed=rank)
     for p in model.net[0].parameters():
         p.requires_grad_(False)  # only some weights train, as with LoRA
@@ -95,7 +96,8 @@ def train(workspace: Path, micro: int, accum: int, rank: int = 0, world: int = 1
             "cancelled": runner.cancel.requested, "status": status, "step": model.progress.get("step")}
 
 
-def _rank_main(rank: int, port: int, out: str, micro: int, accum: int, stop_at: int, nan_at: int) -> None:
+def _rank_main(rank: int, port: int, out: str, micro: int, accum: int, stop_at: int, nan_at: int,
+               resume: str) -> None:
     import os
 
     import torch
@@ -109,23 +111,25 @@ def _rank_main(rank: int, port: int, out: str, micro: int, accum: int, stop_at: 
 
     distributed.init("cpu", timeout_s=30)  # a missing collective fails in seconds, not 30 minutes
     try:
-        result = train(Path(out) / "run", micro, accum, rank, WORLD, stop_at, nan_at=nan_at)
-        torch.save(result, Path(out) / f"rank{rank}.pt")
+        result = train(Path(out) / "run", micro, accum, rank, WORLD, stop_at, nan_at=nan_at, resume=resume)
+        torch.save(result, Path(out) / f"rank{rank}{'-resumed' if resume else ''}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def run_ranks(tmp_path: Path, micro: int, accum: int, stop_at: int = 0, nan_at: int = 0) -> list[dict]:
+def run_ranks(tmp_path: Path, micro: int, accum: int, stop_at: int = 0, nan_at: int = 0,
+              resume: str = "") -> list[dict]:
     import torch
     import torch.multiprocessing as mp
 
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run").mkdir(exist_ok=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_rank_main, args=(port, str(tmp_path), micro, accum, stop_at, nan_at), nprocs=WORLD, join=True,
+    mp.start_processes(_rank_main, args=(port, str(tmp_path), micro, accum, stop_at, nan_at, resume), nprocs=WORLD, join=True,
                        start_method="spawn")
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return [torch.load(tmp_path / f"rank{r}{'-resumed' if resume else ''}.pt", weights_only=True)
+            for r in range(WORLD)]
 
 
 def test_two_ranks_equal_one_process_and_only_rank0_writes(tmp_path):
@@ -158,9 +162,10 @@ def test_accumulation_with_no_sync_equals_the_big_batch(tmp_path):
         torch.testing.assert_close(ranks[1]["weights"][name], w, atol=1e-5, rtol=0)
 
 
-def test_a_stop_on_one_rank_stops_both_at_the_same_step(tmp_path):
+def test_a_stop_on_one_rank_stops_both_and_the_backup_resumes_on_two_ranks(tmp_path):
     """A stop raised on rank 1 only (its 2nd forward) stops both ranks after step 2; rank 0 writes the
-    stop's backup; both hold the same weights."""
+    stop's backup; both hold the same weights. Resumed on 2 ranks, the run ends where an uninterrupted
+    one does (the objective draws no noise)."""
     import torch
 
     ranks = run_ranks(tmp_path, micro=2, accum=1, stop_at=2)
@@ -168,8 +173,14 @@ def test_a_stop_on_one_rank_stops_both_at_the_same_step(tmp_path):
     assert all(r["cancelled"] for r in ranks)
     for name, w in ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[1]["weights"][name], w, atol=0, rtol=0)
-    meta = json.loads((tmp_path / "run" / "backups" / "step-000002" / "meta.json").read_text())
-    assert meta["reason"] == "stopped"
+    backup = tmp_path / "run" / "backups" / "step-000002"
+    assert json.loads((backup / "meta.json").read_text())["reason"] == "stopped"
+    resumed = run_ranks(tmp_path, micro=2, accum=1, resume=str(backup))
+    one = train(tmp_path / "one", micro=4, accum=1, backups=False)
+    assert [r["step"] for r in resumed] == [STEPS, STEPS]
+    for name, w in one["weights"].items():
+        for r in resumed:
+            torch.testing.assert_close(r["weights"][name], w, atol=1e-5, rtol=0)
 
 
 def test_a_nan_loss_on_one_rank_stops_both_before_the_update(tmp_path):
