@@ -252,7 +252,7 @@ class PromptParams:
 
             read_lora_file(self.lora)
         sampler = self.sampler_class(**{name: getattr(self, name) for name in type(self).__node_spec__.params})
-        paths = sampler.sample(ctx, model) if model is not None else []
+        paths = sampler.sample(ctx, model) if model is not None and ctx.is_main else []  # rank 0's previews
         return {"images": [str(p) for p in paths], "sampler": sampler}
 
 

@@ -253,6 +253,6 @@ class SaverNode:
 
     def run(self, ctx, model: _Any = None):
         saver = self.make_saver()
-        if model is not None:
+        if model is not None and ctx.is_main:  # several ranks (torchrun): rank 0 writes the file
             saver.save(ctx, model, step=None)
         return {"saver": saver}

@@ -127,7 +127,9 @@ class ValidationHook(TrainHook):
         with part_modes(run.model), run.inference_weights(), torch.no_grad():
             for part in run.model.parts().values():
                 part.eval()
-            for i, batch in enumerate(self.batches.epoch(0)):
+            # rank 0 alone validates (under torchrun): on every batch, not on its shard of them
+            batches = self.batches.for_rank(0, 1) if hasattr(self.batches, "for_rank") else self.batches
+            for i, batch in enumerate(batches.epoch(0)):
                 if self.max_batches and i >= self.max_batches:
                     break
                 loss, _ = objective.loss(run.model, batch, generator)
