@@ -32,6 +32,7 @@ from runtime.backups import (BACKUPS_DIR, META_FILE, STATE_FILE, WEIGHTS_FILE, D
 from runtime.fileio import atomic_dir, write_target
 from runtime.workspace import GRAPH_FILE
 
+from .distributed import world_size
 from .schedule_free import in_train_mode, inference_weights, is_schedule_free, to_training
 
 #: state.pt key of a schedule-free optimizer's exact training weights (the weights file has the averaged)
@@ -72,7 +73,7 @@ def write_backup(run, reason: str) -> Path | None:
         meta = {"step": state.step, "epoch": state.epoch, "epoch_batch": state.epoch_batch,
                 "total_steps": run.total_steps, "reason": reason, "time": time.time(),
                 "graph": ctx.graph_name, "node": ctx.node_id, "weights": len(weights),
-                "nodetrainer": __version__}
+                "ranks": world_size(), "nodetrainer": __version__}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     for old in list_backups(ctx.workspace)[: -max(1, run.backup_keep)]:
         shutil.rmtree(old, ignore_errors=True)
@@ -95,6 +96,11 @@ def load_backup(run, folder: Path) -> dict:
 
     folder = Path(folder)
     meta = check_backup(folder)
+    ranks, here = int(meta.get("ranks", 1)), world_size()
+    if ranks != here:  # the data position (epoch_batch) counts this rank's share of the batches
+        raise ValueError(f"backup {folder} was written by a run on {ranks} rank(s) and this run has {here}: its "
+                         f"data position is per rank, so resume it on {ranks} (torchrun --nproc-per-node "
+                         f"{ranks}{'' if ranks > 1 else ', or without torchrun'})")
     try:
         saved = load_file(str(folder / WEIGHTS_FILE))
     except Exception as e:

@@ -115,3 +115,17 @@ def test_resume_last_skips_damaged_backups_with_a_warning(real_backup, tmp_path)
 def test_check_backup_passes_a_real_backup(real_backup):
     meta = check_backup(real_backup)
     assert meta["step"] == 2 and meta["graph"] == "test graph"
+
+
+def test_a_backup_of_another_number_of_ranks_is_refused_in_one_line(real_backup, tmp_path):
+    """The data position in a backup counts one rank's share of the batches: a backup written by 2 ranks
+    resumed by one process (or the other way) is refused, naming both counts and the torchrun flag."""
+    assert json.loads((real_backup / "meta.json").read_text())["ranks"] == 1
+    backup = place(real_backup, tmp_path / "runs", "toy-20260101-100000", "toy", 100.0)
+    meta = json.loads((backup / "meta.json").read_text())
+    (backup / "meta.json").write_text(json.dumps({**meta, "ranks": 2}))
+    runner = NodeRunner(tmp_path / "run")
+    runner.resume = backup
+    with pytest.raises(ValueError, match=r"written by a run on 2 rank\(s\) and this run has 1: .*"
+                                         r"resume it on 2 \(torchrun --nproc-per-node 2\)"):
+        runner.run(TrainLoop, "train", train_inputs(make_toy(), ListBatches()), max_steps=4, device="cpu")
