@@ -10,6 +10,12 @@ from __future__ import annotations
 import copy
 
 
+def save_lora(runner, saver, model, name: str, formats: str = "both") -> dict:
+    """Run a family's LoRA saver node (``saver``) on ``model``: its files by format (kohya, diffusers)."""
+    runner.run(saver, f"save_{name}", {"model": model}, name=name, formats=formats, dtype="float32")
+    return {e["format"].split("_")[0]: e["path"] for e in runner.events("saved", f"save_{name}")}
+
+
 def randomise(module, seed: int = 0) -> None:
     """Give every trainable (adapter) tensor of ``module`` seeded random values, so each adapter changes its
     layer (peft starts every kind as a no-op). DoRA magnitudes are scaled around their start."""

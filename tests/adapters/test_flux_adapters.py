@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.adapters.helpers import file_layers, peft_merged, randomise, reference_merge
+from tests.adapters.helpers import file_layers, peft_merged, randomise, reference_merge, save_lora
 from tests.adapters.test_sd_adapters import TOL
 
 #: BFL layer (below a block) -> the diffusers layers (below the block) it holds, in row order
@@ -33,8 +33,7 @@ def _setup(runner, kind, targets="attn-mlp", **extra):
 def _save(runner, model, name, formats="both"):
     from nodes.flux.savers import SaveLora
 
-    runner.run(SaveLora, f"save_{name}", {"model": model}, name=name, formats=formats, dtype="float32")
-    return {e["format"].split("_")[0]: e["path"] for e in runner.events("saved", f"save_{name}")}
+    return save_lora(runner, SaveLora, model, name, formats)
 
 
 def _bfl_groups(config):

@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from tests.adapters.helpers import base_weights, file_layers, peft_merged, randomise, reference_merge
+from tests.adapters.helpers import (base_weights, file_layers, peft_merged, randomise, reference_merge,
+                                    save_lora)
 
 KINDS = {"lora": {}, "dora": {}, "locon": {"conv_rank": 3, "conv_alpha": 1.5}, "loha": {}, "lokr": {},
          "oft": {"oft_block_size": 4}}
@@ -30,8 +31,7 @@ def _setup(runner, kind, node_id=None, **extra):
 def _save(runner, model, name, formats="both"):
     from nodes.sd.savers import SaveLora
 
-    runner.run(SaveLora, f"save_{name}", {"model": model}, name=name, formats=formats, dtype="float32")
-    return {e["format"].split("_")[0]: e["path"] for e in runner.events("saved", f"save_{name}")}
+    return save_lora(runner, SaveLora, model, name, formats)
 
 
 def _kohya_name(part, module):
