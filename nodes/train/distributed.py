@@ -198,6 +198,11 @@ def part_wrapper():
     return _WRAPPER
 
 
+def parallel_parts(mode: str, model, device):
+    """The wrappers ``train.loop`` trains ``model``'s trained parts through for its ``distributed`` mode."""
+    return DDPParts(model, device)
+
+
 class DDPParts:
     """The trained parts of a model bundle, each wrapped in DistributedDataParallel.
 

@@ -156,7 +156,7 @@ class TrainLoop:
         if ctx.resume:
             resume(run)
         ctx.log(start_line(params, device, precision, total, batches_per_epoch, ddp))
-        parts = distributed.DDPParts(model, device) if ddp else None
+        parts = distributed.parallel_parts(self.distributed, model, device) if ddp else None
         with fast:
             stopped = Steps(run, params, precision, self, fast, parts).train()
         return {"trained": self._finish(run, stopped)}
