@@ -21,12 +21,13 @@ epochs too. The batch plan never depends on what was found bad, so batch
 also logged when the epoch ends.
 
 Several ranks (torch.distributed initialised with a world size above 1, or
-``rank``/``world`` passed explicitly): every rank computes the same global plan,
-then groups its batches into steps of ``world`` batches of one bucket (in plan
-order: a step is complete when its bucket's ``world``-th batch comes up) and
-takes batch ``rank`` of each step; see ``split_steps`` for the uneven end.
+``rank``/``world`` passed explicitly): every rank computes the plan one process
+would use at batch size ``world * batch_size`` (same shuffle, same buckets), and
+each of its batches becomes a step: split into ``world`` batches, rank ``r`` takes
+the ``r``-th. A step of N ranks at batch b thus trains on the samples of one
+batch of a single process at batch N*b. See ``split_steps`` for the uneven end.
 ``len(source)`` and ``start`` then count this rank's batches. A disk cache is
-filled once, its missing entries split by rank.
+filled once per folder, its missing entries split by the ranks that see it.
 
 Workers: with ``workers > 0``, batches are built in torch DataLoader worker
 processes (forked, so they see what the epoch barrier prepared: aggregate
@@ -121,8 +122,10 @@ class BatchSource:
         if world is not None and not (int(world) >= 1 and 0 <= int(rank) < int(world)):
             raise ValueError(f"node {node_id!r}: rank {rank} is not in a world of {world}")
         self._ranks = None if world is None else (int(rank), int(world))
-        #: epoch -> (bucket key, batch) of the global plan
-        self._plans: dict[int, list[tuple[_Any, list[int]]]] = {}
+        #: (epoch, batch size) -> (bucket key, batch) of the plan
+        self._plans: dict[tuple[int, int], list[tuple[_Any, list[int]]]] = {}
+        #: epoch -> (generator state after the item shuffle, shuffled items per bucket)
+        self._groups: dict[int, tuple[tuple, dict[_Any, list[int]]]] = {}
         self._summaries: dict[int, EpochSummary] = {}
         self._bad: dict[int, Skipped] = {}
         self._warned: set[str] = set()
@@ -218,15 +221,41 @@ class BatchSource:
         return [step[rank] for step in self.steps(epoch, prep)]
 
     def steps(self, epoch: int, prep: Preparer | None = None) -> list[list[list[int]]]:
-        """The global plan of ``epoch`` as steps: per step, one batch per rank, all of one bucket."""
-        return split_steps(self._keyed_plan(epoch, prep), self.ranks()[1], self.drop_last)
+        """The plan of ``epoch`` as steps: per step, one batch per rank, all of one bucket; the steps are
+        the batches of a single process at batch size ``world * batch_size``, each split over the ranks."""
+        world = self.ranks()[1]
+        return split_steps(self._keyed_plan(epoch, prep, self.batch_size * world), world)
 
     def global_plan(self, epoch: int, prep: Preparer | None = None) -> list[list[int]]:
-        """Sample indices of each batch of ``epoch`` over all ranks (bucket-homogeneous with a bucket)."""
-        return [batch for _, batch in self._keyed_plan(epoch, prep)]
+        """Sample indices of each batch of ``epoch`` as one process batches it (bucket-homogeneous with a
+        bucket)."""
+        return [batch for _, batch in self._keyed_plan(epoch, prep, self.batch_size)]
 
-    def _keyed_plan(self, epoch: int, prep: Preparer | None) -> list[tuple[_Any, list[int]]]:
-        found = self._plans.get(epoch)
+    def _keyed_plan(self, epoch: int, prep: Preparer | None, batch_size: int) -> list[tuple[_Any, list[int]]]:
+        found = self._plans.get((epoch, batch_size))
+        if found is not None:
+            return found
+        state, groups = self._grouped(epoch, prep)
+        batches = []
+        for key, members in groups.items():
+            for k in range(0, len(members), batch_size):
+                chunk = members[k:k + batch_size]
+                if len(chunk) < batch_size and self.drop_last:
+                    continue
+                batches.append((key, chunk))
+        if self.shuffle:
+            rng = _random.Random()
+            rng.setstate(state)  # the generator as the item shuffle left it: one seed orders both
+            rng.shuffle(batches)
+        if len(self._plans) >= 8:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[(epoch, batch_size)] = batches
+        return batches
+
+    def _grouped(self, epoch: int, prep: Preparer | None) -> tuple[tuple, dict[_Any, list[int]]]:
+        """The shuffled items of ``epoch`` grouped by bucket, with the state of the generator after the
+        shuffle (the batch shuffle continues from it)."""
+        found = self._groups.get(epoch)
         if found is not None:
             return found
         n = self.items
@@ -250,20 +279,10 @@ class BatchSource:
                     self._bad.setdefault(i, s)
                     continue
                 groups.setdefault(_hashable(b), []).append(i)
-        bs = self.batch_size
-        batches = []
-        for key, members in groups.items():
-            for k in range(0, len(members), bs):
-                chunk = members[k:k + bs]
-                if len(chunk) < bs and self.drop_last:
-                    continue
-                batches.append((key, chunk))
-        if self.shuffle:
-            rng.shuffle(batches)
-        if len(self._plans) >= 4:
-            self._plans.pop(next(iter(self._plans)))
-        self._plans[epoch] = batches
-        return batches
+        if len(self._groups) >= 4:
+            self._groups.pop(next(iter(self._groups)))
+        self._groups[epoch] = (rng.getstate(), groups)
+        return self._groups[epoch]
 
     def _stand_in(self, epoch: int, pos: int, rank: int, summary: EpochSummary, seen: set[int]) -> dict:
         """A batch for a rank whose batch at step ``pos`` lost every item: readable items of the same
@@ -331,45 +350,46 @@ def process_group() -> tuple[int, int] | None:
     return (dist.get_rank(), world) if world > 1 else None
 
 
-def split_steps(plan: list[tuple[_Any, list[int]]], world: int, drop_last: bool) -> list[list[list[int]]]:
-    """Group ``(bucket, batch)`` pairs of a plan into steps of ``world`` batches of one bucket.
+def split_steps(plan: list[tuple[_Any, list[int]]], world: int) -> list[list[list[int]]]:
+    """Split each ``(bucket, batch)`` of a plan made at batch size ``world * b`` into a step of ``world``
+    batches (rank ``r`` takes the ``r``-th), keeping the plan's order.
 
-    A step is formed when a bucket's ``world``-th pending batch comes up, so the steps keep the
-    plan's shuffled order. The uneven end: each bucket has fewer than ``world`` batches left over.
-    With ``drop_last`` they are left out (up to ``world - 1`` batches per bucket and epoch).
-    Without it their items go into one more step of that bucket (one smaller batch per rank);
-    when they are fewer items than ranks, they join the bucket's last full step and the two are
-    spread over two steps; only a bucket with too few items for that (batch size 1, or fewer
-    batches than ranks) repeats items so that every rank gets one. Batches never exceed the
-    batch size, and each uneven step is moved to the end of the epoch.
+    A full batch gives every rank ``b`` items. The uneven end (``drop_last`` leaves it out of the
+    plan): a bucket's last, smaller batch is spread over the ranks (sizes differ by at
+    most one); when it has fewer items than ranks, it is spread together with another batch of its
+    bucket (the nearest one before it, else after it) over the two batches' steps; only where that
+    is too few items (batch size 1, or fewer than ``2 * world`` in the bucket) are items repeated,
+    so that every rank gets one.
+    Batches never exceed ``b`` items and every step has one bucket.
     """
     if world == 1:
         return [[batch] for _, batch in plan]
-    pending: dict[_Any, list[list[int]]] = {}
-    steps: list[list[list[int]] | None] = []
-    last_full: dict[_Any, int] = {}
-    for key, batch in plan:
-        group = pending.setdefault(key, [])
-        group.append(batch)
-        if len(group) == world:
-            last_full[key] = len(steps)
-            steps.append(group)
-            pending[key] = []
-    tail = []
-    if not drop_last:
-        for key, rest in pending.items():
-            items = [i for b in rest for i in b]
-            if not items:
-                continue
-            full = last_full.get(key)
-            if len(items) < world and full is not None and sum(map(len, steps[full])) + len(items) >= 2 * world:
-                items = [i for b in steps[full] for i in b] + items
-                steps[full] = None
-                both = _spread(items, 2 * world)
-                tail += [both[:world], both[world:]]
-            else:
-                tail.append(_spread(items, world))
-    return [s for s in steps if s is not None] + tail
+    steps: list[list[list[int]] | None] = [None] * len(plan)
+    small = []
+    for k, (key, batch) in enumerate(plan):
+        if len(batch) >= world:
+            steps[k] = _spread(batch, world)
+        else:
+            small.append(k)
+    for k in small:  # at most one per bucket: its last batch
+        batch = plan[k][1]
+        partner = _partner(plan, k)
+        if partner is None or len(plan[partner][1]) + len(batch) < 2 * world:
+            steps[k] = _spread(batch, world)
+            continue
+        first, second = sorted((partner, k))
+        both = _spread(plan[first][1] + plan[second][1], 2 * world)
+        steps[first], steps[second] = both[:world], both[world:]
+    return [s for s in steps if s is not None]
+
+
+def _partner(plan: list[tuple[_Any, list[int]]], k: int) -> int | None:
+    """The nearest other batch of ``plan[k]``'s bucket before ``k``, else after it, else None."""
+    key = plan[k][0]
+    for j in list(range(k - 1, -1, -1)) + list(range(k + 1, len(plan))):
+        if plan[j][0] == key:
+            return j
+    return None
 
 
 def _spread(items: list[int], world: int) -> list[list[int]]:

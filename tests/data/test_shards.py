@@ -123,12 +123,24 @@ def test_drop_last_gives_full_batches_and_drops_only_uneven_ends(data_registry, 
 
 
 def test_uneven_end_spreads_the_leftovers_of_each_bucket():
-    plan = [("a", [0, 1]), ("b", [2, 3]), ("a", [4, 5]), ("a", [6]), ("c", [7])]
-    # a's leftover (one item) joins a's full step, spread over two steps; c has no full step: repeated
-    assert split_steps(plan, 2, drop_last=False) == [[[0, 1], [4]], [[5], [6]], [[2], [3]], [[7], [7]]]
-    assert split_steps(plan, 2, drop_last=True) == [[[0, 1], [4, 5]]]
-    assert split_steps(plan, 3, drop_last=False) == [[[0, 1], [4, 5], [6]], [[2], [3], [2]], [[7], [7], [7]]]
-    assert split_steps(plan, 1, drop_last=False) == [[b] for _, b in plan]
+    # a plan at batch size world * 2: each batch is one step, split over the ranks in the plan's order
+    plan = [("a", [0, 1, 2, 3]), ("b", [4, 5, 6]), ("a", [7]), ("c", [8])]
+    # b's 3 items spread; a's 1 item joins a's full batch over their two steps; c has no partner: repeated
+    assert split_steps(plan, 2) == [[[0, 1], [2]], [[4, 5], [6]], [[3], [7]], [[8], [8]]]
+    # a small batch before its bucket's full one: spread together over both steps, in the plan's order
+    assert split_steps([("a", [0]), ("a", [1, 2, 3, 4, 5, 6])], 3) == [[[0, 1], [2], [3]], [[4], [5], [6]]]
+    assert split_steps(plan, 1) == [[b] for _, b in plan]
+
+
+def _chunked(rng, world, bs, counts):
+    """A shuffled plan as a single process at batch size ``world * bs`` makes it."""
+    plan, k = [], 0
+    for key, count in counts.items():
+        items = list(range(k, k + count))
+        k += count
+        plan += [(key, items[j:j + world * bs]) for j in range(0, count, world * bs)]
+    rng.shuffle(plan)
+    return plan, k
 
 
 def test_split_steps_keeps_its_promises_on_random_plans():
@@ -137,27 +149,44 @@ def test_split_steps_keeps_its_promises_on_random_plans():
     rng = random.Random(5)
     for _ in range(300):
         world, bs = rng.randint(2, 4), rng.randint(1, 3)
-        counts = {key: rng.randint(1, 12) for key in "abcd"[:rng.randint(1, 4)]}
-        plan, k = [], 0
-        for key, count in counts.items():
-            items = list(range(k, k + count))
-            k += count
-            plan += [(key, items[j:j + bs]) for j in range(0, count, bs)]
-        rng.shuffle(plan)
+        counts = {key: rng.randint(1, 14) for key in "abcd"[:rng.randint(1, 4)]}
+        plan, k = _chunked(rng, world, bs, counts)
         key_of = {i: key for key, b in plan for i in b}
-        steps = split_steps(plan, world, drop_last=False)
+        steps = split_steps(plan, world)
+        assert len(steps) == len(plan), "a step per batch of the plan"
         flat = [i for step in steps for b in step for i in b]
         assert sorted(set(flat)) == list(range(k))
-        for step in steps:
+        for (key, batch), step in zip(plan, steps):
             assert len(step) == world and all(1 <= len(b) <= bs for b in step)
-            assert len({key_of[i] for b in step for i in b}) == 1
+            assert {key_of[i] for b in step for i in b} == {key}, "a step mixes buckets or leaves the plan's order"
         for key, count in counts.items():
             repeats = sum(1 for i in flat if key_of[i] == key) - count
-            # only a bucket with fewer items than two steps need, at batch size 1 or below world batches
-            assert repeats == 0 or bs == 1 or -(-count // bs) < world, (world, bs, counts, steps)
+            # only at batch size 1, or in a bucket with fewer items than two steps need
+            assert repeats == 0 or bs == 1 or count < 2 * world, (world, bs, counts, steps)
             assert repeats < world
-        dropped = split_steps(plan, world, drop_last=True)
-        assert all(b in [p for _, p in plan] for step in dropped for b in step)
+        # every step holds its batch's items, but the two that each small batch is spread over
+        differ = [j for j, (_, b) in enumerate(plan) if sorted(i for r in steps[j] for i in r) != sorted(b)]
+        small = [j for j, (_, b) in enumerate(plan) if len(b) < world]
+        assert len(differ) <= 2 * len(small), (plan, steps)
+
+
+@pytest.mark.parametrize("world, batch_size", [(2, 2), (3, 2), (2, 3)])
+def test_n_ranks_train_each_step_on_the_batch_of_one_process_at_n_times_the_batch(
+        data_registry, images, tmp_path, world, batch_size):
+    """N ranks x batch b: the union of a step's batches is the single-process batch at batch N*b (same
+    shuffle, same buckets), but for the two steps a bucket's few leftover items are spread over."""
+    many = ran(images, data_registry, tmp_path, batch_size=batch_size).out("batches", "batches")
+    one = ran(images, data_registry, tmp_path, batch_size=world * batch_size).out("batches", "batches")
+    for epoch in range(2):
+        single = one.global_plan(epoch)
+        parts = shards(many, world, epoch)
+        assert all(len(p) == len(single) for p in parts)
+        unions = [sorted(i for b in step for i in b) for step in zip(*parts)]
+        differ = [k for k, (u, b) in enumerate(zip(unions, single)) if u != sorted(b)]
+        small = [k for k, b in enumerate(single) if len(b) < world]
+        assert len(differ) == 2 * len(small) and set(small) <= set(differ), (differ, small)
+        assert sorted(i for k in differ for i in unions[k]) == sorted(i for k in differ for i in single[k])
+        assert len(differ) < len(single) - 2, "too few steps compared"
 
 
 def test_a_rank_whose_batch_is_unreadable_still_gets_one(data_registry, images, tmp_path):
