@@ -19,6 +19,7 @@ from runtime import Choice, Output, Param, node
 from runtime.port_types import FlowMatchingModel, Objective
 
 from .losses import LossParams, LossTerms
+from .sample_draws import DrawParams, draw
 from .timesteps import Shape, sample_fractions, shift_fractions
 
 NODE = "train.flow_matching_objective"
@@ -41,6 +42,13 @@ def sample_sigmas(scheme: str, n: int, generator, logit_mean: float = 0.0, logit
     descending schedule, which would invert the logit-normal mean); cosmap (SD3's
     ``1 - 1/(tan(pi u / 2) + 1)``) and sigmoid (kohya's ``sigmoid(scale * N(0, 1))``) are not there;
     inverted_parabola and beta are OneTrainer's, shaped by ``shape`` (nodes.train.timesteps)."""
+    return draw(generator, n, lambda k, g: _sigmas(scheme, k, g, logit_mean, logit_std, mode_scale,
+                                                   sigmoid_scale, shape))
+
+
+def _sigmas(scheme: str, n: int, generator, logit_mean: float, logit_std: float, mode_scale: float,
+            sigmoid_scale: float, shape: Shape | None):
+    """``sample_sigmas`` with one ``torch.Generator``."""
     import torch
     from diffusers.training_utils import compute_density_for_timestep_sampling
 
@@ -172,6 +180,7 @@ class FlowMatchingObjective(LossTerms):
 
         check_flow(model, NODE)
         x0 = model.latents(batch).float()
+        generator = self.generator_for(batch, x0.shape[0], generator)
         noise = sample_noise(x0, self.offset_noise, generator)
         sigmas, shift = self.sigmas(model, x0, generator)
         sigmas = sigmas.to(x0.device)
@@ -189,7 +198,7 @@ class FlowMatchingObjective(LossTerms):
 
 
 @node(NODE, title="Flow-matching objective", category="Training")
-class FlowMatchingObjectiveNode(LossParams):
+class FlowMatchingObjectiveNode(LossParams, DrawParams):
     """Flow-matching (rectified-flow) objective for velocity-predicting models (Flux, SD3 and later):
     ``x_t = (1 - sigma) * x0 + sigma * noise``, target ``noise - x0``; sigma = 1 is pure noise.
 
@@ -206,7 +215,8 @@ class FlowMatchingObjectiveNode(LossParams):
     linearly into [min_sigma, max_sigma]. Loss weights (diffusers' names): sigma_sqrt is sigma^-2,
     cosmap 2 / (pi (1 - 2 sigma + 2 sigma^2)). The loss (MSE, L1, Huber, log-cosh or a mix), masked
     training and prior preservation (batch fields 'mask' and 'role') are the DDPM objective's; per-sample
-    ``loss_weight`` fields are applied. See docs/objectives.md."""
+    ``loss_weight`` fields are applied. ``draws: per_sample`` draws each item's noise and sigma from its
+    own (seed, epoch, index), so results do not depend on the number of GPUs. See docs/objectives.md."""
 
     objective = Output(Objective, serves=FlowMatchingModel, doc="the objective for train.loop")
     sampling = Param(Choice(*SAMPLINGS), "logit_normal",
@@ -265,4 +275,4 @@ class FlowMatchingObjectiveNode(LossParams):
             offset_noise=self.offset_noise, min_sigma=self.min_sigma, max_sigma=self.max_sigma,
             shape=Shape(parabola_curvature=self.parabola_curvature, center=self.distribution_center,
                         beta_alpha=self.beta_alpha, beta_beta=self.beta_beta),
-            **self.loss_settings())}
+            **self.loss_settings(), **self.draw_settings(ctx))}

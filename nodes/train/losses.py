@@ -15,6 +15,8 @@ from typing import Any as _Any, Callable
 
 from runtime import Choice, Param
 
+from .sample_draws import DRAWS, SampleDraws, draw, item_seeds
+
 LOSS_WEIGHT = "loss_weight"
 MASK = "mask"
 ROLE = "role"
@@ -117,8 +119,19 @@ class LossTerms:
     unmasked_weight: float = 0.1
     normalize_masked_area: bool = False
     prior_loss_weight: float = 1.0
+    draws: str = "per_batch"  #: per_batch: the loop's generator; per_sample: one per item (sample_draws.py)
+    draw_seed: int = 0  #: per_sample: the seed mixed with the node id, then with each item's epoch and index
 
     node_name = "the objective"
+
+    def generator_for(self, batch: dict, n: int, generator):
+        """Where this batch's draws come from: ``generator`` (per_batch), or a ``SampleDraws`` with one
+        generator per item seeded by (``draw_seed``, the batch's ``_epoch``, the item's ``_index``)."""
+        if self.draws == "per_batch":
+            return generator
+        if self.draws != "per_sample":
+            raise ValueError(f"{self.node_name}: unknown draws {self.draws!r} (one of {', '.join(DRAWS)})")
+        return SampleDraws(item_seeds(batch, self.draw_seed, n, self.node_name))
 
     def strengths(self) -> dict:
         return {k: getattr(self, k) for k in STRENGTHS}
@@ -144,7 +157,7 @@ class LossTerms:
             return None
         w = latent_mask(batch[MASK], shape, self.node_name).clamp(min=self.unmasked_weight)
         if self.unmasked_probability > 0:
-            whole = torch.rand(shape[0], generator=generator) < self.unmasked_probability
+            whole = draw(generator, shape[0], lambda n, g: torch.rand(n, generator=g)) < self.unmasked_probability
             w[whole] = 1.0
         return w
 

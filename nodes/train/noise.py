@@ -1,24 +1,28 @@
 """Training noise for the DDPM objective: Gaussian noise, plain and generalized offset noise, input
 perturbation, and the zero-terminal-SNR copy of a model's schedule. Every draw comes from the
-generator passed in, on the CPU (then moved), so a seed gives the same noise on any device.
-No torch import at module level.
+generator passed in (a ``torch.Generator``, or ``SampleDraws``: one per sample), on the CPU (then
+moved), so a seed gives the same noise on any device. No torch import at module level.
 """
 
 from __future__ import annotations
+
+from .sample_draws import draw
 
 
 def gaussian(x0, generator):
     """N(0, 1) noise shaped like ``x0`` (float32, CPU)."""
     import torch
 
-    return torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    rest = tuple(x0.shape[1:])
+    return draw(generator, x0.shape[0], lambda n, g: torch.randn((n,) + rest, generator=g, dtype=torch.float32))
 
 
 def channel_offset(x0, generator):
     """One N(0, 1) value per (sample, channel), broadcastable over ``x0``'s other dims (float32, CPU)."""
     import torch
 
-    return torch.randn((x0.shape[0], x0.shape[1]) + (1,) * (x0.ndim - 2), generator=generator)
+    rest = (x0.shape[1],) + (1,) * (x0.ndim - 2)
+    return draw(generator, x0.shape[0], lambda n, g: torch.randn((n,) + rest, generator=g))
 
 
 def offset_psi(alphas_cumprod):

@@ -9,6 +9,8 @@ the editor, a model of a kind this objective does not train.
 One batch: noise (plus offset noise, plain or generalized), timesteps (distribution, shift, range),
 ``noisy = add_noise(x0, noise + perturbation, t)``, target ``noise`` or the velocity, the loss
 (nodes/train/losses.py: kind, mask, roles), then the timestep weighting and the per-item weights.
+Every draw comes from the loop's generator, or with ``draws: per_sample`` from each item's own
+(nodes/train/sample_draws.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from runtime.port_types import DDPMModel, Objective
 
 from . import noise as noise_mod
 from .losses import LossParams, LossTerms
+from .sample_draws import DrawParams, draw
 from .timesteps import DISTRIBUTIONS, Shape, sample_fractions, shift_fractions, to_timesteps
 
 NODE = "train.diffusion_objective"
@@ -113,7 +116,7 @@ class DiffusionObjective(LossTerms):
         if lo >= hi:
             raise ValueError(f"timestep range [{lo}, {hi}) is empty (the schedule has {total} timesteps)")
         if self.timestep_distribution == "uniform" and self.timestep_shift == 1.0:
-            return torch.randint(lo, hi, (n,), generator=generator).to(device)
+            return draw(generator, n, lambda k, g: torch.randint(lo, hi, (k,), generator=g)).to(device)
         u = sample_fractions(self.timestep_distribution, n, generator, self.shape)
         if self.timestep_shift != 1.0:
             u = shift_fractions(u, self.timestep_shift)
@@ -151,6 +154,7 @@ class DiffusionObjective(LossTerms):
         if pred_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction type {pred_type!r} is not supported by this objective")
         scheduler = self.schedule(model, pred_type)
+        generator = self.generator_for(batch, x0.shape[0], generator)
         noise, t = self.noise_and_timesteps(x0, scheduler, generator)
         noised = noise
         if self.input_perturbation > 0:  # the input only; the target stays the unperturbed noise
@@ -170,12 +174,13 @@ class DiffusionObjective(LossTerms):
 
 
 @node("train.diffusion_objective", title="Diffusion objective", category="Training")
-class DiffusionObjectiveNode(LossParams):
+class DiffusionObjectiveNode(LossParams, DrawParams):
     """Denoising objective for epsilon- or v-prediction models: noise (offset noise, generalized offset
     noise, input perturbation), zero-terminal-SNR rescaling, the timestep distribution, shift and range,
     the loss (MSE, L1, Huber, log-cosh or a mix), timestep weighting (min-SNR-gamma, debiased estimation,
     P2), masked training and prior preservation (batch fields 'mask' and 'role'). Per-sample
-    ``loss_weight`` fields are applied. See docs/objectives.md."""
+    ``loss_weight`` fields are applied. ``draws: per_sample`` draws each item's noise and timestep from
+    its own (seed, epoch, index), so results do not depend on the number of GPUs. See docs/objectives.md."""
 
     objective = Output(Objective, serves=DDPMModel, doc="the objective for train.loop")
     prediction = Param(Choice("model", "epsilon", "v_prediction"), "model",
@@ -252,4 +257,4 @@ class DiffusionObjectiveNode(LossParams):
             generalized_offset_noise=self.generalized_offset_noise, input_perturbation=self.input_perturbation,
             zero_terminal_snr=self.zero_terminal_snr, timestep_distribution=self.timestep_distribution,
             shape=shape, timestep_shift=self.timestep_shift, loss_weighting=self.loss_weighting,
-            p2_gamma=self.p2_gamma, p2_k=self.p2_k, **self.loss_settings())}
+            p2_gamma=self.p2_gamma, p2_k=self.p2_k, **self.loss_settings(), **self.draw_settings(ctx))}

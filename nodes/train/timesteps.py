@@ -1,15 +1,18 @@
 """Timestep distributions (OneTrainer's set), the timestep shift and the map to DDPM timesteps.
 
 A distribution draws a noise fraction u in [0, 1] per sample (1 = the most noise) from the
-generator it is given; ``shift_fractions`` shifts it, ``to_timesteps`` maps it into a timestep range.
-Every draw is the exact transform of a seeded uniform or normal draw (beta: numpy's beta sampler
-seeded from the generator). No torch import at module level.
+generator it is given (a ``torch.Generator``, or ``SampleDraws``: one per sample); ``shift_fractions``
+shifts it, ``to_timesteps`` maps it into a timestep range. Every draw is the exact transform of a
+seeded uniform or normal draw (beta: numpy's beta sampler seeded from the generator). No torch import
+at module level.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from .sample_draws import draw
 
 DISTRIBUTIONS = ("uniform", "sigmoid", "logit_normal", "heavy_tail", "cos_map", "inverted_parabola", "beta")
 
@@ -85,6 +88,11 @@ def sample_fractions(distribution: str, n: int, generator, shape: Shape = Shape(
     - inverted_parabola: density proportional to max(2 - w (x - center)^2, 0) (w = 8, center 0.5: 6x(1-x))
     - beta: Beta(alpha, beta)
     """
+    return draw(generator, n, lambda k, g: _fractions(distribution, k, g, shape))
+
+
+def _fractions(distribution: str, n: int, generator, shape: Shape):
+    """``sample_fractions`` with one ``torch.Generator``."""
     import torch
 
     if distribution == "logit_normal":
