@@ -7,12 +7,17 @@ above a cache are frozen at that variation). Entries are content-addressed
 file simply misses and is recomputed, and stale entries are never served.
 
 Several ranks (``Preparer.group`` set: every rank of a torch.distributed process
-group prepares together): a store that all ranks share (``shared = True``: the
-disk store, on one machine or a shared filesystem) is filled once. The ranks
-exchange what each finds missing, rank ``r`` computes every ``world``-th entry of
-the union from ``r``, then they exchange the items found bad; that exchange is
-also the barrier after which every rank reads. A RAM store is per process, so
-each rank fills its own.
+group prepares together): a disk store is filled once per folder. The ranks find
+out which of them see the same folder (each leaves a probe file there and looks
+for the others': one machine, or several on a shared filesystem; a machine with a
+folder of its own fills it alone), exchange what each finds missing, and the ranks
+of one folder split the union of their missing entries; then they exchange the
+items found bad, which is also the barrier after which every rank reads. A RAM
+store is per process, so each rank fills its own. Under a process group the fill
+goes in rounds of a few items per rank, each ended by a collective that asks
+whether any rank was told to stop: a stop on any rank stops all of them within a
+round (``Cancelled``), and what was written stays whole (files are renamed into
+place).
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any as _Any
 
+from ..errors import Cancelled
 from .engine import Eval, Preparer, Skipped, Stage, _Outputs, upstream_stages
 from .item import DataStageError, SkipItem
 from .keys import ItemKeyer
 
 MISSING = object()
+#: items each rank computes between two checks for a stop on any rank (a collective), at least
+ROUND_ITEMS = 8
 
 
 class RamStore:
@@ -64,7 +72,7 @@ class DiskStore:
     open (Windows) leaves that equal entry in place.
     """
 
-    #: one folder for every rank (on several machines: a shared filesystem)
+    #: a folder that other ranks may see too (the ranks find out which: on one machine all of them)
     shared = True
 
     def __init__(self, folder: str | os.PathLike):
@@ -245,12 +253,16 @@ class CacheEngine(Stage):
                 todo.append((i, miss))
         failed = self._failed.setdefault(tag, {})
         self.stats = {"hits": n - len(todo), "computed": 0, "failed": 0}
-        group = prep.group if getattr(store, "shared", False) else None
-        if group is not None:
-            todo = _share_of(_gathered(todo), *group)
-        if todo:
-            self._fill(todo, keys, Eval(v, prep.seed, True), prep, failed)
-        if group is not None:
+        group = prep.group
+        shared = group is not None and getattr(store, "shared", False)
+        if shared:
+            todos = _gathered(todo)
+            if any(todos):
+                sharers = _sharers(store.folder, *group)
+                todo = _share_of([todos[r] for r in sharers], sharers.index(group[0]), len(sharers))
+        if todo or group is not None:
+            self._fill(todo, keys, Eval(v, prep.seed, True), prep, failed, group is not None)
+        if shared:
             for found in _gathered(sorted(failed.items())):
                 failed.update(found)
         self._ready.add(tag)
@@ -259,7 +271,9 @@ class CacheEngine(Stage):
             self.ctx.log(f"cache ready for epoch {epoch} (variation {v}): {s['hits']} of {n} item(s) found, "
                          f"{s['computed']} computed, {s['failed']} skipped", epoch=epoch, variation=v, **s)
 
-    def _fill(self, todo, keys, ev: Eval, prep: Preparer, failed: dict) -> None:
+    def _fill(self, todo, keys, ev: Eval, prep: Preparer, failed: dict, ranks: bool = False) -> None:
+        """Compute and store ``todo``; with ``ranks`` (a process group) in rounds that every rank runs,
+        each ending in the question whether any rank was told to stop."""
         store = self.store
 
         def one(job):
@@ -274,23 +288,38 @@ class CacheEngine(Stage):
 
         threads = prep.workers if self._parallel() else 0
         ctx = self.ctx
-        total, done, last = len(todo), 0, 0.0
-        pool = ThreadPoolExecutor(threads) if threads > 1 and total > 1 else None
+        done, last = 0, 0.0
+        pool = ThreadPoolExecutor(threads) if threads > 1 and len(todo) > 1 else None
+        size = max(ROUND_ITEMS, 2 * threads)
+        parts = [todo[k:k + size] for k in range(0, len(todo), size)]
+        if ranks:
+            parts += [[]] * (max(_gathered(len(parts))) - len(parts))  # every rank takes part in every round
         try:
-            results = pool.map(one, todo) if pool else map(one, todo)
-            for i, err in results:
-                done += 1
-                if err is None:
-                    self.stats["computed"] += 1
-                else:
-                    self.stats["failed"] += 1
-                    failed[i] = prep.skip(self.node_id, ev, i, err, self)
-                if ctx is not None:
-                    ctx.check_cancelled()
-                    now = time.monotonic()
-                    if now - last > 0.5 or done == total:
-                        last = now
-                        ctx.progress(done, total, phase="cache")
+            for part in parts:
+                results = pool.map(one, part) if pool and len(part) > 1 else map(one, part)
+                stop = False
+                for i, err in results:
+                    done += 1
+                    if err is None:
+                        self.stats["computed"] += 1
+                    else:
+                        self.stats["failed"] += 1
+                        failed[i] = prep.skip(self.node_id, ev, i, err, self)
+                    if ctx is not None:
+                        if ctx.cancelled:
+                            if not ranks:
+                                ctx.check_cancelled()
+                            stop = True
+                            break
+                        now = time.monotonic()
+                        if now - last > 0.5 or done == len(todo):
+                            last = now
+                            ctx.progress(done, len(todo), phase="cache")
+                if ranks and _stop_on_any_rank(stop or (ctx is not None and ctx.cancelled)):
+                    if ctx is not None:
+                        ctx.check_cancelled()
+                        ctx.cancel.request("stop on another rank")
+                    raise Cancelled("stop on another rank")
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -306,6 +335,42 @@ def _gathered(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def _stop_on_any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any rank (a collective)."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _sharers(folder: str, rank: int, world: int) -> list[int]:
+    """The ranks that see the same cache folder as ``rank`` (it among them, in order; a collective).
+    Each rank leaves a probe file in its folder and looks for the others'; ranks that see each other
+    (either way: a shared filesystem may be slow to show a new file) share, and so do their sharers."""
+    os.makedirs(folder, exist_ok=True)
+    name = f".ranks-probe-{secrets.token_hex(8)}"
+    probe = os.path.join(folder, name)
+    with open(probe, "wb"):
+        pass
+    try:
+        names = _gathered(name)  # after it, every rank's probe is written
+        views = _gathered([r for r, other in enumerate(names) if os.path.exists(os.path.join(folder, other))])
+    finally:  # every rank has looked: the second exchange is the barrier
+        os.unlink(probe)
+    linked = [set(v) for v in views]
+    for r, seen in enumerate(views):
+        for other in seen:
+            linked[other].add(r)
+    group, stack = {rank}, [rank]
+    while stack:
+        for other in linked[stack.pop()] - group:
+            group.add(other)
+            stack.append(other)
+    return sorted(group)
 
 
 def _share_of(todos: list, rank: int, world: int) -> list:
