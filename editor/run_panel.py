@@ -9,7 +9,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from runtime.errors import clip
 
-from .run_process import RunProcess
+from .run_process import CPU_PROCESSES, DeviceCount, RunProcess, run_command, shown_command
 from .run_state import BUTTON_COMMANDS, RunState, command_tooltip, log_line
 from .run_widgets import LogView, LossChart, SampleGallery
 
@@ -64,12 +64,20 @@ class RunPanel(QtWidgets.QWidget):
         self.sample_button.clicked.connect(lambda: self.send("sample"))
         self.save_button.clicked.connect(lambda: self.send("save"))
         self.backup_button.clicked.connect(lambda: self.send("backup"))
+        self.processes = QtWidgets.QSpinBox()
+        self.processes.setRange(1, CPU_PROCESSES)  # until the GPUs are counted (when the panel is first shown)
+        self.processes.setValue(1)
+        self.processes.setPrefix("GPUs ")
+        self.processes.setToolTip("Processes to train on (counting this machine's GPUs\u2026)")
         self.progress = QtWidgets.QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
         self.progress.setFormat("idle")
         self.title = QtWidgets.QLabel("")  # the graph whose run this is
+        self.ranks_label = QtWidgets.QLabel("")  # "rank 0 of N" on several processes
+        self.ranks_label.setStyleSheet("color: #8fb8e8")
+        self.ranks_label.hide()
         self.label = QtWidgets.QLabel("")
         self.label.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         self.warnings_label = QtWidgets.QLabel("")
@@ -83,9 +91,12 @@ class RunPanel(QtWidgets.QWidget):
         for b in (self.run_button, self.resume_button, self.stop_button, self.sample_button, self.save_button,
                   self.backup_button):
             bar.addWidget(b)
+            if b is self.run_button:
+                bar.addWidget(self.processes)
         bar.addWidget(self.progress, 1)
         status = QtWidgets.QHBoxLayout()
         status.addWidget(self.title)
+        status.addWidget(self.ranks_label)
         status.addWidget(self.label, 1)
 
         self.chart = LossChart()
@@ -115,6 +126,26 @@ class RunPanel(QtWidgets.QWidget):
         self._chart_timer.setSingleShot(True)
         self._chart_timer.setInterval(100)
         self._chart_timer.timeout.connect(lambda: self.chart.set_data(self.state.losses, self.state.smoothed))
+        self.devices = DeviceCount.shared()
+        self.devices.counted.connect(self._set_devices)
+        if self.devices.value is not None:
+            self._set_devices(self.devices.value)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:
+        super().showEvent(event)
+        self.devices.start()  # once per editor, in a child process: the editor does not import torch
+
+    def _set_devices(self, gpus: int) -> None:
+        """The GPUs are counted: one process per GPU, or up to ``CPU_PROCESSES`` on the CPU."""
+        self.processes.setMaximum(gpus or CPU_PROCESSES)
+        if gpus:
+            self.processes.setPrefix("GPUs ")
+            self.processes.setToolTip(f"GPUs to train on ({gpus} on this machine): one process per GPU; more "
+                                      "than 1 starts the run through torchrun (DistributedDataParallel)")
+        else:
+            self.processes.setPrefix("processes ")
+            self.processes.setToolTip(f"No CUDA GPU here: up to {CPU_PROCESSES} processes train on the CPU over "
+                                      "gloo, through torchrun. Slow; for trying a several-GPU run out")
 
     @property
     def running(self) -> bool:
@@ -122,6 +153,7 @@ class RunPanel(QtWidgets.QWidget):
 
     def _set_running(self, running: bool) -> None:
         self.run_button.setEnabled(not running)
+        self.processes.setEnabled(not running)
         self.stop_button.setEnabled(running)
         if running:
             self.resume_button.setEnabled(False)
@@ -153,6 +185,7 @@ class RunPanel(QtWidgets.QWidget):
         self.log.clear()
         self.warnings_label.clear()
         self.warnings_label.hide()
+        self._show_ranks(1)
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setFormat("idle")
@@ -169,10 +202,39 @@ class RunPanel(QtWidgets.QWidget):
         self.progress.setRange(0, 0)  # busy until the first progress event
         self.progress.setFormat("starting\u2026")
         self.label.setText(("resuming " if resume else "running ") + graph_file.name)
-        self._append(f"$ nodetrainer run {graph_file} --events jsonl --runs-dir {runs_dir}"
-                     + (f" --resume {resume}" if resume else ""))
+        n = self._process_count()
+        self._show_ranks(n)
+        self._append("$ " + shown_command(run_command(graph_file, runs_dir, resume=resume, processes=n)))
         self._set_running(True)
-        self.process.start(graph_file, runs_dir, resume=resume)
+        if n > 1:
+            self.process.start(graph_file, runs_dir, resume=resume, processes=n)
+        else:
+            self.process.start(graph_file, runs_dir, resume=resume)
+
+    def _process_count(self) -> int:
+        """The processes asked for, at most what the machine has (the GPUs may not have been counted yet)."""
+        n = self.processes.value()
+        if n > 1:
+            limit = self.devices.wait() or CPU_PROCESSES
+            if n > limit:
+                self._append(f"only {limit} GPU(s) here: running on {limit} process(es)")
+                n = limit
+                self.processes.setValue(n)
+        return n
+
+    def _show_ranks(self, n: int) -> None:
+        self.ranks_label.setVisible(n > 1)
+        self.ranks_label.setText(f"\u00b7 rank 0 of {n}" if n > 1 else "")
+        self.ranks_label.setToolTip(f"{n} processes (torchrun): the progress, loss, samples and log are rank 0's; "
+                                    "ranks 1.. log to rank-N.log in the run folder" if n > 1 else "")
+
+    def _ranks_finished(self, code: int, status: str) -> None:
+        """Lines that explain the end of a torchrun run: where the other ranks logged, and torchrun's own
+        failure report of a stopped run (its ranks exit with 130, which torchrun counts as failed)."""
+        if status == "cancelled" and code not in (0, 130):
+            self._append("(torchrun reports the stopped ranks' exit code 130 as a failure: the run was stopped)")
+        if status != "ok" and self.state.workspace:
+            self._append(f"the other ranks' logs: {self.state.workspace}/rank-N.log")
 
     def send(self, command: str) -> None:
         if self.process.send(command):
@@ -257,6 +319,8 @@ class RunPanel(QtWidgets.QWidget):
             text += f"  \u00b7  {self.state.workspace}"
         self.label.setText(text)
         self._append(f"process exited with code {code}")
+        if self.process.processes > 1:
+            self._ranks_finished(code, status)
         self._set_running(False)
         for path in self.cleanup:
             try:

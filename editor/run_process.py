@@ -3,12 +3,19 @@
 The editor never runs nodes itself. Events arrive as JSON lines on the
 child's stdout and are re-emitted as dicts; commands go to its stdin as JSON
 lines. Everything is asynchronous (QProcess), so the window stays responsive.
+
+On several processes the child is torchrun (``python -m torch.distributed.run``), which starts one
+``runtime run`` per rank. ``--local-ranks-filter 0`` passes rank 0's stdout and stderr through
+unchanged (the events and the commands' stdin are rank 0's) and discards the other ranks' console
+(they log to ``rank-N.log`` in the run folder). torchrun forwards SIGTERM to every rank and kills what
+is left after ``--shutdown-timeout``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -17,16 +24,112 @@ from PySide6 import QtCore
 from runtime.paths import ROOT
 
 COMMANDS = ("stop", "sample", "save", "backup")
+#: processes a machine without CUDA may start (they train on the CPU over gloo)
+CPU_PROCESSES = 4
+#: seconds torchrun gives its ranks after forwarding SIGTERM before it kills them (one process: ours)
+SHUTDOWN_S = 5
 
 
-def run_command(graph_file: Path, runs_dir: Path, sets: list[str] = (), resume: str | None = None) -> list[str]:
-    """The argument list after the Python executable (``resume``: a ``--resume`` value, e.g. ``last``)."""
+def run_command(graph_file: Path, runs_dir: Path, sets: list[str] = (), resume: str | None = None,
+                processes: int = 1) -> list[str]:
+    """The argument list after the Python executable (``resume``: a ``--resume`` value, e.g. ``last``;
+    ``processes`` > 1: through torchrun, one rank per process)."""
     args = ["-m", "runtime", "run", str(graph_file), "--events", "jsonl", "--runs-dir", str(runs_dir)]
     for s in sets:
         args += ["--set", s]
     if resume:
         args += ["--resume", resume]
+    if processes > 1:
+        return torchrun_args(processes) + args
     return args
+
+
+def torchrun_args(processes: int) -> list[str]:
+    """torchrun on this machine with ``processes`` ranks, rank 0's console only (followed by ``-m ...``)."""
+    return ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+            "--local-ranks-filter", "0", "--shutdown-timeout", str(SHUTDOWN_S)]
+
+
+def shown_command(args: list[str]) -> str:
+    """The command line as the log shows it: ``nodetrainer run ...`` or ``torchrun ... -m runtime run ...``."""
+    if args[:2] == ["-m", "torch.distributed.run"]:
+        return "torchrun " + " ".join(args[2:])
+    return "nodetrainer " + " ".join(args[2:]) if args[:3] == ["-m", "runtime", "run"] else " ".join(args)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc; empty elsewhere)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read(4096)
+        except OSError:
+            continue
+        fields = stat.rpartition(b")")[2].split()  # after the command name, which may hold spaces
+        if len(fields) > 1 and fields[1] == str(pid).encode():
+            found.append(int(name))
+    return found
+
+
+class DeviceCount(QtCore.QObject):
+    """How many CUDA devices torch reports, counted once per editor in a child process (the editor does
+    not import torch; the count takes a few seconds). ``value``: None until counted; 0 when torch has no
+    CUDA or the count failed."""
+
+    counted = QtCore.Signal(int)
+    _shared: DeviceCount | None = None
+
+    def __init__(self):
+        super().__init__()
+        self.value: int | None = None
+        self.proc: QtCore.QProcess | None = None
+
+    @classmethod
+    def shared(cls) -> DeviceCount:
+        if cls._shared is None:
+            cls._shared = cls()
+        return cls._shared
+
+    def start(self) -> None:
+        """Start counting (once; a later call does nothing)."""
+        if self.value is not None or self.proc is not None:
+            return
+        proc = QtCore.QProcess(self)
+        proc.finished.connect(self._done)
+        proc.errorOccurred.connect(self._failed)
+        self.proc = proc
+        proc.start(sys.executable, ["-c", "import torch; print(torch.cuda.device_count())"])
+
+    def wait(self, ms: int = 60000) -> int:
+        """The count, waiting for it (at most ``ms``; 0 if it does not come)."""
+        self.start()
+        if self.value is None and self.proc is not None:
+            self.proc.waitForFinished(ms)
+            if self.value is None:
+                self._done()
+        return self.value or 0
+
+    def limit(self) -> int:
+        """The most processes a run may have: one per GPU, else ``CPU_PROCESSES`` on the CPU."""
+        return self.value if self.value else CPU_PROCESSES
+
+    def _failed(self, error) -> None:
+        if error == QtCore.QProcess.ProcessError.FailedToStart:
+            self._done()
+
+    def _done(self, *_args) -> None:
+        if self.value is not None:
+            return
+        text = bytes(self.proc.readAllStandardOutput()).decode("ascii", "replace").strip() if self.proc else ""
+        self.value = int(text) if text.isdigit() else 0
+        self.counted.emit(self.value)
 
 
 class RunProcess(QtCore.QObject):
@@ -43,13 +146,16 @@ class RunProcess(QtCore.QObject):
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._escalate)
         self._stop_stage = 0
+        self.processes = 1
+        self.arguments: list[str] = []  # of the last start, after the Python executable
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.state() != QtCore.QProcess.ProcessState.NotRunning
 
     def start(self, graph_file: Path, runs_dir: Path, sets: list[str] = (), cwd: Path | None = None,
-              resume: str | None = None) -> None:
+              resume: str | None = None, processes: int = 1) -> None:
+        """Start the run (``processes`` > 1: through torchrun, one rank per process)."""
         if self.running:
             raise RuntimeError("a run is already going")
         self._buffer = self._err_buffer = b""
@@ -67,7 +173,9 @@ class RunProcess(QtCore.QObject):
         proc.finished.connect(self._on_finished)
         proc.errorOccurred.connect(self._on_error)
         self.proc = proc
-        proc.start(sys.executable, run_command(graph_file, runs_dir, list(sets), resume))
+        self.processes = processes
+        self.arguments = run_command(graph_file, runs_dir, list(sets), resume, processes)
+        proc.start(sys.executable, self.arguments)
 
     def send(self, command: str) -> bool:
         """Send a command (stop, sample, save, backup) to the running graph."""
@@ -90,10 +198,16 @@ class RunProcess(QtCore.QObject):
         if not self.running:
             return
         if self._stop_stage == 1:
-            self.proc.terminate()  # SIGTERM: the runtime stops gracefully
+            self.proc.terminate()  # SIGTERM: the runtime stops gracefully (torchrun forwards it to each rank)
             self._stop_stage = 2
-            self._kill_timer.start(5000)
+            self._kill_timer.start(SHUTDOWN_S * 1000 + (2000 if self.processes > 1 else 0))
         else:
+            if self.processes > 1:  # torchrun did not end its ranks: they are in sessions of their own
+                for pid in child_pids(int(self.proc.processId())):
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
             self.proc.kill()
 
     def _read_stdout(self) -> None:
