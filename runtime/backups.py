@@ -28,6 +28,10 @@ BACKUPS_DIR = "backups"
 META_FILE = "meta.json"
 WEIGHTS_FILE = "trainable.safetensors"
 STATE_FILE = "state.pt"
+#: the folder of a sharded (FSDP) backup's weights and optimizer state, written by torch.distributed.checkpoint,
+#: instead of WEIGHTS_FILE; its SHARDED_METADATA file is written last
+SHARDED_DIR = "sharded"
+SHARDED_METADATA = ".metadata"
 MAX_META_BYTES = 1 << 20
 #: meta.json fields a backup needs, with their types
 META_FIELDS = {"step": int, "time": (int, float), "graph": str}
@@ -82,26 +86,37 @@ def check_meta(folder: Path) -> dict:
 
 def check_backup(folder: Path) -> dict:
     """Check that ``folder`` is a backup that can be resumed from, without loading its tensors:
-    ``meta.json`` valid, the weights file a complete safetensors file, the state a torch file that
+    ``meta.json`` valid, the weights file a complete safetensors file (a sharded backup, ``"sharded":
+    true`` in its meta: a ``sharded/`` folder with its ``.metadata``), the state a torch file that
     loads with ``weights_only=True``. Returns the meta; raises ``DamagedBackup`` (one line)."""
-    from safetensors import safe_open
-
     folder = Path(folder)
     meta = check_meta(folder)
-    weights, state = folder / WEIGHTS_FILE, folder / STATE_FILE
-    for f in (weights, state):
+    sharded = meta.get("sharded") is True
+    for f in ([] if sharded else [folder / WEIGHTS_FILE]) + [folder / STATE_FILE]:
         if not f.is_file():
             raise DamagedBackup(f"backup {folder} is damaged: {f.name} is missing")
-    try:
-        with safe_open(str(weights), framework="numpy"):
-            pass
-    except Exception as e:
-        raise DamagedBackup(f"backup {folder} is damaged: {WEIGHTS_FILE} is truncated or not a safetensors "
-                            f"file ({first_line(e, 200)})") from None
+    if sharded:
+        if not (folder / SHARDED_DIR / SHARDED_METADATA).is_file():
+            raise DamagedBackup(f"backup {folder} is damaged: {SHARDED_DIR}/{SHARDED_METADATA} is missing "
+                                "(its sharded weights were not all written)")
+    else:
+        _check_weights(folder)
     data = load_state(folder, mmap=True)
     if not isinstance(data.get("counters"), dict):
         raise DamagedBackup(f"backup {folder} is damaged: {STATE_FILE} has no training counters")
     return meta
+
+
+def _check_weights(folder: Path) -> None:
+    """The weights file of a backup is a complete safetensors file (its header and size agree)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(folder / WEIGHTS_FILE), framework="numpy"):
+            pass
+    except Exception as e:
+        raise DamagedBackup(f"backup {folder} is damaged: {WEIGHTS_FILE} is truncated or not a safetensors "
+                            f"file ({first_line(e, 200)})") from None
 
 
 def load_state(folder: Path, mmap: bool = False) -> dict:

@@ -7,7 +7,7 @@ import contextlib
 from runtime import Input, Output, Param, node
 from runtime.port_types import BatchSource, Hook, Objective, Sampler, Saver
 
-from .backup import report_save_errors, write_backup
+from .backup import report_save_errors
 from .hooks import TrainHook, part_modes
 from .schedule import ScheduleParams
 
@@ -21,8 +21,7 @@ class BackupHook(TrainHook):
         run.backup_keep = self.keep
 
     def fire(self, run, reason: str) -> None:
-        with report_save_errors(run.ctx, f"backup at step {run.state.step}", run.save_failures):
-            write_backup(run, reason)
+        run.request_backup(reason)  # under DDP every rank writes it after this step
 
 
 @node("train.backup_hook", title="Backups", category="Hooks")

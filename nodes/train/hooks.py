@@ -45,6 +45,10 @@ class TrainRun:
     samples: list = field(default_factory=list)
     #: (what, why) of every save, sample or backup that failed (reported, training went on)
     save_failures: list = field(default_factory=list)
+    #: the DDP/FSDP wrappers the loop trains through (``distributed.parallel_parts``), None on one process
+    parts: _Any = None
+    #: reasons of the backups asked for since the ranks last agreed (under DDP only)
+    backup_requests: list = field(default_factory=list)
 
     def __post_init__(self):
         from .schedule_free import schedule_warning
@@ -52,6 +56,19 @@ class TrainRun:
         why = schedule_warning(getattr(self.state, "optimizer", None), getattr(self.state, "lr_scheduler", None))
         if why and hasattr(self.ctx, "warn"):
             self.ctx.warn(why)
+
+    def request_backup(self, reason: str) -> None:
+        """A backup at this update boundary (hooks and the backup command call this). On one process it is
+        written now, a failure reported and training going on. Under DDP (``parts`` set) it is asked for:
+        the loop agrees on it with the other ranks after this step, and every rank takes part in it
+        (``nodes.train.backup.write_backup``)."""
+        if self.parts is not None:
+            self.backup_requests.append(reason)
+            return
+        from .backup import report_save_errors, write_backup
+
+        with report_save_errors(self.ctx, f"backup at step {self.state.step}", self.save_failures):
+            write_backup(self, reason)
 
     def averaged_weights(self):
         """Context in which the model holds its EMA weights, when an EMA hook is connected."""

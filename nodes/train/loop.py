@@ -144,21 +144,20 @@ class TrainLoop:
         torch.manual_seed(ctx.seed_for(self.seed, *rank_salt()))  # dropout draws from torch's global generator
         model.prepare_for_training(device, self.gradient_checkpointing)
         fast = speed.Options(ctx, model, device, precision, self)
-        params = trainable_weights(model)
+        parts, params = self._parts(model, device, ddp)
         batches_per_epoch = count_batches(batches)
         steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
         total = self.max_steps or self.epochs * steps_per_epoch
         state = self._state(ctx, model, optimizer, schedule, total, device, precision)
-        # side effects (samples, saves, backups, EMA, TensorBoard, validation) come from rank 0 alone
+        # side effects (samples, saves, EMA, TensorBoard, validation) come from rank 0 alone
         run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective,
-                       ordered(hooks) if distributed.is_main() else [])
+                       ordered(hooks) if distributed.is_main() else [], parts=parts)
         call(run.hooks, "on_start", run)
         if ctx.resume:
             resume(run)
         ctx.log(start_line(params, device, precision, total, batches_per_epoch, ddp))
-        parts = distributed.parallel_parts(self.distributed, model, device) if ddp else None
         with fast:
-            stopped = Steps(run, params, precision, self, fast, parts).train()
+            stopped = Steps(run, params, precision, self, fast).train()
         return {"trained": self._finish(run, stopped)}
 
     def _device(self):
@@ -170,6 +169,16 @@ class TrainLoop:
             distributed.init(device.type)
             device = distributed.local_device(device)
         return device, ddp
+
+    def _parts(self, model, device, ddp: bool):
+        """The DDP/FSDP wrappers (``distributed.parallel_parts``; None without DDP) and the trainable
+        weights. Built before the optimizer and a resume, which then see the weights the wrappers train
+        (FSDP replaces them with sharded ones, so they are read again after it)."""
+        params = trainable_weights(model)  # none: said here, before a wrapper says it less clearly
+        if not ddp:
+            return None, params
+        parts = distributed.parallel_parts(self.distributed, model, device)
+        return parts, trainable_weights(model)
 
     def _state(self, ctx, model, optimizer, schedule, total: int, device, precision: str) -> TrainState:
         """The run's stateful objects: optimizer, LR schedule (default: constant), gradient scaler (on for
@@ -196,13 +205,13 @@ class TrainLoop:
         model.progress = {"step": state.step, "epoch": state.epoch}
         n = len(run.save_failures)
         call(run.hooks, "on_end", run, stopped)
-        distributed.barrier()  # the other ranks wait for rank 0's backup and final saves
         final_failed = run.save_failures[n:]
+        backup = final_failure_backup(run, final_failed)
         model.prepare_for_inference()
         if backup_failed:
             raise RuntimeError(self._lost_stop(run.ctx, state.step, run.total_steps, backup_failed[0][1]))
         if final_failed:
-            raise RuntimeError(self._failed_final_save(run, final_failed))
+            raise RuntimeError(self._failed_final_save(final_failed, backup))
         return model
 
     def check(self, c) -> None:
@@ -256,13 +265,10 @@ class TrainLoop:
                 f"the steps after it are lost")
 
     @staticmethod
-    def _failed_final_save(run, failed: list) -> str:
+    def _failed_final_save(failed: list, backup) -> str:
         """The failure of a run whose saves at the end failed; a backup keeps the trained state if it can."""
         what, why = failed[0]
-        n = len(run.save_failures)
-        with report_save_errors(run.ctx, "backup after the failed final save", run.save_failures):
-            backup = write_backup(run, "final save failed")
-        keep = ("and no backup could be written either" if len(run.save_failures) > n else
+        keep = ("and no backup could be written either" if backup is None else
                 f"the trained state is in the backup {backup}: fix the cause, then run again with --resume last "
                 "to save it")
         return f"training finished, but {what} failed ({why}); {keep}"
@@ -300,11 +306,13 @@ def count_batches(batches) -> int:
 
 
 def resume(run) -> None:
-    """Restore the state of the backup ``--resume`` names (after the hooks' ``on_start``), and say so."""
+    """Restore the state of the backup ``--resume`` names (after the hooks' ``on_start``), and say so.
+    Each rank takes its own RNG states from it; from a backup that has rank 0's only (written before
+    they were kept), the other ranks re-seed their noise from the step."""
     ctx, state = run.ctx, run.state
     t0 = time.perf_counter()
     meta = load_backup(run, ctx.resume)
-    if distributed.rank():  # a backup holds rank 0's noise generator: the other ranks draw their own
+    if distributed.rank() and not meta.get("rank_rngs"):
         state.generator = ctx.torch_generator(state.seed, *rank_salt(), state.step)
     ctx.log(f"resumed from {ctx.resume} at step {state.step} (epoch {state.epoch + 1}, "
             f"batch {state.epoch_batch}); backup written because: {meta.get('reason', '?')}",
@@ -314,11 +322,12 @@ def resume(run) -> None:
 class Steps:
     """The epoch/batch loop of one run: micro-steps, optimizer updates, reports, then hooks and commands.
 
-    What a step needs is bound once here, so a step walks no module attributes. With ``parts`` (DDP
+    What a step needs is bound once here, so a step walks no module attributes. With ``run.parts`` (DDP
     wrappers, ``distributed.DDPParts``) the micro-steps run through them, the reported loss is the mean
-    over the ranks, a non-finite loss on any rank stops every rank, and so does a stop on any rank."""
+    over the ranks, a non-finite loss on any rank stops every rank, and so does a stop on any rank; a
+    backup that rank 0's hooks or commands ask for is written by every rank together after the step."""
 
-    def __init__(self, run, params: list, precision: str, node, fast=None, parts=None):
+    def __init__(self, run, params: list, precision: str, node, fast=None):
         import torch
 
         self.run, self.ctx, self.state, self.hooks = run, run.ctx, run.state, run.hooks
@@ -330,7 +339,8 @@ class Steps:
         self.attention, self.offload, self.eager = fast.step, fast.forward, fast.hooks
         self.isfinite, self.clip = torch.isfinite, torch.nn.utils.clip_grad_norm_
         self.effective_lrs = effective_lrs
-        self.parts, self.mean_over_ranks, self.finite = parts, distributed.mean_over_ranks, math.isfinite
+        self.parts, self.mean_over_ranks, self.finite = run.parts, distributed.mean_over_ranks, math.isfinite
+        self.flags_on_any_rank = flags_on_any_rank
         self.update_loss = 0.0  # the mean loss of the batches of the update in progress
         self.window = collections.deque(maxlen=20)  # the last step times, for it/s
         self.t_step = time.perf_counter()
@@ -363,13 +373,26 @@ class Steps:
 
     def agree_stop(self) -> bool:
         """Whether to stop; with DDP a collective, so a stop on any rank (Ctrl-C, SIGTERM, the stop command
-        on rank 0) stops them all at the same step, and no rank runs ahead of rank 0's hooks."""
+        on rank 0) stops them all at the same step, and no rank runs ahead of rank 0's hooks. The same
+        all_reduce says whether a backup was asked for: then every rank takes part in it here."""
         if self.parts is None:
             return self.ctx.cancelled
-        stop = distributed.any_rank(self.ctx.cancelled)  # the agreed answer: a flag raised after it waits
+        # the agreed answer: a flag raised after it waits for the next step
+        stop, backup = self.flags_on_any_rank(self.ctx.cancelled, bool(self.run.backup_requests))
         if stop and not self.ctx.cancelled:
             self.ctx.cancel.request("stop on another rank")
+        if backup:
+            self.agreed_backup(stop)
         return stop
+
+    def agreed_backup(self, stop: bool) -> None:
+        """The backup the ranks agreed on, written by all of them (a stop's backup at the end covers it)."""
+        run = self.run
+        reasons, run.backup_requests = list(dict.fromkeys(run.backup_requests)), []
+        if stop:
+            return
+        with report_save_errors(self.ctx, f"backup at step {self.state.step}", run.save_failures):
+            write_backup(run, ", ".join(reasons) or "asked on rank 0")
 
     def micro_step(self, batch) -> None:
         """Forward, backward of the loss's share of the update, both with the chosen attention kernel."""
@@ -443,17 +466,44 @@ class Steps:
 
 
 def run_commands(ctx, hooks: list, run) -> None:
-    """The commands that arrived since the last update: backup here, the rest to the hooks."""
+    """The commands that arrived since the last update: backup here (under DDP: asked for, written by
+    every rank after the step), the rest to the hooks."""
     for cmd in ctx.commands():
         name = cmd.get("command")
         if name == "stop":
             continue  # the inbox already raised the cancel flag
         if name == "backup":
-            with report_save_errors(ctx, f"backup at step {run.state.step}", run.save_failures):
-                write_backup(run, "command")
+            run.request_backup("command")
             continue
         if not any(call(hooks, "on_command", run, cmd)):
             ctx.warn(f"command {name!r} ignored: no hook connected to train.loop handles it")
+
+
+def flags_on_any_rank(*flags: bool) -> list:
+    """Each flag, true on every rank when it is true on any rank: one all_reduce (MAX) for all of them."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if f else 0.0 for f in flags])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [v > 0 for v in t.tolist()]
+
+
+def final_failure_backup(run, failed: list):
+    """After the hooks' ``on_end``: the other ranks wait for rank 0's final saves; when one failed, a
+    backup keeps the trained state (every rank takes part under DDP). Returns that backup's folder
+    (None on the other ranks, or when it could not be written either)."""
+    if run.parts is None:
+        distributed.barrier()
+        wanted = bool(failed)
+    else:  # also the barrier
+        wanted = flags_on_any_rank(bool(failed))[0]
+    if not wanted:
+        return None
+    n = len(run.save_failures)
+    with report_save_errors(run.ctx, "backup after the failed final save", run.save_failures):
+        backup = write_backup(run, "final save failed")
+    return backup if len(run.save_failures) == n else None
 
 
 def stop_backup(run) -> list:

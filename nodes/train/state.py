@@ -59,3 +59,34 @@ class TrainState:
             self.generator.set_state(data["generator"])
         if data.get("torch_rng") is not None:
             torch.set_rng_state(data["torch_rng"])
+
+    def rng_states(self, device=None) -> dict:
+        """This process's random states: the noise generator, torch's CPU RNG, the CUDA RNG of ``device``
+        (on CUDA only) and Python's ``random`` (tensors, numbers and tuples: safe with weights_only)."""
+        import random
+
+        import torch
+
+        states = {"generator": self.generator.get_state() if self.generator is not None else None,
+                  "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+        if getattr(device, "type", None) == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(device)
+        return states
+
+    def load_rng_states(self, states: dict, device=None) -> None:
+        """Restore what ``rng_states`` returned (the CUDA RNG when both it and ``device`` are CUDA's)."""
+        import random
+
+        import torch
+
+        if self.generator is not None and states.get("generator") is not None:
+            self.generator.set_state(states["generator"])
+        torch.set_rng_state(states["torch_rng"])
+        random.setstate(as_tuple(states["python_rng"]))
+        if states.get("cuda_rng") is not None and getattr(device, "type", None) == "cuda":
+            torch.cuda.set_rng_state(states["cuda_rng"], device)
+
+
+def as_tuple(value):
+    """Python's random state back from what a torch file holds (its tuples may come back as lists)."""
+    return tuple(as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
