@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from PySide6 import QtCore
@@ -79,17 +81,21 @@ def child_pids(pid: int) -> list[int]:
 
 
 class DeviceCount(QtCore.QObject):
-    """How many CUDA devices torch reports, counted once per editor in a child process (the editor does
-    not import torch; the count takes a few seconds). ``value``: None until counted; 0 when torch has no
-    CUDA or the count failed."""
+    """How many CUDA devices torch reports, counted once per editor by a child process (the editor does
+    not import torch; the count takes a few seconds), waited for in a daemon thread so that neither the
+    window nor the editor's exit waits on it. ``value``: None until counted; 0 when torch has no CUDA
+    or the count failed."""
 
     counted = QtCore.Signal(int)
+    _arrived = QtCore.Signal()  # from the thread; queued to the object's (the main) thread
     _shared: DeviceCount | None = None
 
     def __init__(self):
         super().__init__()
         self.value: int | None = None
-        self.proc: QtCore.QProcess | None = None
+        self.thread: threading.Thread | None = None
+        self._result: int | None = None
+        self._arrived.connect(self._deliver)
 
     @classmethod
     def shared(cls) -> DeviceCount:
@@ -99,37 +105,40 @@ class DeviceCount(QtCore.QObject):
 
     def start(self) -> None:
         """Start counting (once; a later call does nothing)."""
-        if self.value is not None or self.proc is not None:
+        if self.value is not None or self.thread is not None:
             return
-        proc = QtCore.QProcess(self)
-        proc.finished.connect(self._done)
-        proc.errorOccurred.connect(self._failed)
-        self.proc = proc
-        proc.start(sys.executable, ["-c", "import torch; print(torch.cuda.device_count())"])
+        self.thread = threading.Thread(target=self._count, name="nodetrainer-gpu-count", daemon=True)
+        self.thread.start()
 
-    def wait(self, ms: int = 60000) -> int:
-        """The count, waiting for it (at most ``ms``; 0 if it does not come)."""
+    def wait(self, seconds: float = 60.0) -> int:
+        """The count, waiting for it (at most ``seconds``; 0 if it does not come)."""
         self.start()
-        if self.value is None and self.proc is not None:
-            self.proc.waitForFinished(ms)
-            if self.value is None:
-                self._done()
+        if self.value is None:
+            self.thread.join(seconds)
+            self._deliver()
         return self.value or 0
 
     def limit(self) -> int:
         """The most processes a run may have: one per GPU, else ``CPU_PROCESSES`` on the CPU."""
         return self.value if self.value else CPU_PROCESSES
 
-    def _failed(self, error) -> None:
-        if error == QtCore.QProcess.ProcessError.FailedToStart:
-            self._done()
+    def _count(self) -> None:
+        try:
+            done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                                  capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+            text = done.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            text = ""
+        self._result = int(text) if text.isdigit() else 0
+        try:
+            self._arrived.emit()
+        except RuntimeError:  # the editor is closing: nobody to tell
+            pass
 
-    def _done(self, *_args) -> None:
-        if self.value is not None:
-            return
-        text = bytes(self.proc.readAllStandardOutput()).decode("ascii", "replace").strip() if self.proc else ""
-        self.value = int(text) if text.isdigit() else 0
-        self.counted.emit(self.value)
+    def _deliver(self) -> None:
+        if self.value is None:
+            self.value = self._result or 0
+            self.counted.emit(self.value)
 
 
 class RunProcess(QtCore.QObject):

@@ -103,14 +103,14 @@ def test_the_gpus_are_counted_once_in_a_child_process(qtbot):
     seen = []
     d.counted.connect(seen.append)
     d.start()
-    first = d.proc
+    first = d.thread
     d.start()  # a second panel, or a second show: no second count
-    assert d.proc is first
-    qtbot.waitUntil(lambda: d.value is not None, timeout=120000)
+    assert d.thread is first
+    qtbot.waitUntil(lambda: d.value is not None, timeout=120000)  # told in the main thread
     assert d.value == torch.cuda.device_count() and seen == [d.value]
     assert d.limit() == (d.value or CPU_PROCESSES)
     d.start()
-    assert d.proc is first and d.wait() == d.value
+    assert d.thread is first and d.wait() == d.value and seen == [d.value]
 
 
 def test_start_on_two_processes_shows_rank_0_of_2(panel, starts, tmp_path, no_exceptions):
