@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-MODES = ("auto", "off", "ddp")
+MODES = ("auto", "off", "ddp", "fsdp")
 
 
 def env_rank() -> int:
@@ -45,11 +45,11 @@ def launched() -> bool:
 
 
 def wanted(mode: str) -> bool:
-    """Whether train.loop's ``distributed`` param asks for DDP here: ``auto`` = under torchrun with
-    WORLD_SIZE > 1 (or inside an initialised process group of more than one rank)."""
+    """Whether train.loop's ``distributed`` param asks for DDP or FSDP here: ``auto`` = under torchrun
+    with WORLD_SIZE > 1 (or inside an initialised process group of more than one rank)."""
     if mode == "off":
         return False
-    if mode == "ddp":
+    if mode in ("ddp", "fsdp"):
         return True
     return launched() or (active() and world_size() > 1)
 
@@ -199,7 +199,12 @@ def part_wrapper():
 
 
 def parallel_parts(mode: str, model, device):
-    """The wrappers ``train.loop`` trains ``model``'s trained parts through for its ``distributed`` mode."""
+    """The wrappers ``train.loop`` trains ``model``'s trained parts through for its ``distributed`` mode:
+    ``fsdp``: the parts sharded in place (``fsdp.FSDPParts``; build the optimizer after this), else DDP."""
+    if mode == "fsdp":
+        from .fsdp import FSDPParts
+
+        return FSDPParts(model, device)
     return DDPParts(model, device)
 
 
@@ -237,3 +242,6 @@ class DDPParts:
             finally:
                 for name, module in originals.items():
                     setattr(self.model, name, module)
+
+    def finish(self) -> None:
+        """The end of training (every rank): nothing to gather, the modules hold the full weights."""
