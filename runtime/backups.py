@@ -3,7 +3,8 @@
 A backup is a folder ``<run folder>/backups/step-000123/`` holding a ``meta.json``
 (written last, so a folder without it is incomplete and ignored). What else it
 holds is the training loop's business (nodes/train/backup.py); ``check_backup``
-knows which files must be there and readable.
+knows which files must be there and readable (a sharded FSDP backup holds a ``sharded/``
+folder, complete once its ``.metadata`` is written, instead of the weights file).
 
 ``--resume last`` looks only in run folders of this graph: named
 ``<slug(graph name)>-<YYYYmmdd-HHMMSS>[-N]`` (``runtime.workspace.create_workspace``)

@@ -185,8 +185,7 @@ def load_backup(run, folder: Path) -> dict:
                 p.copy_(saved[name].to(p.device, p.dtype))
     try:
         run.state.load_state_dict(data)
-        if load_sharded is None:
-            _restore_training_weights(run, params, data.get(SCHEDULE_FREE_KEY))
+        _restore_training_weights(run, params, data.get(SCHEDULE_FREE_KEY))  # a sharded backup has none
         if data.get("python_rng") is not None:
             random.setstate(as_tuple(data["python_rng"]))
         if meta.get("rank_rngs"):
@@ -211,7 +210,7 @@ def _check_fits_run(run, folder: Path, meta: dict):
     load_sharded = getattr(getattr(run, "parts", None), "load_sharded", None)
     if meta.get("sharded") and load_sharded is None:
         raise ValueError(f"backup {folder} holds sharded weights ({SHARDED_DIR}/, written under FSDP): resume it "
-                         f"with train.loop's distributed: fsdp on {ranks} ranks")
+                         f"with train.loop's distributed: fsdp on {ranks} rank(s)")
     if not meta.get("sharded") and load_sharded is not None:
         raise ValueError(f"backup {folder} was written without FSDP (its weights are in {WEIGHTS_FILE}): resume "
                          "it with the distributed mode it was written with (ddp, or off)")

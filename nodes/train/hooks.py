@@ -11,6 +11,10 @@ it when the schedule is due, and when the command named ``command`` arrives
 hook never changes the training trajectory. Hooks that use the model (samples,
 saves, validation) do so inside ``run.inference_weights()``: with a schedule-free
 optimizer that is the averaged weights, and the training weights come back exactly.
+
+Under DDP the hooks run on rank 0 only; a backup needs every rank (their RNG states, FSDP's
+shards), so a hook asks for one with ``run.request_backup(reason)`` and the loop has all ranks
+write it after the step.
 """
 
 from __future__ import annotations

@@ -207,6 +207,9 @@ class TrainLoop:
         call(run.hooks, "on_end", run, stopped)
         final_failed = run.save_failures[n:]
         backup = final_failure_backup(run, final_failed)
+        finish = getattr(run.parts, "finish", None)  # FSDP: the full weights gathered onto rank 0's model
+        if finish is not None:
+            finish()
         model.prepare_for_inference()
         if backup_failed:
             raise RuntimeError(self._lost_stop(run.ctx, state.step, run.total_steps, backup_failed[0][1]))
@@ -215,10 +218,14 @@ class TrainLoop:
         return model
 
     def check(self, c) -> None:
-        """Before a run: the batches carry the fields the model needs, and the optimizer and the LR
-        schedule go together."""
+        """Before a run: the batches carry the fields the model needs, the optimizer and the LR
+        schedule go together, and under FSDP the hooks and the precision can work sharded."""
         self._check_fields(c)
         self._check_schedule(c)
+        if self.distributed == "fsdp":  # hooks that need the whole model on rank 0, fp16's gradient scaler
+            from .fsdp import check_fsdp
+
+            check_fsdp(c, self.precision)
 
     @staticmethod
     def _check_schedule(c) -> None:

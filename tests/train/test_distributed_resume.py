@@ -7,7 +7,8 @@ one collective: rank 0's hook or command asks for it, every rank takes part, ran
 A wrapper with ``save_sharded`` / ``load_sharded`` (what the FSDP wrapper has) is called on every rank
 with one folder, and resuming through it reaches the same weights.
 
-One spawn per fixture: each rank runs the uninterrupted run, the stopped one and its resumption in turn.
+One spawn for all: each rank runs the uninterrupted run, the stopped one and its resumption in turn, with
+DDP's wrappers, then again with the sharded ones.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def sharded_parts(mode, model, device):
     return ShardedParts(model, device)
 
 
-def _rank_main(rank: int, port: int, out: str, sharded: bool) -> None:
+def _rank_main(rank: int, port: int, out: str) -> None:
     import os
 
     import torch
@@ -134,36 +135,43 @@ def _rank_main(rank: int, port: int, out: str, sharded: bool) -> None:
 
     from nodes.train import distributed
 
-    if sharded:
-        distributed.parallel_parts = sharded_parts
     distributed.init("cpu", timeout_s=30)  # a missing collective fails in seconds, not 30 minutes
     try:
-        torch.save(three_runs(Path(out), rank), Path(out) / f"rank{rank}.pt")
+        plain = three_runs(Path(out) / "plain", rank)
+        distributed.parallel_parts = sharded_parts
+        sharded = three_runs(Path(out) / "sharded", rank)
+        torch.save({"plain": plain, "sharded": sharded}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def run_ranks(out: Path, sharded: bool = False) -> list[dict]:
+def run_ranks(out: Path) -> list[dict]:
     import torch
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_rank_main, args=(port, str(out), sharded), nprocs=WORLD, join=True, start_method="spawn")
+    mp.start_processes(_rank_main, args=(port, str(out)), nprocs=WORLD, join=True, start_method="spawn")
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 @pytest.fixture(scope="module")
-def plain(tmp_path_factory):
-    out = tmp_path_factory.mktemp("plain")
+def spawned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranks")
     return out, run_ranks(out)
 
 
-@pytest.fixture(scope="module")
-def sharded(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharded")
-    return out, run_ranks(out, sharded=True)
+@pytest.fixture
+def plain(spawned):
+    out, ranks = spawned
+    return out / "plain", [r["plain"] for r in ranks]
+
+
+@pytest.fixture
+def sharded(spawned):
+    out, ranks = spawned
+    return out / "sharded", [r["sharded"] for r in ranks]
 
 
 def assert_same_weights(ranks: list[dict]) -> None:

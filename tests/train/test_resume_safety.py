@@ -129,3 +129,43 @@ def test_a_backup_of_another_number_of_ranks_is_refused_in_one_line(real_backup,
     with pytest.raises(ValueError, match=r"written by a run on 2 rank\(s\) and this run has 1: .*"
                                          r"resume it on 2 \(torchrun --nproc-per-node 2\)"):
         runner.run(TrainLoop, "train", train_inputs(make_toy(), ListBatches()), max_steps=4, device="cpu")
+
+
+def sharded_copy(real_backup, tmp_path):
+    """The real backup made into what an FSDP run writes: a sharded/ folder instead of the weights file."""
+    backup = place(real_backup, tmp_path / "runs", "toy-20260101-100000", "toy", 100.0)
+    (backup / "trainable.safetensors").unlink()
+    (backup / "sharded").mkdir()
+    (backup / "sharded" / ".metadata").write_bytes(b"written by torch.distributed.checkpoint")
+    meta = json.loads((backup / "meta.json").read_text())
+    (backup / "meta.json").write_text(json.dumps({**meta, "sharded": True}))
+    return backup
+
+
+def test_a_sharded_backup_passes_the_check_without_a_weights_file_but_not_without_its_metadata(real_backup,
+                                                                                              tmp_path):
+    backup = sharded_copy(real_backup, tmp_path)
+    assert check_backup(backup)["sharded"] is True
+    assert resolve_resume(str(backup), tmp_path / "runs", "toy", None) == backup
+    (backup / "sharded" / ".metadata").unlink()  # a kill while the ranks wrote their shards
+    with pytest.raises(DamagedBackup, match=r"is damaged: sharded/\.metadata is missing"):
+        check_backup(backup)
+
+
+def test_a_sharded_backup_resumed_without_fsdp_is_refused_in_one_line(real_backup, tmp_path):
+    """Its weights are shards that only the FSDP wrappers read: resumed on one process, one line says how."""
+    backup = sharded_copy(real_backup, tmp_path)
+    runner = NodeRunner(tmp_path / "run")
+    runner.resume = backup
+    with pytest.raises(ValueError, match=r"holds sharded weights \(sharded/, written under FSDP\): resume it with "
+                                         r"train.loop's distributed: fsdp on 1 rank\(s\)") as info:
+        runner.run(TrainLoop, "train", train_inputs(make_toy(), ListBatches()), max_steps=4, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_a_one_process_backup_keeps_no_per_rank_rng_states(real_backup):
+    """Per-rank RNG states are for DDP runs; a one-process backup is as before (rank 0's states only)."""
+    meta = json.loads((real_backup / "meta.json").read_text())
+    assert meta["rank_rngs"] is False and meta["sharded"] is False
+    data = torch.load(real_backup / "state.pt", weights_only=True)
+    assert "rank_rngs" not in data and data["generator"] is not None and data["optimizer"] is not None
