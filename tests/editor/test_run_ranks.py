@@ -6,7 +6,9 @@ The fast tests stub the process; the real 2-process CPU runs (gloo, through torc
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -80,6 +82,62 @@ def test_one_process_is_the_plain_runtime_command(tmp_path):
     expected = ["-m", "runtime", "run", str(graph), "--events", "jsonl", "--runs-dir", str(runs), "--set", "a=1"]
     assert run_command(graph, runs, ["a=1"], processes=1) == expected
     assert run_command(graph, runs, ["a=1"]) == expected
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_the_hard_kill_finds_torchruns_ranks_by_their_parent():
+    """torchrun starts each rank in a session of its own: killing torchrun alone would leave them running."""
+    import subprocess
+
+    from editor.run_process import child_pids
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        assert child.pid in child_pids(os.getpid())
+        assert child_pids(child.pid) == []
+    finally:
+        child.kill()
+        child.wait()
+
+
+#: stands in for a torchrun that does not end: ignores SIGTERM, as does its rank (in a session of its own)
+STUCK_LAUNCHER = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+rank = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+print("rank", rank.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"  # a zombie: dead, not yet reaped
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_stop_kills_the_ranks_of_a_torchrun_that_does_not_end(qtbot, monkeypatch, tmp_path):
+    import editor.run_process as rp
+
+    monkeypatch.setattr(rp, "run_command", lambda *args: ["-c", STUCK_LAUNCHER])
+    monkeypatch.setattr(rp, "SHUTDOWN_S", 0)
+    process = RunProcess()
+    lines = []
+    process.output.connect(lines.append)
+    process.start(tmp_path / "g.yaml", tmp_path / "runs", processes=2)
+    qtbot.waitUntil(lambda: any(line.startswith("rank ") for line in lines), timeout=30000)
+    rank = int(next(line for line in lines if line.startswith("rank ")).split()[1])
+    try:
+        with qtbot.waitSignal(process.finished, timeout=30000):
+            process.stop(grace_ms=0)  # the stop command, then SIGTERM, then the kill
+        qtbot.waitUntil(lambda: gone(rank), timeout=10000)
+    finally:
+        if not gone(rank):
+            os.kill(rank, signal.SIGKILL)
 
 
 # -- the GPUs control ---------------------------------------------------------------------------
