@@ -198,7 +198,7 @@ class FlowMatchingObjective(LossTerms):
 
 
 @node(NODE, title="Flow-matching objective", category="Training")
-class FlowMatchingObjectiveNode(LossParams, DrawParams):
+class FlowMatchingObjectiveNode(DrawParams, LossParams):
     """Flow-matching (rectified-flow) objective for velocity-predicting models (Flux, SD3 and later):
     ``x_t = (1 - sigma) * x0 + sigma * noise``, target ``noise - x0``; sigma = 1 is pure noise.
 

@@ -174,7 +174,7 @@ class DiffusionObjective(LossTerms):
 
 
 @node("train.diffusion_objective", title="Diffusion objective", category="Training")
-class DiffusionObjectiveNode(LossParams, DrawParams):
+class DiffusionObjectiveNode(DrawParams, LossParams):
     """Denoising objective for epsilon- or v-prediction models: noise (offset noise, generalized offset
     noise, input perturbation), zero-terminal-SNR rescaling, the timestep distribution, shift and range,
     the loss (MSE, L1, Huber, log-cosh or a mix), timestep weighting (min-SNR-gamma, debiased estimation,
