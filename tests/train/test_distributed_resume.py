@@ -45,6 +45,7 @@ class NoisyObjective:
 
         from nodes.train import distributed
 
+        self.generator = generator  # the run's: its state at the end is read after the run
         self.generator_states.append(generator.get_state())
         self.torch_states.append(torch.get_rng_state())
         calls = len(self.generator_states)
@@ -55,12 +56,22 @@ class NoisyObjective:
         return self.inner.loss(model, batch, generator)
 
 
-def train(workspace: Path, rank: int, stop_at: int = 0, command_at: int = 0, resume: Path | None = None) -> dict:
+class FailingSaver:
+    """A saver whose every save fails (a full disk at the end of the run)."""
+
+    format = "lora"
+
+    def save(self, ctx, model, step=None):
+        raise OSError(28, "No space left on device")
+
+
+def train(workspace: Path, rank: int, stop_at: int = 0, command_at: int = 0, resume: Path | None = None,
+          final_save_fails: bool = False) -> dict:
     """Train the toy model with dropout on this rank's batches (a backup hook every 2 steps); return the
-    weights, the number of 'saved' events and the RNG states the objective saw."""
+    weights, the number of 'saved' events, the RNG states the objective saw and how the run ended."""
     import torch
 
-    from nodes.train.hook_nodes import Backups
+    from nodes.train.hook_nodes import Backups, PeriodicSave
     from nodes.train.loop import TrainLoop
 
     runner = NodeRunner(workspace)
@@ -70,22 +81,31 @@ def train(workspace: Path, rank: int, stop_at: int = 0, command_at: int = 0, res
     for p in model.net[0].parameters():
         p.requires_grad_(False)
     hooks = [runner.run(Backups, "backups", every=2, keep=10)["hook"]]
+    if final_save_fails:
+        hooks.append(runner.run(PeriodicSave, "save", {"savers": [FailingSaver()]}, every=0, at_end=True)["hook"])
     objective = NoisyObjective(runner, stop_at, command_at)
     batches = ListBatches(n=8, batch_size=2, seed=10 + rank)  # 4 batches per epoch: the run crosses an epoch
     inputs = train_inputs(model, batches, lr=1e-2, objective=objective, hooks=hooks)
-    runner.run(TrainLoop, "train", inputs, max_steps=STEPS, device="cpu", distributed="ddp")
-    return {"weights": {k: v.detach().clone() for k, v in model.net.state_dict().items()},
+    try:
+        runner.run(TrainLoop, "train", inputs, max_steps=STEPS, device="cpu", distributed="ddp")
+        error = ""
+    except RuntimeError as e:
+        error = str(e)
+    end = {"generator": objective.generator.get_state(), "torch_rng": torch.get_rng_state()}
+    return {"weights": {k: v.detach().clone() for k, v in model.net.state_dict().items()}, "error": error, "end": end,
             "saved": len(runner.events("saved")), "step": model.progress.get("step"),
             "generator_states": objective.generator_states, "torch_states": objective.torch_states}
 
 
 def three_runs(out: Path, rank: int) -> dict:
     """The uninterrupted run (with the backup command at step COMMAND_AT), the run stopped after step STOP,
-    and its resumption from the stop's backup."""
+    its resumption from the stop's backup, and a run whose final save fails on rank 0."""
     whole = train(out / "whole", rank, command_at=COMMAND_AT)
     stopped = train(out / "parted", rank, stop_at=STOP)
     resumed = train(out / "parted", rank, resume=out / "parted" / "backups" / f"step-{STOP:06d}")
-    return {"whole": whole, "stopped": stopped, "resumed": resumed, "sharded_calls": list(SHARDED_CALLS)}
+    final = train(out / "final", rank, final_save_fails=True)
+    return {"whole": whole, "stopped": stopped, "resumed": resumed, "final": final,
+            "sharded_calls": list(SHARDED_CALLS)}
 
 
 def sharded_parts(mode, model, device):
@@ -232,9 +252,10 @@ def test_a_sharded_wrapper_saves_and_loads_on_every_rank_with_one_folder(sharded
     assert_same_weights(ranks)
     calls = [c for r in ranks for c in r["sharded_calls"]]
     saves = sorted(c for c in calls if c[0] == "save")
-    # whole: backups at 2, 3 (command), 4; stopped: 2 and 3 (the stop); resumed: 4; one folder per backup
+    # whole: backups at 2, 3 (command), 4; stopped: 2 and 3 (the stop); resumed: 4; final: 2, 4 and the
+    # backup after the failed final save; one folder per backup
     folders = sorted({c[1] for c in saves})
-    assert len(folders) == 6 and all(Path(f).name.startswith(".step-") for f in folders)
+    assert len(folders) == 9 and all(Path(f).name.startswith(".step-") for f in folders)
     assert sorted(c[1:] for c in saves) == sorted((f, r) for f in folders for r in range(WORLD))
     backup = out / "parted" / "backups" / f"step-{STOP:06d}"
     loads = sorted(c for c in calls if c[0] == "load")
@@ -243,3 +264,21 @@ def test_a_sharded_wrapper_saves_and_loads_on_every_rank_with_one_folder(sharded
     assert not (backup / "trainable.safetensors").exists()
     assert torch.load(backup / "state.pt", weights_only=True)["optimizer"] is None
     assert check_backup(backup)["sharded"] is True
+
+
+def test_a_failed_final_save_on_rank0_is_followed_by_a_backup_of_both_ranks(plain):
+    """The final save fails on rank 0 (its hooks); the ranks agree on it, and the backup that keeps the
+    trained state is written by both (it holds both ranks' RNG states); rank 0's run fails naming it, the
+    other rank's ends as usual."""
+    import torch
+
+    out, ranks = plain
+    backup = out / "final" / "backups" / f"step-{STEPS:06d}"
+    assert json.loads((backup / "meta.json").read_text())["reason"] == "final save failed"
+    assert ranks[0]["final"]["error"].startswith("training finished, but saving lora at step")
+    assert f"the trained state is in the backup {backup}" in ranks[0]["final"]["error"]
+    assert ranks[1]["final"]["error"] == ""
+    entries = torch.load(backup / "state.pt", weights_only=True)["rank_rngs"]
+    for entry, r in zip(entries, ranks):  # each rank's states at the end of the run
+        assert torch.equal(entry["generator"], r["final"]["end"]["generator"])
+        assert torch.equal(entry["torch_rng"], r["final"]["end"]["torch_rng"])
