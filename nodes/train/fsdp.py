@@ -23,10 +23,16 @@ FSDP_HOOKS = ("train.backup_hook", "train.tensorboard")
 SHARDED_DIR = "sharded"
 
 
-def check_fsdp(c, precision: str) -> None:
+#: optimizers verified to train sharded weights (2 gloo ranks equal one process): torch's
+FSDP_OPTIMIZERS = ("adamw", "adam", "sgd", "adagrad", "rmsprop")
+#: optimizers whose fused kernel torch's DTensor implements (sgd's and adagrad's it does not)
+DTENSOR_FUSED = ("adamw", "adam")
+
+
+def check_fsdp(c, precision: str, kernel: str = "auto") -> None:
     """train.loop's check under ``distributed: fsdp``: hooks that run the whole model on rank 0 alone
-    (previews, periodic saves, EMA, validation) cannot while its weights are sharded, and fp16's gradient
-    scaler would see one rank's share of the gradients."""
+    (previews, periodic saves, EMA, validation) cannot while its weights are sharded; fp16's gradient
+    scaler would see one rank's share of the gradients; an optimizer must handle sharded weights."""
     for view in c.linked("hooks"):
         if view.spec.type_id not in FSDP_HOOKS:
             c.error(f"hook {view.id!r} ({view.spec.type_id}) cannot run under distributed: fsdp (rank 0 alone "
@@ -35,6 +41,20 @@ def check_fsdp(c, precision: str) -> None:
     if precision == "fp16":
         c.error("precision fp16 is not supported with distributed: fsdp (its gradient scaler would check one "
                 "rank's share of the gradients): use bf16 or fp32", param="precision")
+    optimizers = [v for v in c.linked("optimizer") if v.spec.type_id == "train.optimizer"]
+    name = optimizers[0].params.get("name") if optimizers else None
+    if name is None or name in FSDP_OPTIMIZERS:
+        if kernel == "fused" and name not in (None, *DTENSOR_FUSED):
+            c.error(f"optimizer_kernel fused: torch has no fused {name} step for sharded weights (distributed: "
+                    "fsdp); use auto or foreach", param="optimizer_kernel")
+        return
+    known = ", ".join(FSDP_OPTIMIZERS)
+    if name == "adafactor" or name.endswith("8bit"):
+        c.error(f"optimizer {name!r} ({optimizers[0].id!r}) cannot step sharded weights (distributed: fsdp): "
+                f"use {known}, or distributed: ddp", input="optimizer")
+    else:
+        c.warn(f"optimizer {name!r} ({optimizers[0].id!r}) is not tested with sharded weights (distributed: "
+               f"fsdp); {known} are", input="optimizer")
 
 
 def repeated_blocks(module) -> list:

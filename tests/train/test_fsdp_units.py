@@ -12,16 +12,20 @@ import pytest
 class FakeCheck:
     """What check_fsdp uses of runtime.checks.CheckContext: the hooks linked, and errors."""
 
-    def __init__(self, hooks: dict):
-        self.views = [SimpleNamespace(id=i, spec=SimpleNamespace(type_id=t)) for i, t in hooks.items()]
-        self.errors = []
+    def __init__(self, hooks: dict, optimizer: str = "adamw"):
+        self.views = {"hooks": [SimpleNamespace(id=i, spec=SimpleNamespace(type_id=t)) for i, t in hooks.items()],
+                      "optimizer": [SimpleNamespace(id="opt", spec=SimpleNamespace(type_id="train.optimizer"),
+                                                    params={"name": optimizer})]}
+        self.errors, self.warnings = [], []
 
     def linked(self, port):
-        assert port == "hooks"
-        return self.views
+        return self.views[port]
 
     def error(self, message, param=None, input=None):
         self.errors.append((message, param or input))
+
+    def warn(self, message, param=None, input=None):
+        self.warnings.append((message, param or input))
 
 
 def test_check_fsdp_refuses_hooks_that_need_the_whole_model_on_rank0_and_fp16():
@@ -38,7 +42,23 @@ def test_check_fsdp_refuses_hooks_that_need_the_whole_model_on_rank0_and_fp16():
     assert [w for _, w in c.errors].count("precision") == 1
     ok = FakeCheck({"bk": "train.backup_hook"})
     check_fsdp(ok, "bf16")
-    assert ok.errors == []
+    assert ok.errors == [] and ok.warnings == []
+
+
+@pytest.mark.parametrize("optimizer,kernel,error,warning", [
+    ("adamw", "fused", None, None), ("sgd", "auto", None, None), ("rmsprop", "foreach", None, None),
+    ("sgd", "fused", "optimizer_kernel fused: torch has no fused sgd step for sharded weights", None),
+    ("adafactor", "auto", "optimizer 'adafactor' ('opt') cannot step sharded weights", None),
+    ("adamw8bit", "auto", "optimizer 'adamw8bit' ('opt') cannot step sharded weights", None),
+    ("prodigy", "auto", None, "optimizer 'prodigy' ('opt') is not tested with sharded weights"),
+])
+def test_check_fsdp_says_which_optimizers_step_sharded_weights(optimizer, kernel, error, warning):
+    from nodes.train.fsdp import check_fsdp
+
+    c = FakeCheck({}, optimizer)
+    check_fsdp(c, "fp32", kernel)
+    assert [m[:len(error)] for m, _ in c.errors] == ([error] if error else [])
+    assert [m[:len(warning)] for m, _ in c.warnings] == ([warning] if warning else [])
 
 
 def test_repeated_blocks_are_the_children_of_the_outermost_lists_of_one_class():
