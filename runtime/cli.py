@@ -357,27 +357,70 @@ def _join_ranks() -> bool:
     return True
 
 
-def _shared_workspace(args, graph, resume, rank: int, world: int) -> Path | None:
-    """The run folder, the same on every rank: rank 0 picks it (``_workspace``) and sends it to the
-    others. None on the other ranks when rank 0 could not use it (rank 0 raises and says why)."""
+def _shared_workspace(args, graph, resume, rank: int, world: int, argv: list[str]):
+    """``(run folder, backup to resume from, lock)``, the folder and backup the same on every rank: rank 0
+    picks the folder (``_workspace``), locks it and sends both paths to the others, which make the folder
+    on their own machine (rank-N.log goes there; their lock does nothing). ``(None, None, None)`` on the
+    other ranks when rank 0 could not use the folder (rank 0 raises and says why)."""
+    from .workspace import RunLock, WorkspaceError
+
     if world == 1:
-        return _workspace(args, graph, resume)
+        workspace = _workspace(args, graph, resume)
+        return workspace, resume, RunLock(workspace).acquire(argv)
     import torch.distributed as dist
 
-    from .workspace import WorkspaceError
-
     box: list = [None]
+    lock = contextlib.nullcontext()
     if rank == 0:
         try:
-            box = [str(_workspace(args, graph, resume))]
+            workspace = _workspace(args, graph, resume)
+            lock = RunLock(workspace).acquire(argv)
+            box = [(str(workspace), str(resume) if resume is not None else None)]
         except WorkspaceError as e:
             box = [("error", str(e))]
     dist.broadcast_object_list(box, src=0)
-    if isinstance(box[0], str):
-        return Path(box[0])
+    if box[0][0] == "error":
+        if rank == 0:
+            raise WorkspaceError(box[0][1])
+        return None, None, None
+    return Path(box[0][0]), (Path(box[0][1]) if box[0][1] is not None else None), lock
+
+
+def _local_problem(workspace: Path, resume: Path | None, rank: int) -> str | None:
+    """On a rank other than 0: make the run folder on this machine (a machine of its own has no copy of
+    rank 0's), and check that rank 0's backup is here too; None when all is well, else why not."""
+    import socket
+
+    from .workspace import os_reason
+
     if rank == 0:
-        raise WorkspaceError(box[0][1])
+        return None
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"run folder {workspace} cannot be made on this machine: {os_reason(e)}"
+    if resume is not None and not resume.is_dir():
+        return (f"--resume: the backup {resume} (rank 0's choice) is not on this machine "
+                f"({socket.gethostname()}); every machine reads the backup: put the runs folder on a shared "
+                f"filesystem, or copy the run folder to the same path here")
     return None
+
+
+def _every_rank_ready(ready: bool, rank: int, world: int) -> bool:
+    """True when every rank is ready to run (a collective; a rank that is not has said why), so that a
+    rank that cannot start (its graph, data or backup missing on its machine) stops every rank at once
+    instead of leaving them waiting for it in a collective."""
+    if world == 1:
+        return ready
+    import torch.distributed as dist
+
+    flags: list = [None] * world
+    dist.all_gather_object(flags, not ready)
+    failed = [r for r, bad in enumerate(flags) if bad]
+    if failed and ready:
+        _err(f"nodetrainer: rank {', '.join(map(str, failed))} could not start the run (its output says why); "
+             f"every rank stops")
+    return not failed
 
 
 def cmd_run(args) -> int:
@@ -392,6 +435,35 @@ def cmd_run(args) -> int:
             dist.destroy_process_group()
 
 
+def _start(args, registry, rank: int):
+    """The graph, its validation and (on rank 0) the backup to resume from; None, after saying why, when
+    the run cannot start here."""
+    from .validate import validate
+
+    graph = _load(args.graph, registry)
+    if graph is None:
+        return None
+    result = validate(graph, registry, args.sets, for_run=True)
+    if not result.ok:
+        _err(f"{args.graph}: cannot run, {len(result.errors)} problem(s)")
+        _print_problems(result.problems)
+        return None
+    if rank == 0:
+        _print_problems(result.warnings)
+    resume = None
+    if args.resume and rank == 0:  # rank 0's choice, which the others are sent
+        from .backups import resolve_resume
+
+        try:
+            resume = resolve_resume(args.resume, args.runs_dir.resolve(), graph.name,
+                                    args.workspace.resolve() if args.workspace else None)
+        except (FileNotFoundError, ValueError) as e:
+            _err(f"--resume: {e}")
+            return None
+        _err(f"resuming from {resume}")
+    return graph, result, resume
+
+
 def _run(args, rank: int, world: int) -> int:
     """``cmd_run`` on one rank: rank 0 (or the only process) writes the run record, the events and the
     console; another rank logs to its ``rank-N.log`` in the same run folder."""
@@ -400,38 +472,23 @@ def _run(args, rank: int, world: int) -> int:
     from .events import EventBus, JsonLinesSink
     from .executor import ABORTED, CANCELLED, OK, execute
     from .registry import default_registry
-    from .validate import validate
-    from .workspace import EVENTS_FILE, EventLog, RankLog, RunLock, rank_log_name, write_run_record
+    from .workspace import EVENTS_FILE, EventLog, RankLog, rank_log_name, write_run_record
 
     registry = default_registry()
-    graph = _load(args.graph, registry)
-    if graph is None:
+    started = _start(args, registry, rank)
+    if not _every_rank_ready(started is not None, rank, world):
         return EXIT_INVALID
-    result = validate(graph, registry, args.sets, for_run=True)
-    if not result.ok:
-        _err(f"{args.graph}: cannot run, {len(result.errors)} problem(s)")
-        _print_problems(result.problems)
-        return EXIT_INVALID
-    if rank == 0:
-        _print_problems(result.warnings)
-
-    resume = None
-    if args.resume:
-        from .backups import resolve_resume
-
-        try:
-            resume = resolve_resume(args.resume, args.runs_dir.resolve(), graph.name,
-                                    args.workspace.resolve() if args.workspace else None)
-        except (FileNotFoundError, ValueError) as e:
-            _err(f"--resume: {e}")
-            return EXIT_INVALID
-        if rank == 0:
-            _err(f"resuming from {resume}")
+    graph, result, resume = started
     argv = sys.argv[1:] if sys.argv else []
-    workspace = _shared_workspace(args, graph, resume, rank, world)
+    workspace, resume, lock = _shared_workspace(args, graph, resume, rank, world, argv)
     if workspace is None:
         return EXIT_INVALID
-    lock = RunLock(workspace).acquire(argv) if rank == 0 else contextlib.nullcontext()
+    problem = _local_problem(workspace, resume, rank)
+    if problem:
+        _err(f"rank {rank}: {problem}")
+    if not _every_rank_ready(not problem, rank, world):
+        lock.__exit__(None, None, None)
+        return EXIT_INVALID
     with lock, contextlib.ExitStack() as stack:
         cancel = CancelToken()
         inbox = CommandInbox(cancel)
