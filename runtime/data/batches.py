@@ -9,7 +9,8 @@ Contract (``BatchSource``):
   a stacked tensor when the items are equal-shape tensors, to a 1-D tensor when they are
   numbers, to an (N, k) tensor when they are equal-length tuples of numbers (sizes, crop
   offsets), and to a list otherwise (captions, paths, PIL images); ``"_index"`` lists the
-  items' sample indices;
+  items' sample indices and ``"_epoch"`` (an int) is the epoch the batch belongs to, so that
+  (``_epoch``, ``_index[i]``) names a sample whatever the batch and rank it lands in;
 - ``source.epoch_summary(epoch)`` -> ``EpochSummary`` (items, batches, skipped items).
 
 Bad items: files that cannot be read at scan time never enter the index space
@@ -475,7 +476,8 @@ class BatchJob:
 
 
 def make_batch(fields: dict[str, Field], ev: Eval, indices: list[int]) -> dict:
-    """Evaluate and collate items; bad ones go to ``batch["_skipped"]``."""
+    """Evaluate and collate items (``"_index"``: the kept ones, ``"_epoch"``: ``ev.epoch``); bad ones go to
+    ``batch["_skipped"]``."""
     rows, kept, skipped = [], [], []
     items = list(fields.items())
     for i in indices:
@@ -489,6 +491,7 @@ def make_batch(fields: dict[str, Field], ev: Eval, indices: list[int]) -> dict:
         kept.append(i)
     batch = {name: collate([r[k] for r in rows]) for k, (name, _) in enumerate(items)}
     batch["_index"] = kept
+    batch["_epoch"] = int(ev.epoch)
     batch["_skipped"] = skipped
     return batch
 

@@ -189,6 +189,15 @@ def test_n_ranks_train_each_step_on_the_batch_of_one_process_at_n_times_the_batc
         assert len(differ) < len(single) - 2, "too few steps compared"
 
 
+def test_every_batch_names_its_epoch(data_registry, images, tmp_path):
+    """``_epoch`` beside ``_index``, on one rank and on each of several, with workers, from a resume."""
+    source = ran(images, data_registry, tmp_path, workers=1).out("batches", "batches")
+    for epoch in (0, 3):
+        batches = list(source.epoch(epoch)) + list(source.for_rank(1, 2).epoch(epoch, start=1))
+        assert batches and all(type(b["_epoch"]) is int and b["_epoch"] == epoch for b in batches)
+        assert all(set(b) == {"image", "caption", "_index", "_epoch"} for b in batches)
+
+
 def test_a_rank_whose_batch_is_unreadable_still_gets_one(data_registry, images, tmp_path):
     """Every rank must yield a batch per step: an emptied batch takes readable items of its step."""
     broken = images / "img03.png"  # a 48x32 image: header kept, pixels cut
