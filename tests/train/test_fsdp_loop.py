@@ -1,6 +1,7 @@
 """train.loop with distributed: fsdp on 2 gloo ranks (torch.multiprocessing), end to end: the sharded
-backups it writes every step hold the weights of a one-process run, and a run resumed from one of
-them on 2 ranks ends where the uninterrupted run does."""
+backups it writes every step hold the weights of a one-process run, the trained model rank 0 hands
+on holds them as ordinary full tensors, and a run resumed from a backup on 2 ranks ends where the
+uninterrupted run does."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def train(workspace: Path, rank: int = 0, world: int = 1, resume: str = "") -> d
     inputs = train_inputs(model, Shard(rank, world, 4 // world), lr=1e-2, objective=Regression(), hooks=hooks)
     runner.run(TrainLoop, "train", inputs, max_steps=STEPS, max_grad_norm=0.05, device="cpu",
                distributed="fsdp" if world > 1 else "auto")
+    params = dict(model.net.named_parameters())
     return {"progress": [e["loss"] for e in runner.events("progress")], "saved": len(runner.events("saved")),
-            "step": model.progress.get("step")}
+            "step": model.progress.get("step"), "kinds": sorted({type(p).__name__ for p in params.values()}),
+            "weights": {n: p.detach().clone() for n, p in params.items() if p.requires_grad} if rank == 0 else {}}
 
 
 def _rank_main(rank: int, port: int, out: str, resume: str) -> None:
@@ -98,6 +101,8 @@ def test_train_loop_fsdp_backups_hold_the_one_process_weights_and_resume_on_two_
         ".metadata", "__0_0.distcp", "__1_0.distcp"]
     for name, w in sharded_weights(backups / "step-000003", one).items():
         torch.testing.assert_close(w, one[name], atol=1e-5, rtol=0)
+        torch.testing.assert_close(ranks[0]["weights"][name], one[name], atol=1e-5, rtol=0)
+    assert [r["kinds"] for r in ranks] == [["Parameter"], ["DTensor"]]  # rank 0 full, rank 1 its shards
 
     resumed = run_ranks(tmp_path, resume=str(backups / "step-000002"))
     assert [r["step"] for r in resumed] == [STEPS, STEPS] and resumed[0]["saved"] == 1
