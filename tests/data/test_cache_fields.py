@@ -71,7 +71,7 @@ def fields_graph(folder, cache: str, cache_dir=None):
 def check_batches(batches, n):
     seen = set()
     for b in batches:
-        assert set(b) == {"pooled_embedding", "time_ids", "caption", "_index"}
+        assert set(b) == {"pooled_embedding", "time_ids", "caption", "_index", "_epoch"}
         for k, i in enumerate(b["_index"]):
             seen.add(i)
             assert b["pooled_embedding"][k].tolist() == [float(i)] * 3
@@ -142,7 +142,7 @@ def test_a_version_1_cache_with_a_renamed_slot_keeps_the_batch_key(reg, clean_da
     assert g.nodes["cache"].version == 2 and g.nodes["cache"].params == {"rename": ["hidden=embedding"]}
     ran = run_nodes(g, reg, ["batches"], tmp=tmp_path)
     batches = list(ran.out("batches", "batches").epoch(0))
-    assert all(set(b) == {"embedding", "caption", "_index"} for b in batches)
+    assert all(set(b) == {"embedding", "caption", "_index", "_epoch"} for b in batches)
     for b in batches:
         for k, i in enumerate(b["_index"]):
             assert torch.equal(b["embedding"][k], torch.full((2, 4), float(i)))
