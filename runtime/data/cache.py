@@ -290,39 +290,59 @@ class CacheEngine(Stage):
         ctx = self.ctx
         done, last = 0, 0.0
         pool = ThreadPoolExecutor(threads) if threads > 1 and len(todo) > 1 else None
-        size = max(ROUND_ITEMS, 2 * threads)
-        parts = [todo[k:k + size] for k in range(0, len(todo), size)]
         if ranks:
+            size = max(ROUND_ITEMS, 2 * threads)
+            parts = [todo[k:k + size] for k in range(0, len(todo), size)]
             parts += [[]] * (max(_gathered(len(parts))) - len(parts))  # every rank takes part in every round
+        else:
+            parts = [todo]
         try:
             for part in parts:
                 results = pool.map(one, part) if pool and len(part) > 1 else map(one, part)
-                stop = False
-                for i, err in results:
-                    done += 1
-                    if err is None:
-                        self.stats["computed"] += 1
-                    else:
-                        self.stats["failed"] += 1
-                        failed[i] = prep.skip(self.node_id, ev, i, err, self)
-                    if ctx is not None:
-                        if ctx.cancelled:
-                            if not ranks:
-                                ctx.check_cancelled()
-                            stop = True
-                            break
-                        now = time.monotonic()
-                        if now - last > 0.5 or done == len(todo):
-                            last = now
-                            ctx.progress(done, len(todo), phase="cache")
-                if ranks and _stop_on_any_rank(stop or (ctx is not None and ctx.cancelled)):
-                    if ctx is not None:
-                        ctx.check_cancelled()
-                        ctx.cancel.request("stop on another rank")
-                    raise Cancelled("stop on another rank")
+                stop, error = False, None
+                try:
+                    for i, err in results:
+                        done += 1
+                        if err is None:
+                            self.stats["computed"] += 1
+                        else:
+                            self.stats["failed"] += 1
+                            failed[i] = prep.skip(self.node_id, ev, i, err, self)
+                        if ctx is not None:
+                            if ctx.cancelled:
+                                if not ranks:
+                                    ctx.check_cancelled()
+                                stop = True
+                                break
+                            now = time.monotonic()
+                            if now - last > 0.5 or done == len(todo):
+                                last = now
+                                ctx.progress(done, len(todo), phase="cache")
+                except Exception as e:
+                    if not ranks:
+                        raise
+                    error = e  # said after the round, so that the other ranks do not wait for this one
+                if ranks:
+                    self._end_round(stop or (ctx is not None and ctx.cancelled), error)
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _end_round(self, stop: bool, error: Exception | None) -> None:
+        """After a round of a fill under a process group: every rank raises when any rank failed (its
+        error here, a one-line pointer on the others) or was told to stop (``Cancelled``); a collective."""
+        worst = _most_on_any_rank(2 if error is not None else 1 if stop else 0)
+        if error is not None:
+            raise error
+        if worst == 2:
+            raise DataStageError(f"node {self.node_id!r} ({self.type_id}): filling the cache failed on another "
+                                 f"rank (its log says why)")
+        if worst == 1:
+            ctx = self.ctx
+            if ctx is not None:
+                ctx.check_cancelled()
+                ctx.cancel.request("stop on another rank")
+            raise Cancelled("stop on another rank")
 
     def _parallel(self) -> bool:
         return all(getattr(st.node, "parallel", True) for st in upstream_stages(self.upstream()))
@@ -337,14 +357,14 @@ def _gathered(obj) -> list:
     return out
 
 
-def _stop_on_any_rank(flag: bool) -> bool:
-    """True on every rank when ``flag`` is true on any rank (a collective)."""
+def _most_on_any_rank(value: int) -> int:
+    """The largest of every rank's ``value`` (a collective)."""
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    t = torch.tensor([int(value)], dtype=torch.int32)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return int(t.item())
 
 
 def _sharers(folder: str, rank: int, world: int) -> list[int]:

@@ -124,33 +124,42 @@ def _stop_main(rank, world, port, images, cache_dir, out_dir):
     _join(rank, world, port)
     try:
         reg = _registry()
-        cancel = CancelToken()
         real = datagraph_nodes.CountCalls.process
+        out: dict = {"round": ROUND_ITEMS}
+        for case in ("stop", "error"):
+            cancel = CancelToken()
+            datagraph_nodes.CALLS.clear()
 
-        def process(self, item, image):
-            if rank == 1 and datagraph_nodes.CALLS.get("count", 0) == 3:
-                cancel.request("SIGTERM")  # a signal that reached rank 1 only
-            time.sleep(0.02)
-            return real(self, item, image)
+            def process(self, item, image):
+                if rank == 1 and datagraph_nodes.CALLS.get("count", 0) == 3:
+                    if case == "stop":
+                        cancel.request("SIGTERM")  # a signal that reached rank 1 only
+                    else:
+                        raise RuntimeError("the encoder ran out of memory")
+                time.sleep(0.02)
+                return real(self, item, image)
 
-        datagraph_nodes.CountCalls.process = process
-        source = _source(reg, images, cache_dir, out_dir, cancel)
-        t0 = time.monotonic()
-        outcome = "no stop"
-        try:
-            next(iter(source.epoch(0)))
-        except Cancelled as e:
-            outcome = f"cancelled: {e}"
-        out = {"outcome": outcome, "seconds": time.monotonic() - t0, "round": ROUND_ITEMS,
-               "computed": datagraph_nodes.CALLS.get("count", 0), "cancelled": cancel.requested}
+            datagraph_nodes.CountCalls.process = process
+            source = _source(reg, images, Path(cache_dir) / case, out_dir, cancel)
+            t0 = time.monotonic()
+            outcome = "no stop"
+            try:
+                next(iter(source.epoch(0)))
+            except Cancelled as e:
+                outcome = f"cancelled: {e}"
+            except Exception as e:
+                outcome = f"{type(e).__name__}: {e}"
+            out[case] = {"outcome": outcome, "seconds": time.monotonic() - t0, "cancelled": cancel.requested,
+                         "computed": datagraph_nodes.CALLS.get("count", 0)}
         (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(out))
     finally:
         dist.destroy_process_group()
 
 
-def test_a_stop_on_one_rank_during_a_cache_fill_stops_every_rank_within_a_round(tmp_path):
+def test_a_stop_or_failure_on_one_rank_during_a_cache_fill_ends_every_rank_within_a_round(tmp_path):
     """Rank 1 is told to stop after 3 items of a 60-item fill: both ranks stop after the round (rank 0 does
-    not compute its whole share, nor wait in a collective for rank 1), and the cache holds whole files."""
+    not compute its whole share, nor wait in a collective for rank 1), and the cache holds whole files.
+    The same when rank 1's stage fails: rank 1 raises its error, rank 0 a one-line pointer to it."""
     import torch
     import torch.multiprocessing as mp
 
@@ -162,12 +171,18 @@ def test_a_stop_on_one_rank_during_a_cache_fill_stops_every_rank_within_a_round(
     out_dir.mkdir()
     mp.spawn(_stop_main, args=(2, _free_port(), str(images), str(cache_dir), str(out_dir)), nprocs=2, join=True)
     res = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
-    assert [r["outcome"].split(":")[0] for r in res] == ["cancelled", "cancelled"], res
-    assert res[1]["outcome"] == "cancelled: SIGTERM" and "another rank" in res[0]["outcome"]
-    assert res[0]["cancelled"], "rank 0 does not know the run stops"
-    assert res[1]["computed"] == 4 and res[0]["computed"] <= res[0]["round"] < 30, res
-    assert all(r["seconds"] < 15 for r in res), res
-    files = list(cache_dir.rglob("*.pt"))
-    assert files and not list(cache_dir.rglob("*.tmp")) and not list(cache_dir.glob(".ranks-probe-*"))
+    stop = [r["stop"] for r in res]
+    assert [r["outcome"].split(":")[0] for r in stop] == ["cancelled", "cancelled"], stop
+    assert stop[1]["outcome"] == "cancelled: SIGTERM" and "another rank" in stop[0]["outcome"]
+    assert stop[0]["cancelled"], "rank 0 does not know the run stops"
+    limit = res[0]["round"]
+    assert stop[1]["computed"] == 4 and stop[0]["computed"] <= limit < 30, stop
+    assert all(r["seconds"] < 15 for r in stop), stop
+    files = list((cache_dir / "stop").rglob("*.pt"))
+    assert files and not list(cache_dir.rglob("*.tmp")) and not list(cache_dir.rglob(".ranks-probe-*"))
     for f in files:
         torch.load(f, weights_only=True)
+    error = [r["error"] for r in res]
+    assert error[1]["outcome"].startswith("DataStageError: node 'count'") and "ran out of memory" in error[1]["outcome"]
+    assert error[0]["outcome"].startswith("DataStageError: node 'cache'") and "another rank" in error[0]["outcome"]
+    assert error[0]["computed"] <= limit and all(r["seconds"] < 15 for r in error), error
