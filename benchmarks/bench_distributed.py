@@ -71,14 +71,22 @@ def launch(ranks: int, sets: list[str], runs_dir: Path, threads: int, timeout: f
            "-m", "runtime", "run", str(QUICKSTART), "--runs-dir", str(runs_dir)]
     for s in sets:
         cmd += ["--set", s]
+    proc = subprocess.Popen(cmd, cwd=runs_dir.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        done = subprocess.run(cmd, cwd=runs_dir.parent, env=env, capture_output=True, text=True, timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.terminate()  # torchrun forwards SIGTERM to its ranks and kills them after its shutdown timeout
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
         raise SystemExit(f"bench_distributed: a {ranks}-rank run took over {timeout:.0f} s: {' '.join(cmd)}") from None
     folders = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []
-    if done.returncode != 0 or len(folders) != 1:
-        tail = (done.stderr or done.stdout)[-2000:]
-        raise SystemExit(f"bench_distributed: the {ranks}-rank run failed (exit {done.returncode}): "
+    if proc.returncode != 0 or len(folders) != 1:
+        tail = (err or out)[-2000:]
+        raise SystemExit(f"bench_distributed: the {ranks}-rank run failed (exit {proc.returncode}): "
                          f"{' '.join(cmd)}\n{tail}")
     lines = (folders[0] / "events.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
