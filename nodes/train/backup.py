@@ -128,9 +128,9 @@ def _write(run, reason: str, rngs: list | None = None, shards=None) -> Path:
             shutil.copyfile(graph, tmp / GRAPH_FILE)
         meta = {"step": state.step, "epoch": state.epoch, "epoch_batch": state.epoch_batch,
                 "total_steps": run.total_steps, "reason": reason, "time": time.time(),
-                "graph": ctx.graph_name, "node": ctx.node_id, "weights": len(list(run.model.named_trainable_parameters())),
-                "ranks": world_size(), "rank_rngs": rngs is not None, "sharded": shards is not None,
-                "nodetrainer": __version__}
+                "graph": ctx.graph_name, "node": ctx.node_id,
+                "weights": len(list(run.model.named_trainable_parameters())), "ranks": world_size(),
+                "rank_rngs": rngs is not None, "sharded": shards is not None, "nodetrainer": __version__}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     for old in list_backups(ctx.workspace)[: -max(1, run.backup_keep)]:
         shutil.rmtree(old, ignore_errors=True)

@@ -225,7 +225,7 @@ class TrainLoop:
         if self.distributed == "fsdp":  # hooks that need the whole model on rank 0, fp16's gradient scaler
             from .fsdp import check_fsdp
 
-            check_fsdp(c, self.precision)
+            check_fsdp(c, self.precision, self.optimizer_kernel)
 
     @staticmethod
     def _check_schedule(c) -> None:
