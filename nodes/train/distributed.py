@@ -4,6 +4,7 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set. ``train.loop`` (``distributed: auto``) then trains with
 DistributedDataParallel: rank r computes on its own batches, gradients are averaged over the ranks,
 rank 0 alone runs the hooks (samples, saves, backups, EMA, TensorBoard) and reports.
+``distributed: fsdp`` shards the trained parts over the ranks instead (``fsdp.FSDPParts``).
 
 No torch import at module level: the CLI imports this before it knows a run needs torch.
 """

@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from runtime.backups import SHARDED_DIR  # the folder of a backup that holds the shards
+
 #: hook nodes that work under FSDP: backups (written by every rank) and metrics-only logging
 FSDP_HOOKS = ("train.backup_hook", "train.tensorboard")
-#: the folder of a backup that holds the sharded weights and optimizer state
-SHARDED_DIR = "sharded"
 
 
 #: optimizers verified to train sharded weights (2 gloo ranks equal one process): torch's

@@ -111,8 +111,9 @@ TRAIN_RUNS = {"batch2": (2, False), "accumulated": (1, False), "lora": (2, True)
 
 
 def case_train(rank: int, out: Path) -> dict:
-    """Each of TRAIN_RUNS on this rank."""
-    return {key: train_run(rank, micro, lora) for key, (micro, lora) in TRAIN_RUNS.items()}
+    """Each of TRAIN_RUNS on this rank, then the sharded backup's round trip (one spawn for all)."""
+    runs = {key: train_run(rank, micro, lora) for key, (micro, lora) in TRAIN_RUNS.items()}
+    return {**runs, "resume": case_resume(rank, out)}
 
 
 def train_run(rank: int, micro: int, lora: bool) -> dict:
@@ -182,7 +183,7 @@ def case_resume(rank: int, out: Path) -> dict:
             "weights": plain(model.net) if rank == 0 else {}}
 
 
-CASES = {"train": case_train, "resume": case_resume}
+CASES = {"train": case_train}
 
 
 def _rank_main(rank: int, port: int, out: str, case: str) -> None:
@@ -218,9 +219,10 @@ def run_ranks(tmp_path: Path, case: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """TRAIN_RUNS on 2 ranks (one spawn for the three tests that read them): key -> [rank 0, rank 1]."""
+    """TRAIN_RUNS and the backup round trip on 2 ranks (one spawn for the tests that read them):
+    key -> [rank 0, rank 1]."""
     ranks = run_ranks(tmp_path_factory.mktemp("fsdp"), "train")
-    return {key: [r[key] for r in ranks] for key in TRAIN_RUNS}
+    return {key: [r[key] for r in ranks] for key in [*TRAIN_RUNS, "resume"]}
 
 
 def test_two_ranks_fsdp_equal_one_process_and_finish_gathers_full_weights_on_rank0(trained):
@@ -255,15 +257,15 @@ def test_fsdp_accumulation_without_gradient_sync_equals_the_big_batch(trained):
         torch.testing.assert_close(r0["weights"][name], w, atol=1e-5, rtol=0)
 
 
-def test_sharded_backup_round_trip_continues_like_an_uninterrupted_run(tmp_path):
+def test_sharded_backup_round_trip_continues_like_an_uninterrupted_run(trained):
     """save_sharded at step 2 writes every rank's share under folder/sharded; a fresh model (other initial
     weights) and optimizer load_sharded it and the 3rd step equals the uninterrupted run's, weights and
     Adam moments; a backup that does not fit the graph is one ValueError naming the folder."""
     import torch
 
-    ranks = run_ranks(tmp_path, "resume")
-    sharded = tmp_path / "backup" / "sharded"
-    assert ranks[0]["written"] == str(sharded)
+    ranks = trained["resume"]
+    sharded = Path(ranks[0]["written"])
+    assert sharded.name == "sharded" and ranks[1]["written"] == str(sharded)
     assert sorted(p.name for p in sharded.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     for r in ranks:
         assert r["restored_steps"] and set(r["restored_steps"]) == {2}
@@ -271,7 +273,7 @@ def test_sharded_backup_round_trip_continues_like_an_uninterrupted_run(tmp_path)
             torch.testing.assert_close(r["local_again"][name], w, atol=1e-6, rtol=0)
         for a, b in zip(r["moments"], r["moments_again"], strict=True):
             torch.testing.assert_close(b, a, atol=1e-9, rtol=0)
-        assert r["unfit"].startswith(f"backup {tmp_path / 'backup'}: its sharded state does not fit")
+        assert r["unfit"].startswith(f"backup {sharded.parent}: its sharded state does not fit")
         assert "\n" not in r["unfit"]
     one = one_process()
     for name, w in one["weights"].items():
