@@ -132,8 +132,9 @@ class TrainLoop:
                                                  "less GPU memory, slower; nothing on a CPU")
     distributed = Param(Choice(*distributed.MODES), "auto",
                         doc="several processes (torchrun): ddp = DistributedDataParallel, gradients averaged over "
-                            "the ranks, hooks on rank 0; auto: ddp when started by torchrun with more than one "
-                            "process; off: each process trains alone")
+                            "the ranks, hooks on rank 0; fsdp = the trained parts' weights, gradients and optimizer "
+                            "state sharded over the ranks (fully_shard), for models that do not fit one GPU; auto: "
+                            "ddp when started by torchrun with more than one process; off: each process trains alone")
 
     def run(self, ctx, model, batches, optimizer, schedule, objective, hooks):
         """Set up (device, precision, weights, state), resume, the epoch loop (``Steps``), the end."""
@@ -142,9 +143,13 @@ class TrainLoop:
         device, ddp = self._device()
         precision = precision_on(ctx, model, device, self.precision)
         torch.manual_seed(ctx.seed_for(self.seed, *rank_salt()))  # dropout draws from torch's global generator
+        shard_first = ddp and self.distributed == "fsdp"
+        if shard_first:  # FSDP moves each block to the GPU as its 1/N share: a part larger than one GPU fits
+            parts, params = self._parts(model, device, ddp)
         model.prepare_for_training(device, self.gradient_checkpointing)
         fast = speed.Options(ctx, model, device, precision, self)
-        parts, params = self._parts(model, device, ddp)
+        if not shard_first:
+            parts, params = self._parts(model, device, ddp)
         batches_per_epoch = count_batches(batches)
         steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
         total = self.max_steps or self.epochs * steps_per_epoch

@@ -39,8 +39,8 @@ def train(workspace: Path, rank: int = 0, world: int = 1) -> dict:
     hooks = [runner.run(Backups, "backups", every=STEPS)["hook"]] if world > 1 else []
     inputs = train_inputs(adapted, Items(model, rank, world), lr=0.5, optimizer="sgd", objective=objective,
                           hooks=hooks)
-    # foreach: torch's DTensor has no fused SGD step (the auto kernel's choice on a CPU)
-    runner.run(TrainLoop, "train", inputs, max_steps=STEPS, device="cpu", optimizer_kernel="foreach",
+    # the auto kernel: fused SGD on a CPU, which DTensor lacks, so it must fall back to foreach
+    runner.run(TrainLoop, "train", inputs, max_steps=STEPS, device="cpu",
                distributed="fsdp" if world > 1 else "auto")
     if rank:
         return {}

@@ -59,12 +59,29 @@ def fused_kernel(params: list) -> dict:
     return {"fused": True} if ok else {}
 
 
+#: the optimizers whose fused kernel torch's DTensor implements (FSDP's sharded weights)
+DTENSOR_FUSED = ("adamw", "adam")
+
+
+def _sharded(params) -> bool:
+    """Some weight is a DTensor (sharded by FSDP: distributed: fsdp)."""
+    import sys
+
+    if "torch.distributed.tensor" not in sys.modules:
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(t, DTensor) for t in _tensors(params))
+
+
 def kernel_kwargs(name: str, entry: Entry, kernel: str, params: list) -> dict:
     """Constructor arguments for the ``kernel`` choice; a choice the optimizer lacks is an error."""
     if kernel not in KERNELS:
         raise ValueError(f"train.optimizer: unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     if kernel == "auto":
-        return fused_kernel(params) if "fused" in entry.kernels else {}
+        if "fused" not in entry.kernels or (name not in DTENSOR_FUSED and _sharded(params)):
+            return {}  # torch's DTensor has no fused sgd/adagrad step: torch's own (foreach) choice
+        return fused_kernel(params)
     if kernel not in entry.kernels:
         have = ", ".join(("auto", *entry.kernels))
         raise ValueError(f"train.optimizer: optimizer {name!r} has no {kernel!r} kernel (it has: {have})")
