@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from runtime.backups import list_backups, run_folders
+from runtime.backups import list_backups, read_meta, run_folders
 from runtime.errors import GraphFileError
 from runtime.paths import ROOT, presets
 from runtime.registry import Registry, default_registry
@@ -559,6 +559,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(self._no_backup_text(), 10000)
             self.update_resume()
             return False
+        ranks = backup_ranks(self.newest_backup())
+        if ranks > 1 or self.run_panel.processes.value() > 1:
+            # a backup resumes on the number of processes that wrote it (its data position is per rank)
+            self.run_panel.processes.setMaximum(max(ranks, self.run_panel.processes.maximum()))
+            self.run_panel.processes.setValue(ranks)
         return self.run_graph(resume="last")
 
     def newest_backup(self) -> Path | None:
@@ -742,3 +747,9 @@ class HelpDialog(QtWidgets.QDialog):
         if url.isRelative():
             url = QtCore.QUrl.fromLocalFile(str(ROOT / url.path()))
         QtGui.QDesktopServices.openUrl(url)
+
+
+def backup_ranks(backup: Path) -> int:
+    """How many processes wrote ``backup`` (its meta's ``ranks``; 1 for older backups)."""
+    ranks = (read_meta(backup) or {}).get("ranks", 1)
+    return ranks if isinstance(ranks, int) and not isinstance(ranks, bool) and 1 <= ranks <= 1024 else 1

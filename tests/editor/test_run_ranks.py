@@ -198,6 +198,34 @@ def test_more_processes_than_gpus_runs_on_the_gpus_there_are(panel, starts, tmp_
     assert "only 2 GPU(s) here" in panel.log.toPlainText()
 
 
+def resume_backup(window, ranks: int | None) -> None:
+    from runtime.workspace import slug
+
+    name = window.doc.graph.name
+    folder = window.runs_dir / f"{slug(name)}-20260101-120000" / "backups" / "step-000003"
+    folder.mkdir(parents=True)
+    meta = {"step": 3, "time": 1.0e9, "graph": name, **({"ranks": ranks} if ranks else {})}
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_resume_last_runs_on_the_number_of_processes_that_wrote_the_backup(window, starts, no_exceptions):
+    assert window.open_file(QUICKSTART)
+    window.run_panel.devices = counted(0)
+    resume_backup(window, 2)
+    assert window.resume_last()
+    assert starts.calls[-1][1] == {"resume": "last", "processes": 2}
+    assert window.run_panel.processes.value() == 2
+
+
+def test_resume_last_of_a_one_process_backup_goes_back_to_one_process(window, starts, no_exceptions):
+    assert window.open_file(QUICKSTART)
+    window.run_panel.devices = counted(0)
+    window.run_panel.processes.setValue(3)
+    resume_backup(window, None)  # older backups carry no ranks: one process wrote them
+    assert window.resume_last()
+    assert starts.calls[-1][1] == {"resume": "last"} and window.run_panel.processes.value() == 1
+
+
 # -- real runs: torchrun, 2 processes on the CPU (gloo) ------------------------------------------------
 
 def wait_for_run(qtbot, panel, timeout: int) -> str:
