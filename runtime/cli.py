@@ -435,7 +435,21 @@ def cmd_run(args) -> int:
             dist.destroy_process_group()
 
 
-def _start(args, registry, rank: int):
+def _shared_seed_source(world: int) -> int | None:
+    """Under torchrun, rank 0's random number that every rank derives its ``seed: -1`` values from (a
+    collective), so all ranks shuffle and draw alike; None for one process (fresh seeds)."""
+    if world == 1:
+        return None
+    import secrets
+
+    import torch.distributed as dist
+
+    box = [secrets.randbits(63)]
+    dist.broadcast_object_list(box, src=0)
+    return int(box[0])
+
+
+def _start(args, registry, rank: int, random_seeds: int | None = None):
     """The graph, its validation and (on rank 0) the backup to resume from; None, after saying why, when
     the run cannot start here."""
     from .validate import validate
@@ -443,7 +457,7 @@ def _start(args, registry, rank: int):
     graph = _load(args.graph, registry)
     if graph is None:
         return None
-    result = validate(graph, registry, args.sets, for_run=True)
+    result = validate(graph, registry, args.sets, for_run=True, random_seeds=random_seeds)
     if not result.ok:
         _err(f"{args.graph}: cannot run, {len(result.errors)} problem(s)")
         _print_problems(result.problems)
@@ -475,7 +489,8 @@ def _run(args, rank: int, world: int) -> int:
     from .workspace import EVENTS_FILE, EventLog, RankLog, rank_log_name, write_run_record
 
     registry = default_registry()
-    started = _start(args, registry, rank)
+    # before anything a rank can fail on alone: every rank takes part in this collective
+    started = _start(args, registry, rank, _shared_seed_source(world))
     if not _every_rank_ready(started is not None, rank, world):
         return EXIT_INVALID
     graph, result, resume = started

@@ -73,16 +73,28 @@ def validate(
     *,
     for_run: bool = False,
     cwd: Path | None = None,
+    random_seeds: int | None = None,
 ) -> Validation:
-    """Check ``graph`` and resolve it; see the module doc."""
-    return _Validator(graph, registry, for_run, cwd or Path.cwd()).run(list(overrides))
+    """Check ``graph`` and resolve it; see the module doc. ``random_seeds``: where the seeds a run picks
+    for ``seed: -1`` come from (None: fresh ones; a number: derived from it and the node and field, so
+    several processes of one run, each validating the graph, pick the same ones)."""
+    return _Validator(graph, registry, for_run, cwd or Path.cwd(), random_seeds).run(list(overrides))
+
+
+def derived_seed(source: int, node_id: str, field: str) -> int:
+    """The seed ``seed: -1`` of ``node_id``'s ``field`` gets from the shared ``source``."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{source}:{node_id}:{field}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (Seed.MAX + 1)
 
 
 class _Validator:
-    def __init__(self, graph: Graph, registry: Registry, for_run: bool, cwd: Path):
+    def __init__(self, graph: Graph, registry: Registry, for_run: bool, cwd: Path, random_seeds: int | None = None):
         self.g = graph
         self.reg = registry
         self.for_run = for_run
+        self.random_seeds = random_seeds
         self.cwd = cwd
         self.base = graph.base_dir
         self.out = Validation()
@@ -265,7 +277,8 @@ class _Validator:
                 value = self.abspath(value, base)
                 self.check_exists(value, param.kind, entry.id, field)
             if isinstance(param.kind, Seed) and value == Seed.RANDOM and self.for_run:
-                value = secrets.randbelow(Seed.MAX + 1)
+                value = (secrets.randbelow(Seed.MAX + 1) if self.random_seeds is None
+                         else derived_seed(self.random_seeds, entry.id, field))
             if isinstance(param.kind, Device) and self.for_run:
                 why = Device.missing(value)
                 if why:
