@@ -126,6 +126,13 @@ class FSDPParts:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
+        from .distributed import any_rank
+
+        # rank 0 made the folder: a rank that cannot see it is on a machine with a disk of its own
+        if any_rank(not Path(folder).is_dir()):
+            raise RuntimeError(f"a distributed: fsdp backup is written by every rank into one folder, and some rank "
+                               f"cannot see {folder}: on several machines put the runs folder on a filesystem "
+                               "they all share")
         target = Path(folder) / SHARDED_DIR
         weights, optim = get_state_dict(self.container, optimizer, options=self._options())
         dcp.save({"model": weights, "optimizer": optim}, storage_writer=dcp.FileSystemWriter(str(target)))
@@ -133,15 +140,18 @@ class FSDPParts:
 
     def load_sharded(self, folder, optimizer) -> None:
         """Restore the trainable weights and ``optimizer``'s state from ``folder/sharded`` (a collective;
-        the backup may come from another number of ranks: DCP re-shards). A missing or unfitting one
-        raises ValueError naming the folder."""
+        train.loop resumes a backup only on the number of ranks that wrote it, since its data position is
+        per rank). A missing or unfitting one raises ValueError naming the folder, on every rank."""
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+        from .distributed import any_rank
+
         source = Path(folder) / SHARDED_DIR
-        if not (source / ".metadata").is_file():
+        if any_rank(not (source / ".metadata").is_file()):
             raise ValueError(f"backup {folder} has no sharded state ({SHARDED_DIR}/.metadata): it was not written "
-                             "by a distributed: fsdp run; resume it with the distributed mode that wrote it")
+                             "by a distributed: fsdp run (resume it with the distributed mode that wrote it), or, on several "
+                             "machines, is not on a filesystem they all share")
         weights, optim = get_state_dict(self.container, optimizer, options=self._options())
         reader = SafeReader(str(source))
         _check_keys(folder, weights, reader.read_metadata())

@@ -126,3 +126,15 @@ def test_safe_reader_reads_a_dcp_checkpoint_and_refuses_foreign_pickles(tmp_path
     with pytest.raises(pickle.UnpicklingError, match="names posix.system"):
         SafeReader(str(bad)).read_metadata()
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_sharded_backup_into_a_folder_a_rank_cannot_see_is_refused_before_writing(tmp_path):
+    # rank 0 made the folder; a rank on a machine with its own disk does not see it (no process group
+    # here: this process is that rank)
+    from nodes.train.fsdp import FSDPParts
+
+    with pytest.raises(RuntimeError, match="filesystem they all share"):
+        FSDPParts.save_sharded(object(), tmp_path / "elsewhere", optimizer=None)
+    assert not (tmp_path / "elsewhere").exists()
+    with pytest.raises(ValueError, match="filesystem they all share"):
+        FSDPParts.load_sharded(object(), tmp_path / "elsewhere", optimizer=None)
