@@ -143,13 +143,8 @@ class TrainLoop:
         device, ddp = self._device()
         precision = precision_on(ctx, model, device, self.precision)
         torch.manual_seed(ctx.seed_for(self.seed, *rank_salt()))  # dropout draws from torch's global generator
-        shard_first = ddp and self.distributed == "fsdp"
-        if shard_first:  # FSDP moves each block to the GPU as its 1/N share: a part larger than one GPU fits
-            parts, params = self._parts(model, device, ddp)
-        model.prepare_for_training(device, self.gradient_checkpointing)
+        parts, params = self._place(model, device, ddp)
         fast = speed.Options(ctx, model, device, precision, self)
-        if not shard_first:
-            parts, params = self._parts(model, device, ddp)
         batches_per_epoch = count_batches(batches)
         steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
         total = self.max_steps or self.epochs * steps_per_epoch
@@ -174,6 +169,17 @@ class TrainLoop:
             distributed.init(device.type)
             device = distributed.local_device(device)
         return device, ddp
+
+    def _place(self, model, device, ddp: bool):
+        """The model on its device, ready to train, and ``_parts``. FSDP shards first: it moves each block
+        to the GPU as its 1/N share, so a part larger than one GPU fits."""
+        shard_first = ddp and self.distributed == "fsdp"
+        if shard_first:
+            parts, params = self._parts(model, device, ddp)
+        model.prepare_for_training(device, self.gradient_checkpointing)
+        if not shard_first:
+            parts, params = self._parts(model, device, ddp)
+        return parts, params
 
     def _parts(self, model, device, ddp: bool):
         """The DDP/FSDP wrappers (``distributed.parallel_parts``; None without DDP) and the trainable
