@@ -406,21 +406,54 @@ def _local_problem(workspace: Path, resume: Path | None, rank: int) -> str | Non
     return None
 
 
-def _every_rank_ready(ready: bool, rank: int, world: int) -> bool:
+def _every_rank_ready(ready: bool, rank: int, world: int, said: str | None = None) -> bool:
     """True when every rank is ready to run (a collective; a rank that is not has said why), so that a
     rank that cannot start (its graph, data or backup missing on its machine) stops every rank at once
-    instead of leaving them waiting for it in a collective."""
+    instead of leaving them waiting for it in a collective. ``said``: what this rank held back to say
+    (its validation); rank 0 says its own and every other rank's that differs (prefixed with the rank),
+    and a rank whose text differs from rank 0's says it too, so N ranks of one graph say it once."""
     if world == 1:
         return ready
     import torch.distributed as dist
 
-    flags: list = [None] * world
-    dist.all_gather_object(flags, not ready)
-    failed = [r for r, bad in enumerate(flags) if bad]
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, (not ready, said or ""))
+    failed = [r for r, (bad, _) in enumerate(gathered) if bad]
+    _say_once(rank, [text for _, text in gathered])
     if failed and ready:
         _err(f"nodetrainer: rank {', '.join(map(str, failed))} could not start the run (its output says why); "
              f"every rank stops")
     return not failed
+
+
+def _say_once(rank: int, texts: list[str]) -> None:
+    """Print what the ranks held back, each text once (see ``_every_rank_ready``)."""
+    mine, first = texts[rank], texts[0]
+    if rank == 0:
+        sys.stderr.write(first)
+        for r, text in enumerate(texts[1:], start=1):
+            if text and text != first:
+                sys.stderr.write("".join(f"rank {r}: {line}\n" for line in text.splitlines()))
+    elif mine != first:
+        sys.stderr.write(mine)
+    sys.stderr.flush()
+
+
+def _start_quietly(args, registry, rank: int, world: int):
+    """``_start`` with what it says held back under torchrun (for ``_every_rank_ready`` to say once);
+    ``(started, text)``."""
+    # before anything a rank can fail on alone: every rank takes part in this collective
+    seeds = _shared_seed_source(world)
+    if world == 1:
+        return _start(args, registry, rank, seeds), None
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            started = _start(args, registry, rank, seeds)
+    except BaseException:
+        sys.stderr.write(held.getvalue())  # nothing held back is lost when this rank fails outright
+        raise
+    return started, held.getvalue()
 
 
 def cmd_run(args) -> int:
@@ -489,9 +522,8 @@ def _run(args, rank: int, world: int) -> int:
     from .workspace import EVENTS_FILE, EventLog, RankLog, rank_log_name, write_run_record
 
     registry = default_registry()
-    # before anything a rank can fail on alone: every rank takes part in this collective
-    started = _start(args, registry, rank, _shared_seed_source(world))
-    if not _every_rank_ready(started is not None, rank, world):
+    started, said = _start_quietly(args, registry, rank, world)
+    if not _every_rank_ready(started is not None, rank, world, said):
         return EXIT_INVALID
     graph, result, resume = started
     argv = sys.argv[1:] if sys.argv else []

@@ -46,3 +46,19 @@ def test_torchrun_two_ranks_share_one_run_folder_and_rank0_reports(tmp_path):
     assert "on 2 ranks" in rank1 and rank1.rstrip().endswith("run ok")
     assert not (ws / "rank-0.log").exists()
     shutil.rmtree(runs)
+
+
+def test_a_graph_every_rank_finds_invalid_is_said_once(tmp_path):
+    """Every rank validates the graph; the same problems on both are printed once (by rank 0), not once
+    per rank."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "runtime", "run",
+           str(ROOT / "graphs" / "quickstart.yaml"), "--set", "steps=2", "--set", "train.distributed=fsdp",
+           "--runs-dir", str(tmp_path / "runs")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    said = done.stdout + done.stderr
+    assert said.count("cannot run, 1 problem(s)") == 1, said[-3000:]
+    assert said.count("cannot run under distributed: fsdp") == 1
+    assert "rank 1:" not in said

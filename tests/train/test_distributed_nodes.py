@@ -116,6 +116,7 @@ def test_a_rank_that_cannot_start_stops_every_rank_at_once(tmp_path):
     assert all(rc != 0 for rc, _ in res)
     assert "rank 1 could not start the run" in res[0][1]
     assert "not-copied" in res[1][1] and "cannot run" in res[1][1]
+    assert "rank 1: " in res[0][1] and "not-copied" in res[0][1]  # rank 0's console says rank 1's problem too
     assert not (tmp_path / "node0" / "runs").exists() or not any((tmp_path / "node0" / "runs").iterdir())
 
 
