@@ -9,7 +9,7 @@ micro-batches: 2 ranks x batch 2 train as 1 process x batch 4. No torch import a
 
 from __future__ import annotations
 
-from runtime import Choice, Param
+from runtime import Choice, Param, Seed
 
 DRAWS = ("per_batch", "per_sample")
 EPOCH, INDEX = "_epoch", "_index"
@@ -68,9 +68,9 @@ class DrawParams:
                   doc="random draws (noise, timesteps, offsets, unmasked items): per_batch from train.loop's "
                       "generator; per_sample from each item's own (seed, epoch, index): results that do not "
                       "depend on the number of GPUs or the micro-batch split (costs a little per sample)")
-    seed = Param(int, 42, min=0, max=2**32 - 1,
+    seed = Param(Seed, 42,
                  doc="draws per_sample: the seed of every sample's draws (mixed with this node's id, the "
-                     "epoch and the item); per_batch uses train.loop's seed")
+                     "epoch and the item; the presets give it the graph's seed); per_batch uses train.loop's seed")
 
     def draw_settings(self, ctx) -> dict:
         """The objective's ``draws`` and ``draw_seed`` (the seed mixed with this node's id)."""

@@ -224,3 +224,24 @@ def test_per_batch_flow_draws_are_the_old_ones(settings, scheme):
     s = sigmas.reshape(-1, 1, 1, 1)
     assert torch.equal(model.calls[0][1], sigmas)
     assert torch.equal(model.calls[0][0], (1.0 - s) * x0 + s * noise)
+
+
+def test_every_preset_gives_its_objective_the_graphs_seed():
+    """A preset's ``seed`` input reaches the objective too, so with draws per_sample another graph seed
+    draws other noise (as it does for train.loop's per_batch draws)."""
+    from runtime.graph_file import load_graph
+    from runtime.paths import presets
+    from runtime.registry import default_registry
+    from runtime.validate import validate
+
+    registry = default_registry()
+    checked = 0
+    for path in presets():
+        graph = load_graph(path, registry)
+        objectives = [n for n, node in graph.nodes.items() if node.type.endswith("_objective")]
+        if not objectives or "seed" not in graph.inputs:
+            continue
+        result = validate(graph, registry, ["seed=7"])
+        assert all(result.nodes[n].params["seed"] == 7 for n in objectives), path.name
+        checked += 1
+    assert checked >= 10
