@@ -358,7 +358,7 @@ class Steps:
         self.isfinite, self.clip = torch.isfinite, torch.nn.utils.clip_grad_norm_
         self.effective_lrs = effective_lrs
         self.parts, self.mean_over_ranks, self.finite = run.parts, distributed.mean_over_ranks, math.isfinite
-        self.flags_on_any_rank = flags_on_any_rank
+        self.flags_on_any_rank, self.flags_sum = flags_on_any_rank, sum_over_ranks
         self.update_loss = 0.0  # the mean loss of the batches of the update in progress
         self.window = collections.deque(maxlen=20)  # the last step times, for it/s
         self.t_step = time.perf_counter()
@@ -416,11 +416,20 @@ class Steps:
         """Forward, backward of the loss's share of the update, both with the chosen attention kernel."""
         state = self.state
         sync = self.parts.step(state.micro_step + 1 >= self.accum) if self.parts else contextlib.nullcontext()
+        share = self.rank_share(batch) if self.parts else 1.0
         with self.attention(), sync:  # DDP: gradients averaged on the update's last micro-batch only
             loss = self.forward(batch)
-            state.scaler.scale(loss / self.accum).backward()
-        self.update_loss += loss.item() / self.accum
+            state.scaler.scale(loss * (share / self.accum)).backward()
+        self.update_loss += loss.item() * share / self.accum
         state.micro_step += 1
+
+    def rank_share(self, batch) -> float:
+        """This rank's weight in the ranks' mean (a collective): its items x ranks / the step's items, so
+        each item of a step split unevenly (2 + 1 at an epoch's end) counts as in one process's mean of
+        the whole step. 1.0 when some rank's batches do not say their items (no ``_index``)."""
+        n = len(batch.get("_index") or ()) if isinstance(batch, dict) else 0
+        total, unknown = self.flags_sum(float(n), float(n == 0))
+        return 1.0 if unknown or not total else n * distributed.world_size() / total
 
     def forward(self, batch):
         """The loss of one batch under autocast (saved activations offloaded when asked), checked finite."""
@@ -505,6 +514,16 @@ def flags_on_any_rank(*flags: bool) -> list:
     t = torch.tensor([1.0 if f else 0.0 for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [v > 0 for v in t.tolist()]
+
+
+def sum_over_ranks(*values: float) -> list:
+    """Each value summed over the ranks: one all_reduce (SUM) for all of them."""
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
 
 
 def final_failure_backup(run, failed: list):
