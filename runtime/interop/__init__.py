@@ -1,0 +1,1 @@
+"""Importers and exporters for other trainers' config formats."""

@@ -1,0 +1,1 @@
+"""OneTrainer config import (reference: shared/reference/onetrainer-config.md)."""
