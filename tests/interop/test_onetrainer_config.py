@@ -29,6 +29,8 @@ def test_default_config_reports_nothing_changed(tmp_path):
     assert result.values["text_encoder"]["stop_training_after"] == 30
     assert result.values["optimizer"]["optimizer"] == "ADAMW"
     assert not result.preset and result.version == D.CURRENT_VERSION
+    ui = read_config(_write(tmp_path / "config.json", _full_default()), optimizer_rule="ui")
+    assert ui.changed == frozenset() and ui.values["optimizer"]["weight_decay"] == 0.01
 
 
 def test_changed_lists_dotted_keys_of_sub_objects(tmp_path):
@@ -191,3 +193,17 @@ def test_defaults_table_is_complete():
     assert len(config) + 1 == 161                            # every TrainConfig key but secrets
     assert len(D.OPTIMIZER) == 104 and len(D.MODEL_PART) == 14
     assert len(D.CONCEPT_IMAGE) == 22 and len(D.CONCEPT_TEXT) == 15 and len(D.SAMPLE) == 23
+
+
+def test_ui_optimizer_rule_loads_the_optimizer_set_or_the_saved_one(tmp_path):
+    preset = {"optimizer": {"optimizer": "ADAFACTOR"}, "concepts": []}
+    path = _write(tmp_path / "#flux ft.json", preset)
+    cli = read_config(path)
+    ui = read_config(path, optimizer_rule="ui")
+    assert cli.values["optimizer"]["eps"] is None
+    assert ui.values["optimizer"]["eps"] == 1e-30 and ui.values["optimizer"]["stochastic_rounding"] is True
+    assert ui.changed == {"optimizer.optimizer"}
+    preset["optimizer_defaults"] = {"ADAFACTOR": {"optimizer": "ADAFACTOR", "fused_back_pass": True}}
+    ui = read_config(_write(tmp_path / "#flux ft.json", preset), optimizer_rule="ui")
+    assert ui.values["optimizer"]["fused_back_pass"] is True
+    assert "optimizer.fused_back_pass" in ui.changed and "optimizer_defaults" in ui.changed

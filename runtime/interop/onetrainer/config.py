@@ -69,9 +69,15 @@ def is_preset(path, raw):
     return (name.startswith("#") and name != "#.json") or isinstance(raw.get("optimizer"), dict)
 
 
-def read_config(path, concepts=None, samples=None, preset=None):
+def read_config(path, concepts=None, samples=None, preset=None, optimizer_rule="cli"):
     """Read OneTrainer config ``path``; ``concepts``/``samples`` are optional file paths that win over
-    the config's own. ``preset`` None = detect (``is_preset``); True/False forces the form."""
+    the config's own. ``preset`` None = detect (``is_preset``); True/False forces the form.
+
+    ``optimizer_rule`` (§3.1): "cli" uses ``optimizer`` as loaded (``scripts/train.py``); "ui" rebuilds it
+    as the UI does: ``optimizer_defaults[name]`` if present, else the UI's set for that optimizer; its
+    keys then count as changed only where they differ from that set."""
+    if optimizer_rule not in ("cli", "ui"):
+        raise ValueError(f"optimizer_rule must be 'cli' or 'ui', got {optimizer_rule!r}")
     raw = load_json(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a OneTrainer config must be a JSON object, got {_kind(raw)}")
@@ -87,14 +93,20 @@ def read_config(path, concepts=None, samples=None, preset=None):
     unknown = set()
     _merge(values, raw, "", unknown)
     values.pop("secrets", None)
+    baseline = D.train_config_defaults()
+    if optimizer_rule == "ui":
+        name = values["optimizer"]["optimizer"]
+        # Parameters compare with the UI's set for the chosen optimizer; the name with the default one.
+        baseline["optimizer"] = {**D.ui_optimizer_defaults(name), "optimizer": D.OPTIMIZER["optimizer"]}
+        saved = values["optimizer_defaults"].get(name)
+        values["optimizer"] = {**saved, "optimizer": name} if saved else D.ui_optimizer_defaults(name)
     concept_list = _resolve_concepts(path, raw, concepts, notes)
     sample_list = _resolve_samples(path, raw, samples, values["model_type"], notes)
     values["concepts"], values["samples"] = concept_list, sample_list
     concept_changed = [_diff(c, D.concept_defaults(), "", D.RANDOM_CONCEPT_KEYS) for c in concept_list]
     sample_defaults = D.sample_defaults(values["model_type"])
     sample_changed = [_diff(s, sample_defaults, "", frozenset()) for s in sample_list or []]
-    changed = _diff({k: v for k, v in values.items() if k not in _LIST_KEYS},
-                    D.train_config_defaults(), "", D.RANDOM_KEYS)
+    changed = _diff({k: v for k, v in values.items() if k not in _LIST_KEYS}, baseline, "", D.RANDOM_KEYS)
     return OneTrainerConfig(values, frozenset(changed), concept_list, sample_list, concept_changed,
                             sample_changed, frozenset(unknown), version, preset, notes)
 
