@@ -207,3 +207,17 @@ def test_ui_optimizer_rule_loads_the_optimizer_set_or_the_saved_one(tmp_path):
     ui = read_config(_write(tmp_path / "#flux ft.json", preset), optimizer_rule="ui")
     assert ui.values["optimizer"]["fused_back_pass"] is True
     assert "optimizer.fused_back_pass" in ui.changed and "optimizer_defaults" in ui.changed
+
+
+def test_pointer_files_resolve_from_the_onetrainer_root(tmp_path):
+    (tmp_path / "training_presets").mkdir()
+    (tmp_path / "training_concepts").mkdir()
+    (tmp_path / "training_samples").mkdir()
+    _write(tmp_path / "training_concepts" / "concepts.json", [{"name": "dogs", "path": "/d", "seed": 3}])
+    _write(tmp_path / "training_samples" / "samples.json", [{"prompt": "a dog"}])
+    config = _full_default()
+    config["concepts"] = None
+    result = read_config(_write(tmp_path / "training_presets" / "#.json", config))
+    assert not result.preset                                   # "#.json" is a full saved config
+    assert [c["name"] for c in result.concepts] == ["dogs"]
+    assert result.samples[0]["prompt"] == "a dog" and result.samples[0]["cfg_scale"] == 7.5  # SD1.5 default
