@@ -35,6 +35,9 @@ def test_run_length_is_epochs_without_max_steps():
 def test_scaler_factors():
     assert [v.scaler_factor(s, 4, 3, 2) for s in
             ("NONE", "BATCH", "GLOBAL_BATCH", "GRADIENT_ACCUMULATION", "BOTH", "GLOBAL_BOTH")] == [1, 4, 8, 3, 12, 24]
+    assert v.loss_scaler("BATCH", batch_size=1).params == {}  # a scale of 1 changes nothing
+    with pytest.raises(Unsupported, match="loss_scaler = 'BOTH': scales the loss by 12"):
+        v.loss_scaler("BOTH", 4, 3)
 
 
 # §6.2 STEP counts batches, EPOCH epochs, 0 = never; skip tests "elapsed + 1 > n"
@@ -44,6 +47,9 @@ def test_hook_schedule_steps_and_epochs():
     # sample checks before the batch: elapsed 500 batches (125 updates) already passes the skip test
     s = v.hook_schedule("sample", 1000, "STEP", skip_first=500, gradient_accumulation_steps=4).params
     assert s["train.sample_hook.skip_first"] == 124
+    # saves skip while batches done <= 502: updates 1..125 (500 batches) skip, 126 (504) may save
+    assert v.hook_schedule("save", 8, "STEP", skip_first=502, gradient_accumulation_steps=4).params[
+        "train.save_hook.skip_first"] == 125
     m = v.hook_schedule("save", 10, "STEP", gradient_accumulation_steps=4)
     assert m.params["train.save_hook.every"] == 3 and "not a whole number of updates" in m.notes[0]
     e = v.hook_schedule("backup", 2, "EPOCH").params

@@ -277,6 +277,15 @@ def learning_rates(learning_rate, parts: dict | None = None, *, learning_rate_sc
     return Mapped(params)
 
 
+def loss_scaler(value, batch_size: int = 1, gradient_accumulation_steps: int = 1, world_size: int = 1) -> Mapped:
+    """OneTrainer's ``loss_scaler`` multiplies the loss by its scale, linearly (§6.1). nodetrainer's
+    objectives have no global loss multiplier, so only a scale of 1 maps (to nothing)."""
+    factor = scaler_factor(value, batch_size, gradient_accumulation_steps, world_size)
+    if factor != 1:
+        raise Unsupported(f"loss_scaler = {value!r}", f"scales the loss by {factor}; nodetrainer's objectives "
+                                                       "have no loss multiplier")
+    return Mapped({})
+
 # --- §6.9 dtype names ------------------------------------------------------------------------------------------
 
 _FLOATS = {"FLOAT_32": "float32", "FLOAT_16": "float16", "BFLOAT_16": "bfloat16"}
