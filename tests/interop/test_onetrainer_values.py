@@ -202,3 +202,18 @@ def test_timestep_distribution_params():
         v.timesteps("INVERTED_PARABOLA", 1.0, 1.0)
     with pytest.raises(Unsupported, match="dynamic_timestep_shifting"):
         v.timesteps("UNIFORM", dynamic_timestep_shifting=True)
+
+
+def test_layer_filter_regex_drives_our_target_selection():
+    """The regex we write selects, through nodes.lora_targets, the layers OneTrainer's filter selects."""
+    torch = pytest.importorskip("torch")
+    from nodes.lora_targets import UNET_PRESETS, target_modules
+
+    block = torch.nn.Module()
+    block.attn1 = torch.nn.Linear(2, 2)
+    block.ff = torch.nn.Linear(2, 2)
+    block.proj = torch.nn.Conv2d(2, 2, 1)
+    root = torch.nn.Module()
+    root.blocks = torch.nn.ModuleList([block])
+    regex = v.lora_targets("attn1, proj").params["target_regex"]
+    assert target_modules(root, "attn", regex, UNET_PRESETS) == ["blocks.0.attn1", "blocks.0.proj"]
