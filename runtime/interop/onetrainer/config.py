@@ -189,21 +189,27 @@ def _pointer(config_path, name):
     return name
 
 
-def _resolve_concepts(config_path, raw, concepts_path, notes):
-    """Concepts: the given file, else the embedded list, else the ``concept_file_name`` file; migrated."""
-    if concepts_path is not None:
-        items, where = _list_from(concepts_path, "concepts"), concepts_path
-    elif raw.get("concepts") is not None:
-        items, where = raw["concepts"], f"{config_path}: concepts"
+def _list_source(config_path, raw, given, key: str, pointer_key: str):
+    """``(items, where)`` of a list OneTrainer keeps beside a config: the ``given`` file, else the list
+    embedded under ``key``, else the file ``pointer_key`` names (``(None, name)`` when that is missing)."""
+    if given is not None:
+        return _list_from(given, key), given
+    if raw.get(key) is not None:
+        items, where = raw[key], f"{config_path}: {key}"
         if not isinstance(items, list):
             raise ValueError(f"{where} must be a list, got {_kind(items)}")
-    else:
-        name = raw.get("concept_file_name", D.TOP_LEVEL["concept_file_name"])
-        where = _pointer(config_path, str(name))
-        if not os.path.isfile(where):
-            raise ValueError(f"{config_path}: concepts file '{name}' (concept_file_name) not found; "
-                             "give it with --concepts")
-        items = _list_from(where, "concepts")
+        return items, where
+    name = str(raw.get(pointer_key, D.TOP_LEVEL[pointer_key]))
+    where = _pointer(config_path, name)
+    return (_list_from(where, key), where) if os.path.isfile(where) else (None, name)
+
+
+def _resolve_concepts(config_path, raw, concepts_path, notes):
+    """Concepts: the given file, else the embedded list, else the ``concept_file_name`` file; migrated."""
+    items, where = _list_source(config_path, raw, concepts_path, "concepts", "concept_file_name")
+    if items is None:
+        raise ValueError(f"{config_path}: concepts file '{where}' (concept_file_name) not found; "
+                         "give it with --concepts")
     result = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -216,19 +222,10 @@ def _resolve_concepts(config_path, raw, concepts_path, notes):
 def _resolve_samples(config_path, raw, samples_path, model_type, notes):
     """Samples: the given file, else the embedded list, else the pointer file (None when it is missing,
     as OneTrainer then skips sampling)."""
-    if samples_path is not None:
-        items, where = _list_from(samples_path, "samples"), samples_path
-    elif raw.get("samples") is not None:
-        items, where = raw["samples"], f"{config_path}: samples"
-        if not isinstance(items, list):
-            raise ValueError(f"{where} must be a list, got {_kind(items)}")
-    else:
-        name = str(raw.get("sample_definition_file_name", D.TOP_LEVEL["sample_definition_file_name"]))
-        where = _pointer(config_path, name)
-        if not os.path.isfile(where):
-            notes.append(f"samples file '{name}' not found: no samples (OneTrainer skips sampling too)")
-            return None
-        items = _list_from(where, "samples")
+    items, where = _list_source(config_path, raw, samples_path, "samples", "sample_definition_file_name")
+    if items is None:
+        notes.append(f"samples file '{where}' not found: no samples (OneTrainer skips sampling too)")
+        return None
     result = []
     for i, item in enumerate(items):
         if not isinstance(item, dict):
