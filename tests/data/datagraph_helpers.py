@@ -173,3 +173,19 @@ def items_at(ran: Ran, node: str, epoch: int = 0, seed: int = 0, ports=None) -> 
 
 def batches_of(source, epoch: int = 0, start: int = 0) -> list[dict]:
     return list(source.epoch(epoch, start))
+
+
+def record_disk_writes() -> list[str]:
+    """The keys this process's disk caches write from now on, in order (for a spawned rank: it patches
+    ``DiskStore.put`` for the rest of the process)."""
+    from runtime.data.cache import DiskStore
+
+    written: list[str] = []
+    real_put = DiskStore.put
+
+    def put(self, key, value):
+        written.append(key)
+        real_put(self, key, value)
+
+    DiskStore.put = put
+    return written

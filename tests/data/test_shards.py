@@ -234,7 +234,7 @@ def _rank_main(rank, world, port, images, cache_dir, out_dir):
     import torch.distributed as dist
 
     import datagraph_nodes
-    from runtime.data.cache import DiskStore
+    from datagraph_helpers import record_disk_writes
     from runtime.registry import Registry
 
     torch.set_num_threads(1)
@@ -243,14 +243,7 @@ def _rank_main(rank, world, port, images, cache_dir, out_dir):
     try:
         reg = Registry.discover(builtin=True, entry_points=False)
         reg.register_module(datagraph_nodes, "tests")
-        written: list[str] = []
-        real_put = DiskStore.put
-
-        def put(self, key, value):
-            written.append(key)
-            real_put(self, key, value)
-
-        DiskStore.put = put
+        written = record_disk_writes()
         out: dict = {"rank": rank}
         for run in ("first", "second"):
             datagraph_nodes.CALLS.clear()

@@ -60,20 +60,12 @@ def _folders_main(rank, world, port, images, folders, out_dir):
     import torch.distributed as dist
 
     import datagraph_nodes
-    from datagraph_helpers import run_nodes
-    from runtime.data.cache import DiskStore
+    from datagraph_helpers import record_disk_writes, run_nodes
 
     _join(rank, world, port)
     try:
         reg = _registry()
-        written: list[str] = []
-        real_put = DiskStore.put
-
-        def put(self, key, value):
-            written.append(key)
-            real_put(self, key, value)
-
-        DiskStore.put = put
+        written = record_disk_writes()
         g = graph(Path(images), cache_dir=Path(folders[rank]))
         source = run_nodes(g, reg, ["batches"], tmp=Path(out_dir)).out("batches", "batches")
         epochs = [[b["_index"] for b in source.epoch(e)] for e in range(2)]
