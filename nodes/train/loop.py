@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 
-from runtime import Choice, Device, Input, Output, Param, Seed, node
+from runtime import Choice, Device, Input, Output, Param, Seed, StrList, node
 from runtime.port_types import BatchSource, DiffusionModel, Hook, LRSchedule, Objective, OptimizerSpec
 
 from . import distributed, speed
@@ -130,6 +130,9 @@ class TrainLoop:
                           "device lacks is an error before training")
     offload_activations = Param(bool, False, doc="keep the activations saved for backward in (pinned) CPU memory: "
                                                  "less GPU memory, slower; nothing on a CPU")
+    stop_parts = Param(StrList, [], doc="stop training a part partway: 'part=N epochs' or 'part=N steps' "
+                                          "entries (e.g. text_encoder=30 epochs; OneTrainer's stop_training_after); "
+                                          "its learning rate is 0 from then on")
     distributed = Param(Choice(*distributed.MODES), "auto",
                         doc="several processes (torchrun): ddp = DistributedDataParallel, gradients averaged over "
                             "the ranks, hooks on rank 0; fsdp = the trained parts' weights, gradients and optimizer "
@@ -148,7 +151,7 @@ class TrainLoop:
         batches_per_epoch = count_batches(batches)
         steps_per_epoch = max(1, batches_per_epoch // self.gradient_accumulation)
         total = self.max_steps or self.epochs * steps_per_epoch
-        state = self._state(ctx, model, optimizer, schedule, total, device, precision)
+        state = self._state(ctx, model, optimizer, schedule, total, device, precision, steps_per_epoch)
         # side effects (samples, saves, EMA, TensorBoard, validation) come from rank 0 alone
         run = TrainRun(ctx, model, state, batches, total, steps_per_epoch, device, objective,
                        ordered(hooks) if distributed.is_main() else [], parts=parts)
@@ -191,16 +194,24 @@ class TrainLoop:
         parts = distributed.parallel_parts(self.distributed, model, device)
         return parts, trainable_weights(model)
 
-    def _state(self, ctx, model, optimizer, schedule, total: int, device, precision: str) -> TrainState:
-        """The run's stateful objects: optimizer, LR schedule (default: constant), gradient scaler (on for
-        fp16 only) and the noise generator, seeded by the run seed and the node id."""
+    def _state(self, ctx, model, optimizer, schedule, total: int, device, precision: str,
+               steps_per_epoch: int = 1) -> TrainState:
+        """The run's stateful objects: optimizer, LR schedule (default: constant; parts in ``stop_parts``
+        get their own group, whose factor drops to 0 at its stop), gradient scaler (on for fp16 only) and
+        the noise generator, seeded by the run seed and the node id."""
         import torch
 
+        from . import part_stops
         from .lr_schedule import LRScheduleConfig
 
         state = TrainState(seed=self.seed)
-        state.optimizer = speed.build_optimizer(optimizer, model.param_groups(), self.optimizer_kernel)
-        state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total)
+        stops = part_stops.stop_steps(part_stops.parse(self.stop_parts), steps_per_epoch,
+                                      model.trained_parts()) if self.stop_parts else {}
+        groups = model.param_groups_by_part(getattr(model, "learning_rates", None) or {}) if stops \
+            else model.param_groups()
+        state.optimizer = speed.build_optimizer(optimizer, groups, self.optimizer_kernel)
+        limits = part_stops.group_limits(state.optimizer.param_groups, stops) if stops else None
+        state.lr_scheduler = (schedule or LRScheduleConfig("constant")).build(state.optimizer, total, limits)
         state.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         state.generator = ctx.torch_generator(self.seed, *rank_salt())
         return state
@@ -230,13 +241,22 @@ class TrainLoop:
 
     def check(self, c) -> None:
         """Before a run: the batches carry the fields the model needs, the optimizer and the LR
-        schedule go together, and under FSDP the hooks and the precision can work sharded."""
+        schedule go together, ``stop_parts`` parses, and under FSDP the hooks and the precision can work sharded."""
         self._check_fields(c)
         self._check_schedule(c)
+        self._check_stops(c)
         if self.distributed == "fsdp":  # hooks that need the whole model on rank 0, fp16's gradient scaler
             from .fsdp import check_fsdp
 
             check_fsdp(c, self.precision, self.optimizer_kernel)
+
+    def _check_stops(self, c) -> None:
+        from . import part_stops
+
+        try:
+            part_stops.parse(self.stop_parts)
+        except ValueError as e:
+            c.error(str(e).split(": ", 1)[1], param="stop_parts")
 
     @staticmethod
     def _check_schedule(c) -> None:

@@ -80,14 +80,26 @@ class LRScheduleConfig:
         value = shape(self.shape_name, p, self.cycles, self.power)
         return self.min_factor + (1.0 - self.min_factor) * value
 
-    def build(self, optimizer, total_steps: int):
+    def _stopped_factor(self, total: int, stop):
+        return lambda step: self.factor(step, total) if stop is None or step < stop else 0.0
+
+    def build(self, optimizer, total_steps: int, stops: list | None = None):
+        """The torch scheduler; ``stops`` (per optimizer group, an update count or None) sets a group's
+        factor to 0 from that update on (``nodes.train.part_stops``)."""
         if self.shape_name == "adafactor":
+            if stops and any(s is not None for s in stops):
+                raise ValueError("train.loop: stop_parts needs a learning-rate schedule; the adafactor schedule "
+                                 "is Adafactor's own step size")
             return adafactor_schedule(optimizer)
         shape(self.shape_name, 0.0)  # an unknown name fails here, not at the first step
         total = max(1, total_steps)
         from torch.optim.lr_scheduler import LambdaLR
 
-        sched = LambdaLR(optimizer, lambda step: self.factor(step, total))
+        if stops and any(s is not None for s in stops):
+            lambdas = [self._stopped_factor(total, s) for s in stops]
+            sched = LambdaLR(optimizer, lambdas)
+        else:
+            sched = LambdaLR(optimizer, lambda step: self.factor(step, total))
         # which schedule it is, for the schedule-free warning; plain values, so its state_dict stays
         # loadable with weights_only
         sched.schedule_name, sched.warmup_steps = self.shape_name, self.warmup_steps(total)
