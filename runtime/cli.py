@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--seed", type=int, help="run seed (default: the batches node's seed, else 0)")
     prev.add_argument("--json", action="store_true", help="print the items as JSON")
     prev.set_defaults(func=cmd_preview)
+
+    from .cli_interop import add_parsers
+
+    add_parsers(sub)
     return p
 
 

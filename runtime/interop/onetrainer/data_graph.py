@@ -116,7 +116,8 @@ def _slug(concept: dict, i: int) -> str:
 
 
 def _branch(imp, i: int, prefix: str) -> dict[str, str]:
-    """One concept's branch; returns its fields (image, caption, bucket, loss_weight, role[, mask])."""
+    """One concept's branch; returns its fields (image, caption, bucket, loss_weight, role, size, crop_offset
+    [, mask]): what the family's encoders may read."""
     c, key, b = imp.v["concepts"][i], f"concepts[{i}]", imp.b
     p = prefix + _slug(c, i)
     masks = bool(imp.v["masked_training"])
@@ -137,7 +138,7 @@ def _branch(imp, i: int, prefix: str) -> dict[str, str]:
     _resolution(imp, i, bucket)
     fields = _image(imp, i, p, source, bucket, masks)
     return {"image": fields.pop("image"), "caption": caption, "bucket": f"{bucket}.bucket",
-            "loss_weight": f"{source}.loss_weight", "role": f"{source}.role", **fields}
+            "loss_weight": f"{source}.loss_weight", "role": f"{source}.role", "size": f"{source}.size", **fields}
 
 
 def _resolution(imp, i: int, bucket: str) -> None:
@@ -184,7 +185,7 @@ def _image(imp, i: int, p: str, source: str, bucket: str, masks: bool) -> dict[s
         if c[k]:
             imp.unsupported(f"{key}.{k}", "mask augmentations are not supported")
     tensor = b.add(f"{p}_tensor", "data.to_tensor@1", {}, {"image": image_ref, "mask": mask_ref})
-    out = {"image": f"{tensor}.image"}
+    out = {"image": f"{tensor}.image", "crop_offset": f"{crop}.crop_offset"}
     if masks:
         out["mask"] = f"{tensor}.mask"
     return out
