@@ -260,15 +260,20 @@ def _caption(imp, i: int, p: str, concept: str, source: str) -> str:
         if mode != "FULL":
             imp.unsupported(f"{key}.tag_dropout_mode", f"{mode}: data.drop_tags drops each tag with one "
                                                        "probability (OneTrainer's FULL)")
-        if str(t["tag_dropout_special_tags_mode"]).upper() != "NONE":
-            imp.unsupported(f"{key}.tag_dropout_special_tags_mode", "white- and blacklists of tags are not supported")
+        else:
+            imp.mapped(f"{key}.tag_dropout_mode", f"{p}_drop_tags (FULL)")
+        special = str(t["tag_dropout_special_tags_mode"]).upper() != "NONE"
+        for k in ("tag_dropout_special_tags_mode", "tag_dropout_special_tags", "tag_dropout_special_tags_regex"):
+            if special:
+                imp.unsupported(f"{key}.{k}", "white- and blacklists of tags kept from dropout are not supported")
+            else:
+                imp.not_needed(f"{key}.{k}", "only read with tag_dropout_special_tags_mode other than NONE")
         node = b.add(f"{p}_drop_tags", "data.drop_tags@1", {"delimiter": delim, "keep_first": keep,
                                                              "probability": float(t["tag_dropout_probability"])},
                      {"caption": ref})
         ref, used = f"{node}.caption", True
         imp.mapped(f"{key}.tag_dropout_enable", node)
         imp.mapped(f"{key}.tag_dropout_probability", f"{node}.probability")
-        imp.mapped(f"{key}.tag_dropout_mode", f"{node} (FULL)")
     else:
         for k in ("tag_dropout_mode", "tag_dropout_probability", "tag_dropout_special_tags_mode",
                   "tag_dropout_special_tags", "tag_dropout_special_tags_regex"):
@@ -278,10 +283,10 @@ def _caption(imp, i: int, p: str, concept: str, source: str) -> str:
             imp.mapped(f"{key}.{k}", f"{p}_shuffle/_drop_tags.{param}")
         else:
             imp.not_needed(f"{key}.{k}", "only read with tag shuffling or dropout")
-    if t["caps_randomize_enable"]:
-        imp.unsupported(f"{key}.caps_randomize_enable", "random capitalisation of tags is not supported")
-    else:
-        for k in ("caps_randomize_mode", "caps_randomize_probability", "caps_randomize_lowercase"):
+    for k in ("caps_randomize_enable", "caps_randomize_mode", "caps_randomize_probability", "caps_randomize_lowercase"):
+        if t["caps_randomize_enable"]:
+            imp.unsupported(f"{key}.{k}", "random capitalisation of tags is not supported")
+        else:
             imp.not_needed(f"{key}.{k}", "only read with caps_randomize_enable")
     return ref
 
