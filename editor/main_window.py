@@ -10,13 +10,14 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from runtime.backups import list_backups, read_meta, run_folders
-from runtime.errors import GraphFileError
+from runtime.errors import GraphFileError, Problem
 from runtime.paths import ROOT, presets
 from runtime.registry import Registry, default_registry
 from runtime.validate import validate
 
 from .canvas import Canvas
 from .document import Document
+from . import import_onetrainer as onetrainer_import
 from .library import NodeLibrary, NodeSearch
 from .preview import PreviewDialog, can_preview
 from .properties import PropertiesPanel
@@ -73,6 +74,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.problem_count = QtWidgets.QLabel()
         self.statusBar().addPermanentWidget(self.problem_count)
         self._run_problems: dict[str, list[tuple[str, str]]] = {}
+        #: the warnings of the OneTrainer import that made this document, until it is saved
+        self._import_problems: list[Problem] = []
         self._run_doc: Document | None = None  # the document whose run the run panel shows
         self.help_dialog: HelpDialog | None = None
         self._drag_status = ""  # the drag hint the status bar shows, if it still shows it
@@ -179,6 +182,9 @@ class MainWindow(QtWidgets.QMainWindow):
         K = QtGui.QKeySequence.StandardKey
         self.act_new = self._action("&New", self.new_graph, K.New, "Start an empty graph")
         self.act_open = self._action("&Open\u2026", self.open_dialog, K.Open, "Open a graph file")
+        self.act_import_onetrainer = self._action(
+            "&Import OneTrainer config\u2026", self.import_onetrainer_dialog,
+            tip="Open a OneTrainer training config (JSON) as a new unsaved graph (nodetrainer import onetrainer)")
         self.act_save = self._action("&Save", self.save, K.Save, "Save the graph")
         self.act_save_as = self._action("Save &As\u2026", self.save_as, K.SaveAs, "Save under a new name")
         self.act_quit = self._action("&Quit", self.close, K.Quit)
@@ -248,6 +254,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file.addAction(self.act_open)
         self.recent_menu = file.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        file.addAction(self.act_import_onetrainer)
         file.addSeparator()
         file.addActions([self.act_save, self.act_save_as])
         file.addSeparator()
@@ -333,6 +340,7 @@ class MainWindow(QtWidgets.QMainWindow):
         doc.undo.cleanChanged.connect(self._update_title)
         doc.meta_changed.connect(self.update_resume)
         self._run_problems = {}
+        self._import_problems = []
         self.canvas.set_document(doc)
         self.properties.set_document(doc)
         self.validator.set_document(doc)
@@ -396,6 +404,32 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("; ".join(notes) if notes else f"opened {path}", 15000)
         return True
 
+    def import_onetrainer_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Import OneTrainer config", str(Path.cwd()),
+                                                        onetrainer_import.FILE_FILTER)
+        if path:
+            self.import_onetrainer(path)
+
+    def import_onetrainer(self, path: str | Path) -> bool:
+        """Open OneTrainer config ``path`` as a new unsaved graph; what the import could not express
+        shows in the problems panel as warnings until the graph is saved."""
+        try:
+            doc, problems = onetrainer_import.load(path, self.registry)
+        except ValueError as e:
+            QtWidgets.QMessageBox.critical(self, "Cannot import OneTrainer config", str(e))
+            self.statusBar().showMessage(f"cannot import {path}", 10000)
+            return False
+        if not self.maybe_save():
+            doc.deleteLater()
+            return False
+        self.set_document(doc)
+        self._import_problems = problems
+        self.validator.validate_now()
+        if problems:
+            self.problems_dock.raise_()
+        self.statusBar().showMessage(onetrainer_import.summary(path, doc, problems), 15000)
+        return True
+
     def save(self) -> bool:
         if self.doc.file_path is None:
             return self.save_as()
@@ -418,6 +452,9 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         self._add_recent(path)
         self._update_title()
+        if self._import_problems:  # the saved graph is what it is now: the import's warnings go
+            self._import_problems = []
+            self.validator.validate_now()
         self.statusBar().showMessage(f"saved {path}", 5000)
         return True
 
@@ -522,8 +559,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("the graph is valid" if not errors else f"{errors} error(s)", 5000)
 
     def _on_validated(self, result) -> None:
-        self.problems.set_problems(result.problems)
-        badges = problems_by_node(result.problems)
+        problems = list(result.problems) + self._import_problems
+        self.problems.set_problems(problems)
+        badges = problems_by_node(problems)
         for nid, items in self._run_problems.items():
             badges.setdefault(nid, []).extend(items)
         self.canvas.set_problems(badges)
@@ -537,7 +575,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         check = validate(self.doc.graph, self.registry, for_run=True)
         if not check.ok:
-            self.problems.set_problems(check.problems)
+            self.problems.set_problems(list(check.problems) + self._import_problems)
             self.problems_dock.raise_()
             self.statusBar().showMessage(f"cannot run: {len(check.errors)} problem(s); see Problems", 10000)
             return False
