@@ -410,11 +410,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if path:
             self.import_onetrainer(path)
 
-    def import_onetrainer(self, path: str | Path) -> bool:
-        """Open OneTrainer config ``path`` as a new unsaved graph; what the import could not express
-        shows in the problems panel as warnings until the graph is saved."""
+    def import_onetrainer(self, path: str | Path, concepts: str | Path | None = None,
+                          samples: str | Path | None = None) -> bool:
+        """Open OneTrainer config ``path`` as a new unsaved graph (``concepts``/``samples``: files that
+        replace the config's own); what the import could not express shows in the problems panel as
+        warnings until the graph is saved."""
         try:
-            doc, problems = onetrainer_import.load(path, self.registry)
+            doc, problems = onetrainer_import.load(path, self.registry, concepts, samples)
         except ValueError as e:
             QtWidgets.QMessageBox.critical(self, "Cannot import OneTrainer config", str(e))
             self.statusBar().showMessage(f"cannot import {path}", 10000)

@@ -204,3 +204,13 @@ def test_locate_takes_the_first_target_that_names_a_node():
         ("base", None, "OneTrainer b: loads in float32"),
         (None, None, "OneTrainer config: samples file not found"),
     ]
+
+
+def test_a_concepts_file_replaces_the_configs_own(window, config, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    concepts = tmp_path / "concepts.json"
+    concepts.write_text(json.dumps([{"name": "other", "path": str(other)}]))
+    assert window.import_onetrainer(config, concepts=concepts)
+    folders = [e.params.get("folder") for e in window.doc.graph.nodes.values() if e.type == "data.concept"]
+    assert folders == [str(other)]
