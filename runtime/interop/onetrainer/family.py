@@ -24,8 +24,9 @@ class Part:
 
     ``name``: the part's name in our model (``train.loop.stop_parts``); ``dtype``: the loader param of
     its weight dtype; ``finetune``: the fine-tune setup's bool that trains it (None: always trained);
-    ``lora``: the LoRA setup's bool that adapts it (None: always adapted, the denoiser); ``lr``: the
-    fine-tune setup's learning-rate param; ``trains``: whether the part can train at all (the VAE not)."""
+    ``lora``: the LoRA setup's param that adapts it (None: always adapted, the denoiser; a bool unless
+    the family's ``set_part_trains`` says otherwise); ``lr``: the fine-tune setup's learning-rate param;
+    ``trains``: whether the part can train at all (the VAE not)."""
 
     name: str
     dtype: str | None = None
@@ -64,7 +65,6 @@ class OneTrainerFamily:
     schedulers: dict[str, str] = {}
     #: (training method, OneTrainer output_model_format) -> saver node type
     savers: dict[tuple[str, str], str] = {}
-    #: OneTrainer keys this family reads that the generic importer does not know (key -> node.param)
     quantum_model_type = ""
 
     def encode(self, imp, prefix: str, image: str, caption: str, fields: dict[str, str]) -> Encoded:
@@ -85,6 +85,12 @@ class OneTrainerFamily:
     def sampler_params(self, imp, sample: dict, key: str) -> dict:
         """Params of this family's sampler for one OneTrainer sample, beyond the generic ones."""
         return {}
+
+    def set_part_trains(self, imp, part: Part, flag: str, trains: bool) -> None:
+        """Make the setup train ``part`` or not: its bool param ``flag`` (``part.finetune`` or
+        ``part.lora``). A family whose setup chooses several parts with one param (SDXL's LoRA
+        ``text_encoders``: none, first, second, both) overrides this."""
+        imp.b.set(imp.setup, flag, trains)
 
     def uses(self, key: str) -> bool:
         """Whether this family's nodes read the top-level key (e.g. text_encoder_sequence_length)."""
