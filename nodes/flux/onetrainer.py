@@ -9,7 +9,9 @@ flux.encode_text (T5's sequence and CLIP-L's pooled output, cached). OneTrainer-
   overwrites each sample's T5 length from the training config);
 - ``transformer.guidance_scale`` -> the loader's ``guidance`` (what dev's transformer gets in training);
 - a sample's ``cfg_scale`` -> flux.sample's ``guidance`` (OneTrainer's Flux sampler feeds cfg_scale to the
-  guidance embedding; there is no classifier-free guidance and no negative prompt).
+  guidance embedding; there is no classifier-free guidance and no negative prompt);
+- quantized ``transformer`` / ``text_encoder_2`` weight dtypes (FLOAT_8, INT_8, NFLOAT_4) -> the loader's
+  ``quantize``, which stores both frozen parts so (LoRA only: a quantized base cannot be fine-tuned).
 
 T5 never trains here (OneTrainer can put a LoRA on it or fine-tune it): a config that trains it is
 reported unsupported. There is no embedding setup for Flux, so EMBEDDING configs are refused.
@@ -65,6 +67,24 @@ class FluxFamily(OneTrainerFamily):
                                                     "is cached); set text_encoder_2.train false to match")
         # OneTrainer trains a part's weights in the part's weight_dtype (the loader's dtype): keep them so
         return {"weight_dtype": "keep"} if method == "FINE_TUNE" else {}
+
+    def quantize_params(self, imp, key, part, scheme):
+        # flux.load_model's quantize stores the frozen transformer's and T5's Linear weights together, one
+        # scheme for both (OneTrainer's Flux LoRA preset: NFLOAT_4 for both)
+        if imp.method == "FINE_TUNE" or key not in ("transformer", "text_encoder_2"):
+            return None
+        other = "text_encoder_2" if key == "transformer" else "transformer"
+        try:
+            theirs = V.weight_dtype(f"{other}.weight_dtype", imp.v[other]["weight_dtype"]).params.get("quantize")
+        except V.Unsupported:
+            theirs = None
+        if theirs == scheme:
+            return {"quantize": scheme}
+        if key == "text_encoder_2":  # T5 alone, or with another scheme: the loader cannot
+            return None
+        imp.report.note(f"{key}.weight_dtype", f"flux.load_model's quantize stores T5 as {scheme} too "
+                                               f"(text_encoder_2.weight_dtype is {imp.v[other]['weight_dtype']})")
+        return {"quantize": scheme}
 
     def sampler_params(self, imp, sample, key):
         imp.mapped(f"{key}.cfg_scale", "previews.guidance (OneTrainer's Flux sampler feeds cfg_scale to the "

@@ -21,6 +21,7 @@ def config(tmp_path: Path, method: str, **extra) -> dict:
     a sample and a save every 2 steps."""
     return {"__version": 11, "model_type": FLUX, "training_method": method, "base_model_name": "/models/flux-dev",
             "resolution": "64", "batch_size": 2, "epochs": 1, "learning_rate": 1e-4,
+            "output_model_format": "DIFFUSERS_LORA" if method == "LORA" else "DIFFUSERS",
             "text_encoder_2": {"train": False}, "text_encoder_2_sequence_length": 32,
             "save_every": 2, "save_every_unit": "STEP", "sample_after": 2, "sample_after_unit": "STEP",
             "backup_after_unit": "NEVER", "tensorboard": False,
@@ -123,6 +124,28 @@ def test_unmodified_default_config_differs_only_in_training_t5(tmp_path):
     assert nodes["lora"].params["train_clip_l"] is True
     assert nodes["train"].params["stop_parts"] == ["text_encoder=30 epochs"]
     assert problems(imported.graph) == []
+
+
+def test_quantized_weight_dtypes_become_the_loaders_quantize(tmp_path):
+    # OneTrainer's "#flux LoRA" preset: transformer and T5 in NFLOAT_4
+    imported = import_onetrainer(write_config(tmp_path, config(
+        tmp_path, "LORA", transformer={"weight_dtype": "NFLOAT_4"},
+        text_encoder_2={"train": False, "weight_dtype": "NFLOAT_4"})))
+    assert imported.graph.nodes["base"].params["quantize"] == "nf4"
+    assert not imported.report.of_kind(UNSUPPORTED), imported.report.table()
+    assert problems(imported.graph) == []
+    # the transformer alone: T5 is quantized with it, and the report says so
+    imported = import_onetrainer(write_config(tmp_path, config(tmp_path, "LORA",
+                                                               transformer={"weight_dtype": "FLOAT_8"})))
+    assert imported.graph.nodes["base"].params["quantize"] == "fp8"
+    assert any(r.key == "transformer.weight_dtype" and "T5 as fp8 too" in r.target for r in imported.report.rows)
+    # T5 alone, or a quantized fine-tune: the loader cannot
+    for method, parts in (("LORA", {"text_encoder_2": {"train": False, "weight_dtype": "INT_8"}}),
+                          ("FINE_TUNE", {"transformer": {"weight_dtype": "NFLOAT_4"}})):
+        imported = import_onetrainer(write_config(tmp_path, config(tmp_path, method, **parts)))
+        assert "quantize" not in imported.graph.nodes["base"].params
+        key = next(iter(parts)) + ".weight_dtype"
+        assert key in {r.key for r in imported.report.of_kind(UNSUPPORTED)}, imported.report.table()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -92,6 +92,11 @@ class OneTrainerFamily:
         ``text_encoders``: none, first, second, both) overrides this."""
         imp.b.set(imp.setup, flag, trains)
 
+    def quantize_params(self, imp, key: str, part: Part, scheme: str) -> dict | None:
+        """Loader params that store OneTrainer part ``key``'s weights quantized with ``scheme`` (int8, fp8,
+        nf4: its weight_dtype INT_8, FLOAT_8, NFLOAT_4), or None when this family's loader cannot."""
+        return None
+
     def uses(self, key: str) -> bool:
         """Whether this family's nodes read the top-level key (e.g. text_encoder_sequence_length)."""
         return False
