@@ -150,6 +150,83 @@ def test_restart_schedule_timesteps_and_losses(tmp_path):
     assert exported["clip_grad_norm"] is None and exported["tensorboard"] is False
 
 
+ASSORTED = {
+    "schedule-free optimizer with its own warmup": dict(
+        training_method="LORA", output_model_format="KOHYA_LORA", learning_rate_warmup_steps=30, learning_rate=1.0,
+        optimizer={"optimizer": "PRODIGY_PLUS_SCHEDULE_FREE", "weight_decay": 0.01, "d_coef": 2.0}),
+    "warmup fraction, linear, 8-bit AdamW params": dict(
+        training_method="LORA", output_model_format="KOHYA_LORA", learning_rate_warmup_steps=0.05,
+        learning_rate_scheduler="LINEAR", optimizer={"optimizer": "ADAMW_8BIT", "beta1": 0.8, "eps": 1e-7}),
+    "one warmup update, EMA on the CPU, TF32, flash attention, compile": dict(
+        training_method="LORA", output_model_format="KOHYA_LORA", learning_rate_warmup_steps=1.5, ema="CPU",
+        train_dtype="TFLOAT_32", train_device="cpu", compile=True, attention_mechanism="FLASH"),
+    "fine-tune, a stop in steps with accumulation 3, masks, validation": dict(
+        training_method="FINE_TUNE", output_model_format="ORIGINAL_SINGLE_FILE", gradient_accumulation_steps=3,
+        epochs=5, text_encoder={"train": True, "stop_training_after": 300, "stop_training_after_unit": "STEP"},
+        masked_training=True, validation=True, concepts=[{"path": "/d/x y"}, {"path": "/d/v", "type": "VALIDATION"}]),
+    "LoKr, samples only on command, no checkpointing": dict(
+        training_method="LORA", output_model_format="KOHYA_LORA", samples=[{"prompt": "a"}], sample_after=0,
+        sample_after_unit="NEVER", peft_type="LOKR", lokr_dim=4, lokr_decompose_factor=2,
+        unet={"gradient_checkpointing": False}),
+    "OFT, no latent cache": dict(training_method="LORA", output_model_format="KOHYA_LORA", peft_type="OFT_2",
+                                 oft_block_size=16, latent_caching=False, cache_dir="/cache/x"),
+    "DoRA, cache folder, exact square, zero SNR, sigmoid timesteps, P2": dict(
+        training_method="LORA", output_model_format="KOHYA_LORA", lora_decompose=True, cache_dir="/cache/x",
+        resolution="1024x1024", rescale_noise_scheduler_to_zero_terminal_snr=True, timestep_distribution="SIGMOID",
+        noising_weight=3.0, noising_bias=0.1, loss_weight_fn="P2", loss_weight_strength=0.5),
+}
+
+
+@pytest.mark.parametrize("case", list(ASSORTED))
+def test_assorted_settings_round_trip(tmp_path, case):
+    round_trip(tmp_path, _config(**ASSORTED[case]))
+
+
+FAMILIES = {
+    "STABLE_DIFFUSION_XL_10_BASE": dict(training_method="LORA", output_model_format="KOHYA_LORA",
+                                        text_encoder_layer_skip=1, text_encoder_2_layer_skip=1, epochs=40,
+                                        samples=[{"prompt": "a cat", "cfg_scale": 6.0}]),
+    "FLUX_DEV_1": dict(training_method="LORA", output_model_format="DIFFUSERS_LORA", text_encoder_2={"train": False},
+                       text_encoder_2_sequence_length=256, transformer={"guidance_scale": 3.0},
+                       timestep_distribution="LOGIT_NORMAL", dynamic_timestep_shifting=True,
+                       samples=[{"prompt": "a cat", "cfg_scale": 4.0}]),
+}
+
+
+@pytest.mark.parametrize("model_type", list(FAMILIES))
+def test_other_families_round_trip(tmp_path, model_type):
+    from runtime.interop.onetrainer.family import family_for
+
+    if family_for(model_type) is None:
+        pytest.skip(f"no OneTrainer table for {model_type} yet")
+    _, exported, _ = round_trip(tmp_path, _config(**{**FAMILIES[model_type], "model_type": model_type}))
+    assert exported["model_type"] == model_type
+    if model_type == "FLUX_DEV_1":
+        assert exported["text_encoder_2_sequence_length"] == 256
+        assert exported["transformer"]["guidance_scale"] == 3.0 and exported["samples"][0]["cfg_scale"] == 4.0
+    else:
+        assert exported["text_encoder_layer_skip"] == exported["text_encoder_2_layer_skip"] == 1
+
+
+def test_values_the_importer_cannot_write_do_not_map(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config(training_method="LORA", output_model_format="KOHYA_LORA",
+                                       layer_filter="attentions")), encoding="utf-8")
+    graph = import_onetrainer(path).graph
+    graph.nodes["objective"].params.update(loss="l1", min_snr_gamma=5.0, loss_weighting="p2")
+    graph.nodes["lora"].params["target_regex"] = "up_blocks"
+    graph.nodes["schedule"].params["warmup"] = 2.5
+    flip = next(n for n, e in graph.nodes.items() if e.type == "data.scale_crop")
+    graph.nodes[flip].params["crop"] = "random"  # maps: enable_crop_jitter
+    with pytest.raises(ValueError) as e:
+        export(graph)
+    lines = {line.strip().split(":")[0] for line in str(e.value).splitlines()[1:]}
+    assert lines == {"node objective (train.diffusion_objective) param loss",
+                     "node objective (train.diffusion_objective) param min_snr_gamma",
+                     "node lora (sd.lora_setup) param target_regex",
+                     "node schedule (train.lr_schedule) param warmup"}
+
+
 def test_a_node_that_does_not_map_is_named(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(_config(training_method="LORA", output_model_format="KOHYA_LORA")), encoding="utf-8")

@@ -21,10 +21,10 @@ from . import defaults as D
 from . import export_values as X
 from .data_graph import COLOURS
 from .family import OneTrainerFamily, families
-from .hooks import SAMPLE_PARAMS  # noqa: F401  (the importer's sample keys; the inverse is below)
 from .training import ATTENTION, LOSS_WEIGHTS, SCHEDULE_FREE
 
-_UNSET = object()
+#: the T5 token count key of the families that read it (family.uses)
+SEQUENCE_LENGTH = "text_encoder_2_sequence_length"
 #: branch stages of a concept (the importer's data_graph), in OneTrainer's order
 CAPTION_STAGES = ("data.load_text", "data.shuffle_tags", "data.drop_tags")
 IMAGE_STAGES = ("data.random_flip", "data.random_rotate", *(t.partition("@")[0] for _, t, _ in COLOURS))
@@ -136,6 +136,8 @@ class Export:
         self.hooks()
         self.saver()
         self.clip_skip()
+        self.sequence_length()
+        self.loader_extras()
         self.leftovers()
         return self.out
 
@@ -187,7 +189,7 @@ class Export:
                     self.fail(loader, part.dtype, f"{dtype!r}: OneTrainer's weight dtypes are float32, float16, "
                                                   "bfloat16 (or quantized ones this loader has not)")
         try:
-            fixed = fam.setup_params(_NoImport(), self.method)
+            fixed = fam.setup_params(_Quiet(self.out), self.method)
         except (KeyError, AttributeError, TypeError):  # a family whose setup params read the config
             fixed = {}
         for key, value in fixed.items():
@@ -390,11 +392,11 @@ class Export:
                 if weighting == "none":
                     self.warnings.append(f"{node}: min_snr_gamma {gamma:g} with loss_weighting none is min-SNR "
                                          "weighting: written as loss_weight_fn MIN_SNR_GAMMA")
-            elif weighting == "p2":
-                o["loss_weight_strength"] = float(self.p(node, "p2_gamma"))
             elif gamma:
                 self.fail(node, "min_snr_gamma", f"{gamma:g} with loss_weighting {weighting}: OneTrainer has one "
                                                  "loss weighting")
+            if weighting == "p2":
+                o["loss_weight_strength"] = float(self.p(node, "p2_gamma"))
         o["offset_noise_weight"] = float(self.p(node, "offset_noise"))
         if not flow:
             o["generalized_offset_noise"] = bool(self.p(node, "generalized_offset_noise"))
@@ -453,9 +455,11 @@ class Export:
                 self.claim(node, "the merge of the concepts")
             elif t.startswith(self.family.name + ".") or t == "sd.encode_image" or t == "sd.tokenize":
                 self.claim(node, "an encoder")
-                for key in ("clip_skip",):
-                    if key in self.spec(node).params:
-                        self.clip_skips.append((node, self.p(node, key)))
+                if "clip_skip" in self.spec(node).params:
+                    self.clip_skips.append((node, self.p(node, "clip_skip")))
+                if "max_length" in self.spec(node).params and self.family.uses(SEQUENCE_LENGTH) and \
+                        "max_length" in self.g.nodes[node].params:
+                    self.lengths.append((node, self.p(node, "max_length")))
         return concepts
 
     clip_skips: list
@@ -690,6 +694,10 @@ class Export:
                 base["noise_scheduler"] = schedulers.get(scheduler, base["noise_scheduler"])
             if "clip_skip" in spec:
                 self.clip_skips.append((node, self.p(node, "clip_skip")))
+            if "guidance" in spec and "cfg" not in spec:  # a guidance-distilled model's sampler: cfg_scale
+                base["cfg_scale"] = float(self.p(node, "guidance"))
+            if "max_length" in spec and self.family.uses(SEQUENCE_LENGTH):
+                self.lengths.append((node, self.p(node, "max_length")))
             for i, prompt in enumerate(self.p(node, "prompts")):
                 sample = {**base, "prompt": str(prompt)}
                 if seed == -1:
@@ -779,6 +787,23 @@ class Export:
         else:
             o["save_filename_prefix"] = name[:len(name) - len(final_name)]
 
+    def sequence_length(self) -> None:
+        """The T5 token count the encoders and samplers share (a family that ``uses`` the key)."""
+        if not self.lengths:
+            return
+        first = self.lengths[0]
+        for node, n in self.lengths[1:]:
+            if n != first[1]:
+                self.fail(node, "max_length", f"{n}: OneTrainer has one {SEQUENCE_LENGTH} ({first[0]} has "
+                                              f"{first[1]})")
+        self.out[SEQUENCE_LENGTH] = int(first[1])
+
+    def loader_extras(self) -> None:
+        """Loader params a family's ``loader_params`` sets from a part's key (Flux.1: guidance)."""
+        spec = self.spec(self.loader).params
+        if "guidance" in spec and "transformer" in self.family.parts:
+            self.out["transformer"]["guidance_scale"] = float(self.p(self.loader, "guidance"))
+
     def clip_skip(self) -> None:
         skips = list(self.clip_skips)
         if "clip_skip" in self.spec(self.setup).params:
@@ -795,10 +820,17 @@ class Export:
                 self.out.update(got)
 
 
-class _NoImport:
-    """Stands in for an import where a family's ``setup_params`` only reads the method."""
+class _Quiet:
+    """Stands in for an import when a family's ``setup_params`` is asked what it always writes: the config
+    exported so far, and a report that keeps nothing."""
 
-    v: dict = {}
+    def __init__(self, values: dict):
+        self.v = values
+
+    def __getattr__(self, name):
+        if name in ("mapped", "unsupported", "not_needed", "note"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
 
 
 def export(graph: Graph, registry: Registry | None = None, warnings: list | None = None) -> dict:
@@ -806,7 +838,7 @@ def export(graph: Graph, registry: Registry | None = None, warnings: list | None
     whose nodes all map. ValueError listing every node and param that does not, one line each.
     ``warnings`` (a list) receives notes on values that map with a small change."""
     ex = Export(graph, registry or default_registry())
-    ex.clip_skips, ex.buckets, ex.masked = [], [], False
+    ex.clip_skips, ex.lengths, ex.buckets, ex.masked = [], [], [], False
     out = ex.run()
     if ex.problems:
         raise ValueError(f"cannot export {graph.name!r} as a OneTrainer config; {len(ex.problems)} "
