@@ -273,10 +273,23 @@ def test_shipped_sd15_lora_preset_names_what_does_not_map():
 
 def test_export_file_writes_the_config(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(_config(training_method="LORA", output_model_format="KOHYA_LORA")), encoding="utf-8")
+    config = _config(training_method="LORA", output_model_format="KOHYA_LORA", concepts=[_concept("cats")])
+    config["concepts"][0]["path"] = "imgs"  # relative: to the graph's folder, where it exists
+    (tmp_path / "imgs").mkdir()
+    path.write_text(json.dumps(config), encoding="utf-8")
     graph_path = tmp_path / "graph.yaml"
     graph_path.write_text(import_onetrainer(path).text(), encoding="utf-8")
     out = tmp_path / "out.json"
-    assert export_file(graph_path, out) == []
+    warnings = export_file(graph_path, out)
     written = json.loads(out.read_text(encoding="utf-8"))
-    assert written["training_method"] == "LORA" and written["concepts"][0]["path"] == "/data/cats"
+    assert written["training_method"] == "LORA" and written["concepts"][0]["path"] == str(tmp_path / "imgs")
+    assert warnings == [f"cats.folder: imgs is relative to the graph's folder: written as {tmp_path / 'imgs'}"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_export_file_of_a_graph_that_does_not_map_writes_nothing(tmp_path):
+    out = tmp_path / "out.json"
+    with pytest.raises(ValueError, match="1 thing does not map:\n  node lora \\(sd.lora_setup\\): input model "
+                                         "must come from sd.load_model"):
+        export_file(GRAPHS_DIR / "quickstart.yaml", out)
+    assert not out.exists()

@@ -47,6 +47,12 @@ class Export:
         self.claimed: dict[str, str] = {}
         self.read: set[tuple[str, str]] = set()
         self.inputs = {n: gi.default for n, gi in graph.inputs.items() if gi.has_default}
+        #: (node, value) of every clip_skip / T5 max_length, which OneTrainer keeps once; each concept's bucket
+        self.clip_skips: list = []
+        self.lengths: list = []
+        self.buckets: list = []
+        self.masked = False
+        self.save_hook: str | None = None
 
     # -- reading the graph -----------------------------------------------------------------------------
     def spec(self, node: str):
@@ -75,6 +81,16 @@ class Export:
                                  "before exporting")
             return default
         return substitute(raw, self.inputs)
+
+    def path(self, node: str, key: str) -> str:
+        """A path param for OneTrainer, which resolves relative paths against its own folder: one relative to
+        a graph file's folder that exists there is written absolute."""
+        value = str(self.p(node, key))
+        if self.g.path is not None and not os.path.isabs(value) and (self.g.base_dir / value).exists():
+            absolute = str((self.g.base_dir / value).resolve())
+            self.warnings.append(f"{node}.{key}: {value} is relative to the graph's folder: written as {absolute}")
+            return absolute
+        return value
 
     def params(self, node: str, *keys: str) -> dict:
         return {k: self.p(node, k) for k in keys}
@@ -157,9 +173,11 @@ class Export:
 
     # -- model: setup and loader --------------------------------------------------------------------------
     def model(self) -> bool:
-        setup = self.source(self.loop, "model", tuple(self.g.nodes[n].type for n in self.g.nodes))
-        if setup is None:
+        lk = self.link(self.loop, "model")
+        if lk is None or lk.node not in self.g.nodes:
+            self.fail(self.loop, None, "input model must come from a family's LoRA, fine-tune or embedding setup")
             return False
+        setup = lk.node
         found = [(f, m) for f in families() for m, t in f.setups.items() if _name(t) == self.type(setup)]
         if not found:
             self.fail(setup, None, "not a setup of a OneTrainer model type (train.loop's model must come from "
@@ -178,7 +196,7 @@ class Export:
             self.fail(loader, None, "its params match no OneTrainer model type")
             return False
         self.model_type = model_type
-        self.out.update(model_type=model_type, training_method=self.method, base_model_name=str(self.p(loader, "path")))
+        self.out.update(model_type=model_type, training_method=self.method, base_model_name=self.path(loader, "path"))
         self.out["samples"] = []
         for key, part in fam.parts.items():
             if part.dtype:
@@ -462,8 +480,6 @@ class Export:
                     self.lengths.append((node, self.p(node, "max_length")))
         return concepts
 
-    clip_skips: list
-
     def concept(self, src: str, concept_type: str) -> dict:
         c = D.concept_defaults()
         c["seed"] = int(self.p(self.loop, "seed")) if isinstance(self.p(self.loop, "seed"), int) else 0
@@ -473,7 +489,7 @@ class Export:
         if node is None:
             return c
         self.claim(node, "a concept")
-        c["path"], c["name"] = str(self.p(node, "folder")), str(self.p(node, "name"))
+        c["path"], c["name"] = self.path(node, "folder"), str(self.p(node, "name"))
         c["include_subdirectories"] = bool(self.p(node, "recursive"))
         c["balancing"] = float(self.p(node, "balancing"))
         c["balancing_strategy"] = str(self.p(node, "balancing_strategy")).upper()
@@ -755,7 +771,7 @@ class Export:
 
     def _periodic(self, final: str | None) -> None:
         """The save hook and its saver (``final``: the final saver it must copy; None: only account for them)."""
-        o, hook = self.out, getattr(self, "save_hook", None)
+        o, hook = self.out, self.save_hook
         if hook is None:
             return
         self.claim(hook, "the periodic saves")
@@ -838,11 +854,10 @@ def export(graph: Graph, registry: Registry | None = None, warnings: list | None
     whose nodes all map. ValueError listing every node and param that does not, one line each.
     ``warnings`` (a list) receives notes on values that map with a small change."""
     ex = Export(graph, registry or default_registry())
-    ex.clip_skips, ex.lengths, ex.buckets, ex.masked = [], [], [], False
     out = ex.run()
     if ex.problems:
         raise ValueError(f"cannot export {graph.name!r} as a OneTrainer config; {len(ex.problems)} "
-                         f"thing{'s' if len(ex.problems) != 1 else ''} do not map:\n  " + "\n  ".join(ex.problems))
+                         f"{'things do' if len(ex.problems) != 1 else 'thing does'} not map:\n  " + "\n  ".join(ex.problems))
     if warnings is not None:
         warnings.extend(ex.warnings)
     return out

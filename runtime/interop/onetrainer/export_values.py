@@ -125,9 +125,6 @@ def stop_entry(entry: str, accum: int) -> tuple[str, int, str]:
 
 # --- §6.3 resolution ------------------------------------------------------------------------------------------
 
-DEFAULT_ASPECTS = None  # read from the node spec by the caller
-
-
 def resolution(bucket: dict, default_aspects: list, bucketing: bool, model_type: str) -> str:
     """data.aspect_bucket params -> OneTrainer's resolution string, for a config whose
     ``aspect_ratio_bucketing`` is ``bucketing``."""
