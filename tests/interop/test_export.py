@@ -39,6 +39,15 @@ def round_trip(tmp_path, config):
     assert read.unknown == frozenset()
     assert exported["__version"] == D.CURRENT_VERSION
     assert set(exported) == set(D.train_config_defaults()) | {"__version"}
+    concept_keys = set(D.concept_defaults()) | {"__version"}
+    for concept in exported["concepts"]:
+        assert set(concept) == concept_keys and concept["__version"] == D.CONCEPT_VERSION
+        assert set(concept["image"]) == set(D.CONCEPT_IMAGE) | {"__version"}
+        assert set(concept["text"]) == set(D.CONCEPT_TEXT) | {"__version"}
+    for sample in exported["samples"]:
+        assert set(sample) == set(D.SAMPLE) | {"__version"}
+    for part in D.MODEL_PARTS:
+        assert set(exported[part]) == set(D.MODEL_PART) | {"__version"}
     return first, exported, second
 
 

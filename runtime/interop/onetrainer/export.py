@@ -155,7 +155,7 @@ class Export:
         self.sequence_length()
         self.loader_extras()
         self.leftovers()
-        return self.out
+        return versioned(self.out)
 
     def leftovers(self) -> None:
         for node, entry in self.g.nodes.items():
@@ -834,6 +834,18 @@ class Export:
             got = self.convert(skips[0][0], X.layer_skips, self.model_type, int(skips[0][1]))
             if got:
                 self.out.update(got)
+
+
+def versioned(config: dict) -> dict:
+    """``__version`` on every nested config object, as OneTrainer writes them (§1.2): a concept without one
+    would be migrated from version 0 on load."""
+    for key, value in config.items():
+        if isinstance(value, dict) and key in (*D.MODEL_PARTS, "quantization", "embedding", "optimizer", "cloud"):
+            config[key] = {"__version": 0, **value}
+    config["concepts"] = [{"__version": D.CONCEPT_VERSION, **c, "image": {"__version": 0, **c["image"]},
+                           "text": {"__version": 0, **c["text"]}} for c in config["concepts"]]
+    config["samples"] = [{"__version": 0, **s} for s in config["samples"]]
+    return config
 
 
 class _Quiet:
