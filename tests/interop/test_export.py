@@ -302,3 +302,25 @@ def test_export_file_of_a_graph_that_does_not_map_writes_nothing(tmp_path):
                                          "must come from sd.load_model"):
         export_file(GRAPHS_DIR / "quickstart.yaml", out)
     assert not out.exists()
+
+
+def test_a_quantizing_loader_gives_the_parts_it_stores_quantized_dtypes(tmp_path):
+    from runtime.interop.onetrainer.family import family_for
+
+    family = family_for("FLUX_DEV_1")
+    if family is None or type(family).quantize_params is type(family).__mro__[1].quantize_params:
+        pytest.skip("no Flux table with quantize_params yet")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(_config(model_type="FLUX_DEV_1", **FAMILIES["FLUX_DEV_1"])), encoding="utf-8")
+    graph = import_onetrainer(path).graph
+    graph.nodes["base"].params["quantize"] = "nf4"
+    with pytest.raises(ValueError, match="param transformer_dtype: 'float32'"):  # OneTrainer: one dtype per part
+        export(graph)
+    for key in ("transformer_dtype", "text_encoder_2_dtype"):  # the loader's own compute dtype
+        graph.nodes["base"].params.pop(key, None)
+    exported = export(graph)
+    assert exported["transformer"]["weight_dtype"] == exported["text_encoder_2"]["weight_dtype"] == "NFLOAT_4"
+    assert exported["text_encoder"]["weight_dtype"] != "NFLOAT_4"
+    graph.nodes["base"].params["transformer_dtype"] = "float16"
+    with pytest.raises(ValueError, match="node base \\(flux.load_model\\) param transformer_dtype"):
+        export(graph)

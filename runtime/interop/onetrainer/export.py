@@ -206,8 +206,9 @@ class Export:
                 else:
                     self.fail(loader, part.dtype, f"{dtype!r}: OneTrainer's weight dtypes are float32, float16, "
                                                   "bfloat16 (or quantized ones this loader has not)")
+        self.quantized(loader)
         try:
-            fixed = fam.setup_params(_Quiet(self.out), self.method)
+            fixed = fam.setup_params(_Quiet(self.out, self.method), self.method)
         except (KeyError, AttributeError, TypeError):  # a family whose setup params read the config
             fixed = {}
         for key, value in fixed.items():
@@ -215,6 +216,26 @@ class Export:
         {"LORA": self.lora, "FINE_TUNE": self.finetune, "EMBEDDING": self.embedding}[self.method]()
         self.parts()
         return True
+
+    def quantized(self, loader: str) -> None:
+        """A loader's ``quantize``: the weight_dtype of each part the family's ``quantize_params`` stores so."""
+        if "quantize" not in self.spec(loader).params:
+            return
+        scheme = self.p(loader, "quantize")
+        if scheme in (None, "none"):
+            return
+        name = {v: k for k, v in X.QUANTIZED.items()}.get(scheme)
+        parts = {k: p for k, p in self.family.parts.items() if p.dtype}
+        trial = {**self.out, **{k: {**self.out[k], "weight_dtype": name} for k in parts}}
+        quiet = _Quiet(trial, self.method)
+        chosen = [k for k, part in parts.items()
+                  if name and (self.family.quantize_params(quiet, k, part, scheme) or {}).get("quantize") == scheme]
+        if not chosen:
+            self.fail(loader, "quantize", f"{scheme}: no OneTrainer weight dtype gives this ({self.method})")
+        for k in chosen:
+            self.out[k]["weight_dtype"] = name
+            self.expect(loader, parts[k].dtype, self.spec(loader).params[parts[k].dtype].default,
+                        "a quantized part's compute dtype is the loader's default")
 
     def lora(self) -> None:
         s, o = self.setup, self.out
@@ -852,8 +873,8 @@ class _Quiet:
     """Stands in for an import when a family's ``setup_params`` is asked what it always writes: the config
     exported so far, and a report that keeps nothing."""
 
-    def __init__(self, values: dict):
-        self.v = values
+    def __init__(self, values: dict, method: str):
+        self.v, self.method, self.report = values, method, self
 
     def __getattr__(self, name):
         if name in ("mapped", "unsupported", "not_needed", "note"):

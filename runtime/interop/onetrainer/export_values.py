@@ -24,6 +24,8 @@ class NoMap(ValueError):
 
 
 FLOATS = {"float32": "FLOAT_32", "float16": "FLOAT_16", "bfloat16": "BFLOAT_16"}
+#: OneTrainer's quantized weight dtypes -> our loaders' quantize (values.weight_dtype)
+QUANTIZED = dict(V._QUANTIZED)
 PRECISION = {"fp32": "FLOAT_32", "fp16": "FLOAT_16", "bf16": "BFLOAT_16"}
 OUR_UNITS = {"steps": "STEP", "epochs": "EPOCH", "minutes": "MINUTE"}
 
