@@ -109,8 +109,8 @@ def _parts(imp) -> None:
             continue
         cfg = v[key]
         if part.dtype:
-            imp.attempt(f"{key}.weight_dtype", lambda: _dtype(part, V.weight_dtype(f"{key}.weight_dtype",
-                                                                                    cfg["weight_dtype"])), "base")
+            imp.attempt(f"{key}.weight_dtype", lambda: _dtype(imp, key, part, V.weight_dtype(
+                f"{key}.weight_dtype", cfg["weight_dtype"])), "base")
         if cfg["model_name"]:
             imp.unsupported(f"{key}.model_name", f"the {key} loads from base_model_name with the rest of the model")
         if not cfg["include"]:
@@ -137,9 +137,13 @@ def _parts(imp) -> None:
         _part_training(imp, key, part, cfg)
 
 
-def _dtype(part, mapped: Mapped) -> Mapped:
+def _dtype(imp, key: str, part, mapped: Mapped) -> Mapped:
     if "quantize" in mapped.params:
-        raise Unsupported(f"{part.dtype} = {mapped.params['quantize']}", "this family's loader does not quantize")
+        params = imp.family.quantize_params(imp, key, part, mapped.params["quantize"])
+        if params is None:
+            raise Unsupported(f"{part.dtype} = {mapped.params['quantize']}",
+                              f"this family's loader does not quantize the {key} this way")
+        return Mapped(params, mapped.notes)
     return Mapped({part.dtype: mapped.params["dtype"]}, mapped.notes)
 
 
@@ -159,7 +163,7 @@ def _part_training(imp, key: str, part, cfg: dict) -> None:
     if stop is False:
         trains = False
     if flag is not None:
-        imp.b.set(s, flag, trains)
+        imp.family.set_part_trains(imp, part, flag, trains)
         imp.mapped(f"{key}.train", f"{s}.{flag}")
     if not trains:
         imp.not_needed(f"{key}.learning_rate", f"the {key} does not train")
