@@ -48,9 +48,11 @@ class FluxFamily(OneTrainerFamily):
     }
     sampler = "flux.sample@1"
     schedulers = FLOW_SCHEDULERS
-    savers = {("LORA", "DIFFUSERS_LORA"): "flux.save_lora@1 formats=diffusers",
+    savers = {("LORA", "SAFETENSORS"): "flux.save_lora@1 formats=kohya",
+              ("LORA", "DIFFUSERS_LORA"): "flux.save_lora@1 formats=diffusers",
               ("LORA", "KOHYA_LORA"): "flux.save_lora@1 formats=kohya",
               ("LORA", "COMFY_LORA"): "flux.save_lora@1 formats=kohya",
+              ("FINE_TUNE", "SAFETENSORS"): "flux.save_transformer@1",
               ("FINE_TUNE", "ORIGINAL_TRANSFORMER"): "flux.save_transformer@1",
               ("FINE_TUNE", "DIFFUSERS"): "flux.save_diffusers@1"}
 

@@ -297,3 +297,18 @@ def test_cli_writes_the_graph_and_says_what_is_unsupported(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
     bad = run_cli("import", "onetrainer", tmp_path / "missing.json", "-o", tmp_path / "g2.yaml")
     assert bad.returncode == 2 and "not readable" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_interval_we_cannot_express_is_reported_and_the_hook_waits_for_a_command(tmp_path):
+    config = {"__version": 11, "training_method": "LORA", "model_type": SD15, "base_model_name": "/m",
+              "sample_after": 90, "sample_after_unit": "SECOND", "save_every": 1, "save_every_unit": "EPOCH",
+              "backup_before_save": False, "concepts": [{"path": "/d"}], "samples": [{"prompt": "a cat"}]}
+    imported = import_onetrainer(write_config(tmp_path, config))
+    report = imported.report
+    unsupported = {r.key: r.target for r in report.of_kind(UNSUPPORTED)}
+    assert "90 seconds is not a whole number of minutes" in unsupported["sample_after"]
+    assert "sample_after_unit" in unsupported
+    assert not any(r.key == "sample_after" for r in report.of_kind("note"))
+    assert imported.graph.nodes["sample_hook"].params == {"every": 0}
+    assert "save_backups" not in imported.graph.nodes                     # no backup before each save
+    assert {r.key: r.target for r in report.of_kind(MAPPED)}["backup_before_save"].startswith("(no backup")

@@ -29,11 +29,15 @@ def add(imp, data) -> None:
 
 
 def _schedule(imp, action: str, keys: tuple, node: str, *args, **kw) -> bool:
-    """Set a hook's every/unit/skip_first from OneTrainer's interval; False when it never fires."""
+    """Set a hook's every/unit/skip_first from OneTrainer's interval; False when it never fires. An
+    interval we cannot express is reported against every key of it, and the hook fires only on command."""
     try:
         m = V.hook_schedule(action, *args, gradient_accumulation_steps=imp.accum, **kw)
     except V.Unsupported as e:
-        imp.unsupported(keys[0], f"{e.what}: {e.reason}")
+        for key in keys:
+            if imp.changed(key) or key == keys[0]:
+                imp.unsupported(key, f"{e.what}: {e.reason} (the hook runs only on command)")
+        imp.b.set(node, "every", 0)
         return False
     node_type = V.HOOKS[action][0]
     imp.apply(keys, V.Mapped({k.replace(node_type, node): val for k, val in m.params.items()}, m.notes))
@@ -69,12 +73,11 @@ def _samples(imp) -> None:
         node = b.add("previews", imp.family.sampler, {**params, "prompts": prompts, "seed": seeds[0]})
         samplers.append(f"{node}.sampler")
     hook = b.add("sample_hook", "train.sample_hook@1", {}, {"samplers": samplers})
-    if _schedule(imp, "sample", keys, hook, v["sample_after"], v["sample_after_unit"],
-                 skip_first=v["sample_skip_first"]):
-        imp.hooks.append(f"{hook}.hook")
-    else:
+    fires = _schedule(imp, "sample", keys, hook, v["sample_after"], v["sample_after_unit"],
+                      skip_first=v["sample_skip_first"])
+    if not fires and not any(r.key == "sample_after" for r in imp.report.of_kind("unsupported")):
         imp.report.note("sample_after", "samples only on the sample command (OneTrainer: never)")
-        imp.hooks.append(f"{hook}.hook")
+    imp.hooks.append(f"{hook}.hook")
     if "ema" in b.nodes:
         b.set(hook, "non_ema", bool(v["non_ema_sampling"]))
         imp.mapped("non_ema_sampling", f"{hook}.non_ema")
@@ -98,13 +101,14 @@ def _sample_params(imp, i: int, s: dict) -> dict:
         params["scheduler"] = scheduler
     spec = imp.b.registry.get(fam.sampler.partition("@")[0]).params
     params = {k: val for k, val in params.items() if k in spec}
+    params.update(fam.sampler_params(imp, s, key))
     for k, param in SAMPLE_PARAMS.items():
-        imp.mapped(f"{key}.{k}", f"previews.{param}" if param in spec else "(not a setting of this sampler)")
+        if not imp.report.handled(f"{key}.{k}"):
+            imp.mapped(f"{key}.{k}", f"previews.{param}" if param in spec else "(not a setting of this sampler)")
     imp.mapped(f"{key}.random_seed", "previews.seed (-1)")
     for k, reason in SAMPLE_NOT_NEEDED.items():
         if reason:
             imp.not_needed(f"{key}.{k}", reason)
-    params.update(fam.sampler_params(imp, s, key))
     return params
 
 
@@ -173,6 +177,8 @@ def _saves(imp, saver: tuple[str, dict]) -> None:
         backup = b.add("save_backups", "train.backup_hook@1", {k: b.param(hook, k) for k in ("every", "unit", "skip_first")})
         imp.hooks.append(f"{backup}.hook")
         imp.mapped("backup_before_save", f"{backup} (a backup on the save schedule)")
+    else:
+        imp.mapped("backup_before_save", "(no backup on the save schedule)")
 
 
 def _backups(imp) -> None:

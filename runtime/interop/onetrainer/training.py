@@ -120,7 +120,11 @@ def _parts(imp) -> None:
                             ("offload_fraction", "offloading part of the weights")):
             if cfg[sub] != D.model_part_defaults(key)[sub]:
                 imp.unsupported(f"{key}.{sub}", f"{reason} is not supported")
-        imp.not_needed(f"{key}.train_embedding", "embeddings are trained by the embedding setup")
+        if imp.method == "EMBEDDING" and not cfg["train_embedding"] and key.startswith("text_encoder"):
+            imp.unsupported(f"{key}.train_embedding", "the embedding setup trains the new vectors in every text "
+                                                      "encoder; it cannot leave one out")
+        else:
+            imp.not_needed(f"{key}.train_embedding", "only read by embedding training, for text encoders")
         if part.denoiser:
             imp.pending_checkpointing = bool(cfg["gradient_checkpointing"])
             imp.pending_offload = bool(cfg["activation_offloading"])
