@@ -12,7 +12,7 @@ import re
 from ...graph import Graph, Link, NodeEntry
 from ...registry import Registry, default_registry
 
-COLUMN, ROW = 260, 130
+COLUMN, ROW, PORT = 260, 110, 24
 
 
 class GraphBuilder:
@@ -94,13 +94,20 @@ class GraphBuilder:
         for node_id, entry in self.nodes.items():
             if not entry.links() and readers.get(node_id):
                 depth[node_id] = max(0, min(depth[r] for r in readers[node_id]) - 1)
-        rows: dict[int, int] = {}
+        tops: dict[int, int] = {}
         out = {}
         for node_id in self.nodes:
             col = depth[node_id]
-            out[node_id] = (float(col * COLUMN), float(rows.get(col, 0) * ROW))
-            rows[col] = rows.get(col, 0) + 1
+            out[node_id] = (float(col * COLUMN), float(tops.get(col, 0)))
+            tops[col] = tops.get(col, 0) + self._height(node_id)
         return out
+
+    def _height(self, node_id: str) -> int:
+        """Room for a node in its column: more ports, a taller node (a cache has one output per field)."""
+        entry = self.nodes[node_id]
+        spec = self.registry.get(entry.type)
+        ports = max(len(spec.inputs), len(spec.outputs), len(entry.links()) if len(spec.outputs) == 1 else 0)
+        return max(ROW, 50 + PORT * ports)
 
 
 def _same(a, b) -> bool:
