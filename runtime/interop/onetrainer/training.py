@@ -115,11 +115,15 @@ def _parts(imp) -> None:
             imp.unsupported(f"{key}.model_name", f"the {key} loads from base_model_name with the rest of the model")
         if not cfg["include"]:
             imp.unsupported(f"{key}.include", f"a model without its {key} is not supported")
-        for sub, reason in (("dropout_probability", "dropout inside a trained part"),
+        dropout = ("OneTrainer's dropout of this text encoder's conditioning (caption dropout per encoder)"
+                   if key.startswith("text_encoder") else "dropout inside a trained part")
+        for sub, reason in (("dropout_probability", dropout),
                             ("attention_mask", "an attention mask for the text encoder"),
                             ("offload_fraction", "offloading part of the weights")):
             if cfg[sub] != D.model_part_defaults(key)[sub]:
-                imp.unsupported(f"{key}.{sub}", f"{reason} is not supported")
+                imp.unsupported(f"{key}.{sub}", f"{reason} is not supported" + (
+                    "; data.caption_dropout drops the whole caption" if sub == "dropout_probability"
+                    and key.startswith("text_encoder") else ""))
         if imp.method == "EMBEDDING" and not cfg["train_embedding"] and key.startswith("text_encoder"):
             imp.unsupported(f"{key}.train_embedding", "the embedding setup trains the new vectors in every text "
                                                       "encoder; it cannot leave one out")
