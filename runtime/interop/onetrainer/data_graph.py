@@ -248,7 +248,8 @@ def _caption(imp, i: int, p: str, concept: str, source: str) -> str:
         text = b.add(f"{p}_text", "data.load_text@1", {"lines": "random"}, {"path": f"{source}.text_path"})
         ref = f"{text}.caption"
         imp.mapped(f"{key}.prompt_source", f"{text}.lines")
-    imp.not_needed(f"{key}.prompt_path", "only read with prompt_source 'concept'") if where != "concept" else None
+    if where != "concept":
+        imp.not_needed(f"{key}.prompt_path", "only read with prompt_source 'concept'")
     delim, keep = str(t["tag_delimiter"]), int(t["keep_tags_count"])
     used = False
     if t["enable_tag_shuffling"]:

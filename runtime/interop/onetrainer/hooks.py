@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from ...graph import Link
 from . import values as V
 
 #: OneTrainer sample keys the generic sampler params cover: key -> our sampler param
@@ -22,9 +23,6 @@ def add(imp, data) -> None:
     _validation(imp, data)
     _tensorboard(imp)
     if imp.hooks:
-        imp.b.nodes["train"].inputs["hooks"] = []
-        from ...graph import Link
-
         imp.b.nodes["train"].inputs["hooks"] = [Link.parse(h) for h in imp.hooks]
 
 
@@ -193,7 +191,9 @@ def _backups(imp) -> None:
     keep = int(v["rolling_backup_count"]) if v["rolling_backup"] else 10000
     b.set(hook, "keep", max(1, keep))
     imp.mapped("rolling_backup", f"{hook}.keep")
-    imp.mapped("rolling_backup_count", f"{hook}.keep") if v["rolling_backup"] else \
+    if v["rolling_backup"]:
+        imp.mapped("rolling_backup_count", f"{hook}.keep")
+    else:
         imp.not_needed("rolling_backup_count", "only read with rolling_backup")
     imp.hooks.append(f"{hook}.hook")
 

@@ -78,8 +78,8 @@ def _lora(imp) -> None:
     if v["lora_model_name"]:
         imp.unsupported("lora_model_name", "continuing from an existing LoRA file is not supported: the "
                                            "adapters start fresh")
-    imp.mapped("lora_weight_dtype", "(the adapters train in float32)") if v["lora_weight_dtype"] == "FLOAT_32" \
-        else imp.unsupported("lora_weight_dtype", "the adapters always train in float32")
+    if v["lora_weight_dtype"] != "FLOAT_32":
+        imp.unsupported("lora_weight_dtype", "the adapters always train in float32")
 
 
 def _embedding(imp) -> None:
