@@ -10,8 +10,7 @@ from runtime.interop.onetrainer import defaults as D
 from runtime.interop.onetrainer.importer import import_onetrainer
 from runtime.interop.onetrainer.report import MAPPED, UNSUPPORTED
 
-from .import_helpers import problems, run_tiny, write_config
-from .test_import_sdxl import fields, images, param, saved
+from .import_helpers import assert_saves, fields, images, param, problems, run_tiny, saved, write_config
 
 FLUX = "FLUX_DEV_1"
 
@@ -68,11 +67,7 @@ def test_lora_maps_guidance_and_t5_length_and_runs(tmp_path):
     assert problems(imported.graph) == []
 
     _, events = run_tiny(imported.graph, FLUX, tmp_path / "run", max_steps=2)
-    files = saved(events)
-    assert files and all(Path(f).is_file() for f in files) and Path(files[0]).name == "squares.diffusers.safetensors"
-    assert [Path(f).name for f in saved(events, "train") if f.endswith(".safetensors")] == [
-        "squares-step000002.diffusers.safetensors"], "the save every 2 steps"
-    assert any(e["event"] == "sample" for e in events), "the sample every 2 steps"
+    assert_saves(events, "squares.diffusers.safetensors", "squares-step000002.diffusers.safetensors")
 
 
 def test_finetune_trains_the_transformer_and_clip_and_saves_the_transformer(tmp_path):

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from runtime.interop.onetrainer import defaults as D
 from runtime.interop.onetrainer.importer import import_onetrainer
 from runtime.interop.onetrainer.report import MAPPED, UNSUPPORTED
-from runtime.registry import default_registry
 
-from .import_helpers import problems, run_tiny, write_config
+from .import_helpers import COLOURS, assert_saves, fields, images, param, problems, run_tiny, saved, write_config
 
 SDXL = "STABLE_DIFFUSION_XL_10_BASE"
-COLOURS = ("red", "blue", "green")
-
-
-def images(folder: Path, captions=None) -> Path:
-    """Three 64x64 images with .txt captions."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, colour in enumerate(COLOURS):
-        Image.new("RGB", (64, 64), colour).save(folder / f"{i}.png")
-        (folder / f"{i}.txt").write_text(captions[i] if captions else f"a {colour} square", encoding="utf-8")
-    return folder
 
 
 def config(tmp_path: Path, method: str, **extra) -> dict:
@@ -37,23 +24,8 @@ def config(tmp_path: Path, method: str, **extra) -> dict:
             "concepts": [{"name": "squares", "path": str(images(tmp_path / "squares"))}], **extra}
 
 
-def param(imported, node: str, name: str):
-    """A node's param as the graph runs it: as set, else its type's default (left out of the file)."""
-    entry = imported.graph.nodes[node]
-    return entry.params.get(name, default_registry().get(entry.type).params[name].default)
-
-
 def mapped(imported) -> dict[str, str]:
     return {r.key: r.target for r in imported.report.of_kind(MAPPED)}
-
-
-def fields(imported, node: str = "batches") -> list[str]:
-    return [str(x) for x in imported.graph.nodes[node].inputs["fields"]]
-
-
-def saved(events, node: str = "save") -> list[str]:
-    """Paths the saver ``node`` wrote (``"train"``: the periodic saves and backups of its hooks)."""
-    return [e["path"] for e in events if e["event"] == "saved" and e["node"] == node]
 
 
 def test_lora_adapts_the_second_encoder_and_runs(tmp_path):
@@ -85,11 +57,7 @@ def test_lora_adapts_the_second_encoder_and_runs(tmp_path):
     assert problems(imported.graph) == []
 
     _, events = run_tiny(imported.graph, SDXL, tmp_path / "run", max_steps=2)
-    files = saved(events)
-    assert files and all(Path(f).is_file() for f in files) and Path(files[0]).name == "squares.safetensors"
-    assert [Path(f).name for f in saved(events, "train") if f.endswith(".safetensors")] == [
-        "squares-step000002.safetensors"], "the save every 2 steps"
-    assert any(e["event"] == "sample" for e in events), "the sample every 2 steps"
+    assert_saves(events, "squares.safetensors", "squares-step000002.safetensors")
 
 
 def test_lora_with_frozen_encoders_caches_their_embeddings(tmp_path):
